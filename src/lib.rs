@@ -1,0 +1,6 @@
+//! pgmigrate: move a live PostgreSQL database to another server with
+//! seconds of downtime.
+//!
+//! Modules follow the data flow: `protocol` (pure bytes) → `conn` (wire
+//! client) → `copy` (snapshot copy) → `stream`/`apply` (change stream) →
+//! `migration` (phase order) → `control` (state, console, signals).
