@@ -6,3 +6,4 @@
 //! `migration` (phase order) → `control` (state, console, signals).
 
 pub mod config;
+pub mod control;

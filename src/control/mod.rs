@@ -1,0 +1,16 @@
+//! Control of a running migration: the status vocabulary, the state.json
+//! document and its single writer, live progress counters, and the human
+//! reports of `show` and `list`.
+
+pub mod progress;
+pub mod report;
+pub mod state;
+pub mod status;
+pub mod store;
+mod table;
+
+pub use progress::{spawn_state_flusher, DbProgress, MigrationProgress};
+pub use report::{list_migrations, render_json, render_list, render_show, ListFilter};
+pub use state::{now_rfc3339, DatabaseState, MigrationState, ResumeState, ValidationCheck};
+pub use status::{CheckResult, Phase, Status, Substatus, UnknownValue};
+pub use store::{RunningDaemon, StateError, StateStore};

@@ -1,0 +1,308 @@
+//! The state.json document: the single source of truth for the status
+//! machine and everything needed to resume. `show --json` prints it as is,
+//! so its field names are DESIGN.md's.
+//!
+//! Every field has a serde default so a file written by an older version
+//! still loads; `None` values serialize as `null` so the keys are always
+//! present for readers of `show --json`.
+
+use serde::{Deserialize, Serialize};
+
+use super::status::{CheckResult, Phase, Status, Substatus};
+use crate::config::{MigrationName, Mode};
+
+/// The whole state of one migration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MigrationState {
+    /// The migration's name (its directory under the state dir).
+    pub name: String,
+    /// Online or offline.
+    pub mode: Mode,
+    /// Overall status.
+    pub status: Status,
+    /// What is being done within `status`.
+    pub substatus: Substatus,
+    /// When the first `run` started (RFC 3339).
+    pub started_on: Option<String>,
+    /// When a terminal status was reached (RFC 3339).
+    pub ended_on: Option<String>,
+    /// Last error or warning concerning the migration as a whole.
+    pub message: Option<String>,
+    /// Premigration checks of the last validation.
+    pub validation: Vec<ValidationCheck>,
+    /// One entry per migrated database, in config order.
+    pub databases: Vec<DatabaseState>,
+    /// Process id of the `run` daemon that last wrote the file; a reader
+    /// must check the store's lock to know whether it still runs.
+    pub pid: Option<u32>,
+}
+
+/// One premigration check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationCheck {
+    /// Stable identifier of the check, e.g. `wal_level`.
+    #[serde(default)]
+    pub id: String,
+    /// Succeeded, Warning or Failed.
+    pub result: CheckResult,
+    /// What was found.
+    #[serde(default)]
+    pub message: String,
+    /// How to fix it (empty when nothing to fix).
+    #[serde(default)]
+    pub fix: String,
+}
+
+/// Progress and resume data of one database.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseState {
+    /// Database name (same on source and target).
+    pub name: String,
+    /// Where this database stands.
+    pub phase: Phase,
+    /// Tables waiting for their snapshot copy.
+    pub full_load_queued_tables: u64,
+    /// Tables being copied now.
+    pub full_load_loading_tables: u64,
+    /// Tables copied.
+    pub full_load_completed_tables: u64,
+    /// Tables whose copy failed.
+    pub full_load_errored_tables: u64,
+    /// Rows copied by the snapshot copy.
+    pub rows_copied: u64,
+    /// COPY bytes copied by the snapshot copy.
+    pub bytes_copied: u64,
+    /// Streamed inserts applied.
+    pub cdc_insert_counter: u64,
+    /// Streamed updates applied.
+    pub cdc_update_counter: u64,
+    /// Streamed deletes applied.
+    pub cdc_delete_counter: u64,
+    /// Streamed truncates applied.
+    pub cdc_truncate_counter: u64,
+    /// Streamed changes applied on the target.
+    pub applied_changes: u64,
+    /// Streamed changes received and not yet applied.
+    pub incoming_changes: u64,
+    /// Seconds between a change's source commit and its apply.
+    pub latency_seconds: f64,
+    /// Source WAL bytes between its current position and the confirmed LSN.
+    pub lag_bytes: u64,
+    /// Last LSN confirmed to the source as applied (`X/Y`).
+    pub confirmed_lsn: Option<String>,
+    /// Last error or warning for this database.
+    pub message: Option<String>,
+    /// What a restarted daemon needs to continue.
+    pub resume: ResumeState,
+}
+
+/// Resume bookkeeping of one database; not part of the operator-facing view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResumeState {
+    /// Logical replication slot on the source, once created.
+    pub slot_name: Option<String>,
+    /// Publication on the source, once created.
+    pub publication_name: Option<String>,
+    /// Replication origins on the target, one per apply worker.
+    pub origin_names: Vec<String>,
+    /// The slot's consistent point (`X/Y`): where copy and stream meet.
+    pub consistent_lsn: Option<String>,
+    /// The target database was created by this migration.
+    pub target_database_created: bool,
+    /// Snapshot copy, schema and indexes are all done.
+    pub copy_completed: bool,
+    /// Qualified names of tables whose snapshot copy committed.
+    pub tables_completed: Vec<String>,
+}
+
+impl MigrationState {
+    /// A fresh state for `name`, one [`DatabaseState`] per database.
+    pub fn new(name: &MigrationName, mode: Mode, databases: &[String]) -> MigrationState {
+        MigrationState {
+            name: name.as_str().to_owned(),
+            mode,
+            databases: databases.iter().map(|d| DatabaseState::new(d)).collect(),
+            ..MigrationState::default()
+        }
+    }
+
+    /// The entry of database `name`.
+    pub fn database(&self, name: &str) -> Option<&DatabaseState> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+
+    /// The entry of database `name`, for changing it.
+    pub fn database_mut(&mut self, name: &str) -> Option<&mut DatabaseState> {
+        self.databases.iter_mut().find(|d| d.name == name)
+    }
+
+    /// Moves to `status`/`substatus`; stamps `started_on` on first use and
+    /// `ended_on` when the status is terminal (clearing it otherwise, as a
+    /// resumed migration has not ended).
+    pub fn set_status(&mut self, status: Status, substatus: Substatus) {
+        self.status = status;
+        self.substatus = substatus;
+        if self.started_on.is_none() {
+            self.started_on = Some(now_rfc3339());
+        }
+        self.ended_on = status.is_terminal().then(now_rfc3339);
+    }
+}
+
+impl DatabaseState {
+    /// A database that has not started.
+    pub fn new(name: &str) -> DatabaseState {
+        DatabaseState {
+            name: name.to_owned(),
+            ..DatabaseState::default()
+        }
+    }
+
+    /// All tables known to the snapshot copy, whatever their state.
+    pub fn full_load_total_tables(&self) -> u64 {
+        self.full_load_queued_tables
+            .saturating_add(self.full_load_loading_tables)
+            .saturating_add(self.full_load_completed_tables)
+            .saturating_add(self.full_load_errored_tables)
+    }
+}
+
+/// The current time as RFC 3339 UTC with seconds, e.g. `2026-05-01T12:00:00Z`.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> MigrationState {
+        let name = MigrationName::new("orders-2026").unwrap();
+        let mut s = MigrationState::new(&name, Mode::Online, &["ticketdb".into(), "timedb".into()]);
+        s.set_status(Status::InProgress, Substatus::MigratingData);
+        s.validation.push(ValidationCheck {
+            id: "wal_level".into(),
+            result: CheckResult::Warning,
+            message: "wal_level is replica".into(),
+            fix: "set wal_level = logical and restart".into(),
+        });
+        let db = s.database_mut("timedb").unwrap();
+        db.phase = Phase::Streaming;
+        db.rows_copied = 1234;
+        db.latency_seconds = 0.25;
+        db.confirmed_lsn = Some("0/16B3748".into());
+        db.resume.slot_name = Some("pgmigrate_orders_2026".into());
+        db.resume.tables_completed = vec!["public.t".into()];
+        s.pid = Some(42);
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        let back: MigrationState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+    }
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn json_has_exactly_the_contract_keys() {
+        let v = serde_json::to_value(sample()).unwrap();
+        let mut top = vec![
+            "name",
+            "mode",
+            "status",
+            "substatus",
+            "started_on",
+            "ended_on",
+            "validation",
+            // Beyond DESIGN.md's list: the migration-level message and the daemon pid.
+            "message",
+            "pid",
+            "databases",
+        ];
+        top.sort();
+        assert_eq!(keys(&v), top);
+        assert_eq!(v["mode"], "online");
+        assert_eq!(v["status"], "InProgress");
+        assert_eq!(v["substatus"], "MigratingData");
+        assert_eq!(v["ended_on"], serde_json::Value::Null);
+        assert_eq!(
+            keys(&v["validation"][0]),
+            ["fix", "id", "message", "result"]
+        );
+        assert_eq!(v["validation"][0]["result"], "Warning");
+        let mut db = vec![
+            "name",
+            "phase",
+            "full_load_queued_tables",
+            "full_load_loading_tables",
+            "full_load_completed_tables",
+            "full_load_errored_tables",
+            "rows_copied",
+            "bytes_copied",
+            "cdc_insert_counter",
+            "cdc_update_counter",
+            "cdc_delete_counter",
+            "cdc_truncate_counter",
+            "applied_changes",
+            "incoming_changes",
+            "latency_seconds",
+            "lag_bytes",
+            "confirmed_lsn",
+            "message",
+            "resume",
+        ];
+        db.sort();
+        assert_eq!(keys(&v["databases"][1]), db);
+        assert_eq!(v["databases"][1]["phase"], "Streaming");
+        assert_eq!(v["databases"][0]["message"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn older_files_with_missing_fields_load() {
+        let text = r#"{"name":"a","status":"Failed","substatus":"MigratingData",
+                       "databases":[{"name":"d","phase":"CopyingData","rows_copied":5}]}"#;
+        let s: MigrationState = serde_json::from_str(text).unwrap();
+        assert_eq!(s.status, Status::Failed);
+        assert_eq!(s.mode, Mode::Online);
+        let d = s.database("d").unwrap();
+        assert_eq!(
+            (d.phase, d.rows_copied, d.lag_bytes),
+            (Phase::CopyingData, 5, 0)
+        );
+        assert_eq!(d.resume, ResumeState::default());
+    }
+
+    #[test]
+    fn set_status_stamps_times() {
+        let mut s = sample();
+        assert!(s.started_on.is_some() && s.ended_on.is_none());
+        let started = s.started_on.clone();
+        s.set_status(Status::Succeeded, Substatus::Completed);
+        assert_eq!(s.started_on, started);
+        let ended = s.ended_on.clone().unwrap();
+        assert!(humantime::parse_rfc3339(&ended).is_ok(), "{ended}");
+        s.set_status(Status::InProgress, Substatus::MigratingData);
+        assert!(s.ended_on.is_none());
+    }
+
+    #[test]
+    fn total_tables_sums_states() {
+        let mut d = DatabaseState::new("d");
+        d.full_load_queued_tables = 1;
+        d.full_load_loading_tables = 2;
+        d.full_load_completed_tables = 3;
+        d.full_load_errored_tables = 4;
+        assert_eq!(d.full_load_total_tables(), 10);
+    }
+}
