@@ -6,4 +6,8 @@
 //! `migration` (phase order) → `control` (state, console, signals).
 
 pub mod config;
+pub mod conn;
 pub mod control;
+pub mod copy;
+pub mod metrics;
+pub mod migration;

@@ -1,0 +1,128 @@
+//! Errors of the snapshot copy, each naming the database (and table) involved.
+
+use crate::conn::ConnError;
+
+use super::pg_tools::ToolError;
+
+/// Why copying a database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A statement on the source failed.
+    #[error("database {db}: {context} on the source: {source}")]
+    Source {
+        /// Database being migrated.
+        db: String,
+        /// What we were doing.
+        context: String,
+        /// The wire error.
+        #[source]
+        source: ConnError,
+    },
+    /// A statement on the target failed.
+    #[error("database {db}: {context} on the target: {source}")]
+    Target {
+        /// Database being migrated.
+        db: String,
+        /// What we were doing.
+        context: String,
+        /// The wire error.
+        #[source]
+        source: ConnError,
+    },
+    /// Copying one table failed.
+    #[error("database {db}, table {table}: {context}: {source}")]
+    Table {
+        /// Database being migrated.
+        db: String,
+        /// `schema.table`.
+        table: String,
+        /// What we were doing.
+        context: String,
+        /// The wire error.
+        #[source]
+        source: ConnError,
+    },
+    /// pg_dump or pg_restore failed.
+    #[error("database {db}: {source}")]
+    Tool {
+        /// Database being migrated.
+        db: String,
+        /// The tool's error.
+        #[source]
+        source: ToolError,
+    },
+    /// The database does not exist on the source.
+    #[error("database {db} does not exist on the source server {server}")]
+    SourceDatabaseMissing {
+        /// Database name.
+        db: String,
+        /// Source address.
+        server: String,
+    },
+    /// The database exists on the target and overwrite_target is off.
+    #[error("database {db} already exists on the target server {server}; drop it or set overwrite_target = true")]
+    TargetDatabaseExists {
+        /// Database name.
+        db: String,
+        /// Target address.
+        server: String,
+    },
+    /// A local file operation failed.
+    #[error("database {db}: {path}: {source}")]
+    Io {
+        /// Database being migrated.
+        db: String,
+        /// File involved.
+        path: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The copy was stopped by shutdown or cancel.
+    #[error("database {db}: copy interrupted")]
+    Interrupted {
+        /// Database being migrated.
+        db: String,
+    },
+    /// Something the server sent made no sense for the copy.
+    #[error("database {db}: {message}")]
+    Unexpected {
+        /// Database being migrated.
+        db: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl CopyError {
+    pub(crate) fn source(db: &str, context: &str, source: ConnError) -> CopyError {
+        CopyError::Source {
+            db: db.to_string(),
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn target(db: &str, context: &str, source: ConnError) -> CopyError {
+        CopyError::Target {
+            db: db.to_string(),
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn tool(db: &str, source: ToolError) -> CopyError {
+        CopyError::Tool {
+            db: db.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(db: &str, path: &std::path::Path, source: std::io::Error) -> CopyError {
+        CopyError::Io {
+            db: db.to_string(),
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Large objects live in pg_largeobject, outside any table the COPY sees;
+//! they are read through the snapshot and written with lo_put in chunks.
+
+use crate::conn::{quote_ident, Connection, Param};
+
+use super::CopyError;
+
+/// Bytes read and written per round trip.
+const CHUNK: usize = 1024 * 1024;
+
+/// Copies every large object visible in `source`'s snapshot; returns the
+/// number of objects and bytes copied.
+pub async fn copy_all(
+    source: &mut Connection,
+    target: &mut Connection,
+    db: &str,
+    keep_owner: bool,
+) -> Result<(u64, u64), CopyError> {
+    let list = source
+        .simple_query("SELECT oid, pg_catalog.pg_get_userbyid(lomowner) FROM pg_catalog.pg_largeobject_metadata ORDER BY oid")
+        .await
+        .map_err(|e| CopyError::source(db, "listing large objects", e))?;
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    for r in &list {
+        let oid: u32 = r
+            .parse(0)
+            .map_err(|e| CopyError::source(db, "listing large objects", e))?;
+        let owner = r
+            .opt_str(1)
+            .map_err(|e| CopyError::source(db, "listing large objects", e))?;
+        let ctx = format!("copying large object {oid}");
+        target
+            .execute(&format!("SELECT pg_catalog.lo_create({oid})"))
+            .await
+            .map_err(|e| CopyError::target(db, &ctx, e))?;
+        let mut offset = 0u64;
+        loop {
+            let rows = source
+                .simple_query(&format!(
+                    "SELECT pg_catalog.lo_get({oid}, {offset}, {CHUNK})"
+                ))
+                .await
+                .map_err(|e| CopyError::source(db, &ctx, e))?;
+            let hex = rows
+                .first()
+                .ok_or_else(|| CopyError::Unexpected {
+                    db: db.into(),
+                    message: format!("lo_get({oid}) returned no row"),
+                })?
+                .str(0)
+                .map_err(|e| CopyError::source(db, &ctx, e))?;
+            let data = decode_bytea_hex(hex).ok_or_else(|| CopyError::Unexpected {
+                db: db.into(),
+                message: format!("large object {oid}: unexpected bytea text"),
+            })?;
+            if data.is_empty() {
+                break;
+            }
+            target
+                .execute_params(
+                    &format!("SELECT pg_catalog.lo_put({oid}, {offset}, $1)"),
+                    &[Param::Binary(&data)],
+                )
+                .await
+                .map_err(|e| CopyError::target(db, &ctx, e))?;
+            offset += data.len() as u64;
+            bytes += data.len() as u64;
+            if data.len() < CHUNK {
+                break;
+            }
+        }
+        if let (true, Some(owner)) = (keep_owner, owner) {
+            if let Err(e) = target
+                .execute(&format!(
+                    "ALTER LARGE OBJECT {oid} OWNER TO {}",
+                    quote_ident(owner)
+                ))
+                .await
+            {
+                tracing::warn!(db, oid, "large object owner not set: {e}");
+            }
+        }
+        objects += 1;
+    }
+    Ok((objects, bytes))
+}
+
+/// Decodes bytea's hex text form (`\x0a1b`).
+pub fn decode_bytea_hex(s: &str) -> Option<Vec<u8>> {
+    let hex = s.strip_prefix("\\x")?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    hex.chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_bytea_hex;
+
+    #[test]
+    fn hex() {
+        assert_eq!(decode_bytea_hex("\\x00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_bytea_hex("\\x0"), None);
+        assert_eq!(decode_bytea_hex("00"), None);
+        assert_eq!(decode_bytea_hex("\\xzz"), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! The snapshot copy of one database: schema via pg_dump/pg_restore from
+//! the slot's exported snapshot, rows via parallel COPY pass-through, then
+//! post-data, sequences and large objects. Never decodes row bytes.
+
+pub mod catalog;
+mod error;
+pub mod large_objects;
+pub mod pg_tools;
+mod post_data;
+pub mod roles;
+pub mod schema;
+pub mod sequences;
+pub mod slot;
+pub mod sql_script;
+pub mod table_copy;
+pub mod target_db;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub use error::CopyError;
+
+use crate::conn::{quote_literal, ConnectParams, Connection};
+use crate::control::progress::DbProgress;
+use crate::control::status::Phase;
+use pg_tools::PgTools;
+use schema::SchemaArchive;
+use table_copy::{plan_units, CopyRun};
+
+/// Parallelism and splitting of the copy.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// Parallel COPY streams.
+    pub jobs: usize,
+    /// Parallel index and constraint builds.
+    pub index_jobs: usize,
+    /// Tables larger than this are split into ctid ranges; 0 = never.
+    pub split_bytes: u64,
+}
+
+/// What a finished copy moved.
+#[derive(Debug, Clone, Default)]
+pub struct CopySummary {
+    /// Tables copied.
+    pub tables: usize,
+    /// Rows copied.
+    pub rows: u64,
+    /// CopyData bytes moved.
+    pub bytes: u64,
+    /// Sequences set.
+    pub sequences: usize,
+    /// Large objects copied.
+    pub large_objects: u64,
+}
+
+/// One database's copy, from an exported snapshot to a complete target.
+pub struct DatabaseCopy<'a> {
+    /// Database name (same on both sides).
+    pub db: &'a str,
+    /// Source session parameters for this database.
+    pub source: &'a ConnectParams,
+    /// Target session parameters for this database.
+    pub target: &'a ConnectParams,
+    /// pg_dump/pg_restore to use.
+    pub tools: &'a PgTools,
+    /// Where the schema archive goes.
+    pub work_dir: &'a Path,
+    /// Parallelism.
+    pub options: CopyOptions,
+    /// Live counters.
+    pub progress: Arc<DbProgress>,
+    /// Restore owners and grants (the roles exist on the target).
+    pub keep_owners: bool,
+}
+
+impl DatabaseCopy<'_> {
+    async fn open_copy_session(
+        &self,
+        params: &ConnectParams,
+        side: &str,
+    ) -> Result<Connection, CopyError> {
+        let mut conn = Connection::connect(params).await.map_err(|e| match side {
+            "source" => CopyError::source(self.db, "opening a copy session", e),
+            _ => CopyError::target(self.db, "opening a copy session", e),
+        })?;
+        // Same encoding on both ends (the target database was created with
+        // the source's): text COPY then needs no conversion at all.
+        if let Some(enc) = conn.parameter("server_encoding").map(str::to_string) {
+            conn.execute(&format!("SET client_encoding = {}", quote_literal(&enc)))
+                .await
+                .map_err(|e| CopyError::source(self.db, "setting client_encoding", e))?;
+        }
+        Ok(conn)
+    }
+
+    /// Copies everything visible in `snapshot` (exported by a session that
+    /// must stay idle until this returns).
+    pub async fn run(&self, snapshot: &str) -> Result<CopySummary, CopyError> {
+        let db = self.db;
+        let jobs = self.options.jobs.max(1);
+        self.progress.set_phase(Phase::CopyingSchema);
+
+        // Import the snapshot in every copy session and dump the schema
+        // from it at the same time.
+        let import = async {
+            let mut sessions = Vec::with_capacity(jobs);
+            for _ in 0..jobs {
+                let mut c = self.open_copy_session(self.source, "source").await?;
+                slot::import(&mut c, db, snapshot).await?;
+                sessions.push(c);
+            }
+            Ok::<_, CopyError>(sessions)
+        };
+        let dump = SchemaArchive::dump(
+            self.tools,
+            self.source,
+            snapshot,
+            self.work_dir,
+            db,
+            !self.keep_owners,
+        );
+        let (sessions, archive) = tokio::join!(import, dump);
+        let mut sessions = sessions?;
+        let archive = Arc::new(archive?);
+        let Some(first) = sessions.first_mut() else {
+            return Err(CopyError::Unexpected {
+                db: db.into(),
+                message: "no copy session".into(),
+            });
+        };
+
+        let tables = catalog::tables(first, db).await?;
+        let sequences = catalog::sequences(first, db).await?;
+        let owners = catalog::post_data_owners(first, db).await?;
+        let block_size: u64 = first
+            .simple_query("SELECT current_setting('block_size')")
+            .await
+            .map_err(|e| CopyError::source(db, "reading block_size", e))?
+            .first()
+            .and_then(|r| r.parse(0).ok())
+            .unwrap_or(8192);
+        // TID range scans arrived in 14; before that a ctid range reads the
+        // whole table, so splitting would multiply the work.
+        let can_split = first.server_major() >= 14;
+
+        let mut target = Connection::connect(self.target)
+            .await
+            .map_err(|e| CopyError::target(db, "connecting to the new database", e))?;
+        archive.restore_pre_data(&mut target, db).await?;
+
+        let copied: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
+        let plan = archive.post_data_plan(&owners, &copied, db).await?;
+        let units = plan_units(&tables, self.options.split_bytes, block_size, can_split);
+        let table_count = tables.len();
+        tracing::info!(
+            db,
+            tables = table_count,
+            units = units.len(),
+            jobs,
+            "copying data"
+        );
+        self.progress.set_phase(Phase::CopyingData);
+        let (run, done_rx) = CopyRun::new(db, tables, units, self.progress.clone());
+
+        let mut workers = tokio::task::JoinSet::new();
+        for source in sessions.drain(..) {
+            let target = self.open_copy_session(self.target, "target").await?;
+            workers.spawn(run.clone().worker(source, target));
+        }
+        let per_table = {
+            let archive = archive.clone();
+            let target = self.target.clone();
+            let db = db.to_string();
+            let index_jobs = self.options.index_jobs;
+            let per_table = plan.per_table.clone();
+            tokio::spawn(async move {
+                post_data::build_per_table(archive, per_table, &target, index_jobs, done_rx, &db)
+                    .await
+            })
+        };
+        let mut first_err = None;
+        while let Some(r) = workers.join_next().await {
+            match r {
+                Ok(Ok(session)) => sessions.push(session),
+                Ok(Err(e)) => {
+                    run.stop();
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    run.stop();
+                    first_err.get_or_insert(CopyError::Unexpected {
+                        db: db.into(),
+                        message: format!("copy task failed: {e}"),
+                    });
+                }
+            }
+        }
+        run.close();
+        self.progress.set_phase(Phase::BuildingIndexes);
+        let indexes = per_table.await.map_err(|e| CopyError::Unexpected {
+            db: db.into(),
+            message: format!("index task failed: {e}"),
+        })?;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        indexes?;
+        post_data::build_remaining(&archive, &plan, self.target, self.options.index_jobs, db)
+            .await?;
+
+        let Some(first) = sessions.first_mut() else {
+            return Err(CopyError::Unexpected {
+                db: db.into(),
+                message: "copy sessions lost".into(),
+            });
+        };
+        let seq = sequences::sync(first, &mut target, &sequences, db).await?;
+        let (los, _) = large_objects::copy_all(first, &mut target, db, self.keep_owners).await?;
+        for mut s in sessions {
+            let _ = s.execute("COMMIT").await;
+            let _ = s.close().await;
+        }
+        let _ = target.close().await;
+        Ok(CopySummary {
+            tables: table_count,
+            rows: self.progress.rows_copied.load(Ordering::Relaxed),
+            bytes: self.progress.bytes_copied.load(Ordering::Relaxed),
+            sequences: seq,
+            large_objects: los,
+        })
+    }
+}

@@ -1,0 +1,330 @@
+//! pg_dump and pg_restore: finding a pair new enough for the source, and
+//! running them with the connection passed through the environment so no
+//! password ever shows in a process title.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::conn::{ConnectParams, Host, SslMode};
+
+/// Errors of the external dump tools.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// No usable pg_dump/pg_restore was found.
+    #[error("{0}")]
+    NotFound(String),
+    /// The tools are older than the source server.
+    #[error("pg_dump in {dir} is version {found}, older than the source server's {needed}; set pg_bin_dir to PostgreSQL {needed} or newer client binaries")]
+    TooOld {
+        /// Directory searched.
+        dir: String,
+        /// Major found.
+        found: u32,
+        /// Source major.
+        needed: u32,
+    },
+    /// The tool ran and failed.
+    #[error("{tool} failed ({status}): {stderr}")]
+    Failed {
+        /// Which tool.
+        tool: String,
+        /// Exit status.
+        status: String,
+        /// What it printed on stderr (last lines).
+        stderr: String,
+    },
+    /// The tool could not be started.
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        /// Which tool.
+        tool: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A located pg_dump/pg_restore pair.
+#[derive(Debug, Clone)]
+pub struct PgTools {
+    /// Directory holding both binaries.
+    pub bin_dir: PathBuf,
+    /// Their major version.
+    pub major: u32,
+}
+
+impl PgTools {
+    /// Finds pg_dump and pg_restore: in `configured` when given, else the
+    /// newest `/usr/lib/postgresql/*/bin`, else on PATH.
+    pub async fn locate(configured: Option<&Path>) -> Result<PgTools, ToolError> {
+        let candidates: Vec<PathBuf> = match configured {
+            Some(dir) => vec![dir.to_path_buf()],
+            None => {
+                let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+                        let bin = e.path().join("bin");
+                        bin.join("pg_dump").exists().then_some((major, bin))
+                    })
+                    .collect();
+                dirs.sort();
+                let mut v: Vec<PathBuf> = dirs.into_iter().rev().map(|(_, d)| d).collect();
+                if let Some(path) = std::env::var_os("PATH") {
+                    v.extend(std::env::split_paths(&path).filter(|d| d.join("pg_dump").exists()));
+                }
+                v
+            }
+        };
+        let Some(dir) = candidates
+            .into_iter()
+            .find(|d| d.join("pg_dump").exists() && d.join("pg_restore").exists())
+        else {
+            return Err(ToolError::NotFound(match configured {
+                Some(d) => format!("pg_bin_dir {} holds no pg_dump and pg_restore", d.display()),
+                None => "no pg_dump/pg_restore found in /usr/lib/postgresql/*/bin or PATH; install the PostgreSQL client or set pg_bin_dir".into(),
+            }));
+        };
+        let major = tool_major(&dir.join("pg_dump")).await?;
+        Ok(PgTools {
+            bin_dir: dir,
+            major,
+        })
+    }
+
+    /// Fails when these tools cannot dump a server of `source_major`.
+    pub fn check_source(&self, source_major: u32) -> Result<(), ToolError> {
+        if self.major < source_major {
+            return Err(ToolError::TooOld {
+                dir: self.bin_dir.display().to_string(),
+                found: self.major,
+                needed: source_major,
+            });
+        }
+        Ok(())
+    }
+
+    /// Dumps the schema of `params.database` as seen by `snapshot` into a
+    /// custom-format archive at `out`.
+    pub async fn dump_schema(
+        &self,
+        params: &ConnectParams,
+        snapshot: &str,
+        out: &Path,
+    ) -> Result<(), ToolError> {
+        let mut cmd = Command::new(self.bin_dir.join("pg_dump"));
+        cmd.arg("--format=custom")
+            .arg("--schema-only")
+            .arg(format!("--snapshot={snapshot}"))
+            .arg("--no-sync")
+            .arg("--file")
+            .arg(out);
+        libpq_env(&mut cmd, params);
+        run(cmd, "pg_dump").await.map(|_| ())
+    }
+
+    /// The table of contents of an archive (`pg_restore -l`).
+    pub async fn list(&self, archive: &Path) -> Result<String, ToolError> {
+        let mut cmd = Command::new(self.bin_dir.join("pg_restore"));
+        cmd.arg("--list").arg(archive);
+        run(cmd, "pg_restore --list").await
+    }
+
+    /// The table of contents of one section of an archive.
+    pub async fn sql_list(&self, archive: &Path, section: &str) -> Result<String, ToolError> {
+        let mut cmd = Command::new(self.bin_dir.join("pg_restore"));
+        cmd.arg("--list")
+            .arg(format!("--section={section}"))
+            .arg(archive);
+        run(cmd, "pg_restore --list").await
+    }
+
+    /// The SQL of a section of an archive, or of the entries in `list_file`.
+    pub async fn sql(
+        &self,
+        archive: &Path,
+        section: Option<&str>,
+        list_file: Option<&Path>,
+        no_owner: bool,
+    ) -> Result<String, ToolError> {
+        let mut cmd = Command::new(self.bin_dir.join("pg_restore"));
+        cmd.arg("--file=-");
+        if let Some(s) = section {
+            cmd.arg(format!("--section={s}"));
+        }
+        if let Some(l) = list_file {
+            cmd.arg("--use-list").arg(l);
+        }
+        // Tablespaces, subscriptions and security labels name things that
+        // live outside this database and rarely exist on the target.
+        cmd.arg("--no-tablespaces")
+            .arg("--no-subscriptions")
+            .arg("--no-security-labels");
+        if no_owner {
+            cmd.arg("--no-owner").arg("--no-privileges");
+        }
+        cmd.arg(archive);
+        run(cmd, "pg_restore").await
+    }
+}
+
+/// Points libpq of a child process at `params` through its environment.
+fn libpq_env(cmd: &mut Command, params: &ConnectParams) {
+    let host = match &params.host {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(d) => d.display().to_string(),
+    };
+    cmd.env("PGHOST", host)
+        .env("PGPORT", params.port.to_string())
+        .env("PGUSER", &params.user)
+        .env("PGDATABASE", &params.database)
+        .env("PGAPPNAME", "pgmigrate-dump")
+        .env(
+            "PGCONNECT_TIMEOUT",
+            params.connect_timeout.as_secs().max(2).to_string(),
+        )
+        .env(
+            "PGSSLMODE",
+            match params.sslmode {
+                SslMode::Disable => "disable",
+                SslMode::Prefer => "prefer",
+                SslMode::Require => "require",
+                SslMode::VerifyCa => "verify-ca",
+                SslMode::VerifyFull => "verify-full",
+            },
+        )
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS");
+    match &params.password {
+        Some(pw) => cmd.env("PGPASSWORD", pw),
+        None => cmd.env_remove("PGPASSWORD"),
+    };
+    match &params.sslrootcert {
+        Some(p) => cmd.env("PGSSLROOTCERT", p),
+        None if matches!(params.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            cmd.env("PGSSLROOTCERT", "system")
+        }
+        None => cmd.env_remove("PGSSLROOTCERT"),
+    };
+}
+
+async fn run(mut cmd: Command, tool: &str) -> Result<String, ToolError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = cmd.output().await.map_err(|source| ToolError::Spawn {
+        tool: tool.to_string(),
+        source,
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        return Err(ToolError::Failed {
+            tool: tool.to_string(),
+            status: out.status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    String::from_utf8(out.stdout).map_err(|e| ToolError::Failed {
+        tool: tool.to_string(),
+        status: "ok".into(),
+        stderr: format!("output is not UTF-8: {e}"),
+    })
+}
+
+async fn tool_major(bin: &Path) -> Result<u32, ToolError> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--version");
+    let out = run(cmd, &bin.display().to_string()).await?;
+    // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    out.split_whitespace()
+        .find_map(|w| w.split('.').next().and_then(|m| m.parse::<u32>().ok()))
+        .ok_or_else(|| {
+            ToolError::NotFound(format!(
+                "cannot read the version of {}: {out:?}",
+                bin.display()
+            ))
+        })
+}
+
+/// One line of `pg_restore --list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocEntry {
+    /// The line as printed, fed back through `--use-list`.
+    pub line: String,
+    /// Catalog OID of the object on the source.
+    pub oid: u32,
+    /// Entry type: `INDEX`, `CONSTRAINT`, `FK CONSTRAINT`, `TRIGGER`, …
+    pub kind: String,
+}
+
+/// Parses `pg_restore --list` output: `3340; 1259 16399 INDEX public idx owner`.
+pub fn parse_toc(list: &str) -> Vec<TocEntry> {
+    const KINDS: &[&str] = &[
+        "FK CONSTRAINT",
+        "CHECK CONSTRAINT",
+        "CONSTRAINT",
+        "INDEX ATTACH",
+        "INDEX",
+        "TRIGGER",
+        "EVENT TRIGGER",
+        "MATERIALIZED VIEW DATA",
+        "RULE",
+        "POLICY",
+        "PUBLICATION TABLE",
+        "PUBLICATION TABLES IN SCHEMA",
+        "PUBLICATION",
+        "SUBSCRIPTION TABLE",
+        "SUBSCRIPTION",
+        "STATISTICS DATA",
+        "STATISTICS",
+        "DEFAULT ACL",
+        "COMMENT",
+        "SECURITY LABEL",
+        "ACL",
+    ];
+    list.lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("; ")?;
+            let mut parts = rest.splitn(3, ' ');
+            let _table_oid = parts.next()?;
+            let oid = parts.next()?.parse().ok()?;
+            let tail = parts.next()?;
+            let kind = KINDS
+                .iter()
+                .find(|k| tail.starts_with(*k) && tail.as_bytes().get(k.len()) == Some(&b' '))
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| tail.split(' ').next().unwrap_or("").to_string());
+            Some(TocEntry {
+                line: l.to_string(),
+                oid,
+                kind,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toc_lines() {
+        let toc = parse_toc(
+            ";\n; Archive created at\n3340; 1259 16399 INDEX public idx_a postgres\n\
+             3341; 2606 16400 CONSTRAINT public t t_pkey postgres\n\
+             3342; 2606 16401 FK CONSTRAINT public c c_fk postgres\n",
+        );
+        assert_eq!(toc.len(), 3);
+        assert_eq!(toc[0].kind, "INDEX");
+        assert_eq!(toc[0].oid, 16399);
+        assert_eq!(toc[1].kind, "CONSTRAINT");
+        assert_eq!(toc[2].kind, "FK CONSTRAINT");
+    }
+}

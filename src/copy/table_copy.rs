@@ -1,0 +1,391 @@
+//! The parallel COPY pass-through: `jobs` workers, each a source session in
+//! the snapshot and a target session, take units (a whole table or a ctid
+//! range of a large one), largest first, and move CopyData frames from one
+//! socket to the other without looking inside them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::conn::Connection;
+use crate::control::progress::DbProgress;
+
+use super::catalog::Table;
+use super::CopyError;
+
+/// Chunks in flight between the source reader and the target writer of one
+/// worker: enough to keep both sockets busy, small enough to bound memory.
+const IN_FLIGHT: usize = 8;
+
+/// A piece of work: a table, or a range of its pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyUnit {
+    /// Index into the table list.
+    pub table: usize,
+    /// `[first page, end page)`; `None` for the whole table. The last
+    /// range of a table has no end so pages added later are not missed.
+    pub pages: Option<(u64, Option<u64>)>,
+}
+
+/// Splits tables larger than `split_bytes` (0 = never) into page ranges and
+/// orders the units largest first so the longest one starts earliest.
+pub fn plan_units(
+    tables: &[Table],
+    split_bytes: u64,
+    block_size: u64,
+    can_split: bool,
+) -> Vec<CopyUnit> {
+    let mut units: Vec<(u64, CopyUnit)> = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
+        let pages = t.bytes / block_size.max(1);
+        if can_split && split_bytes > 0 && t.bytes > split_bytes && pages > 1 {
+            let parts = t.bytes.div_ceil(split_bytes).min(pages);
+            let per = pages.div_ceil(parts);
+            let mut start = 0;
+            while start < pages {
+                let end = start + per;
+                let last = end >= pages;
+                units.push((
+                    per * block_size,
+                    CopyUnit {
+                        table: i,
+                        pages: Some((start, if last { None } else { Some(end) })),
+                    },
+                ));
+                start = end;
+            }
+        } else {
+            units.push((
+                t.bytes,
+                CopyUnit {
+                    table: i,
+                    pages: None,
+                },
+            ));
+        }
+    }
+    units.sort_by(|a, b| b.0.cmp(&a.0));
+    units.into_iter().map(|(_, u)| u).collect()
+}
+
+struct TableState {
+    table: Table,
+    units_left: AtomicUsize,
+    started: AtomicBool,
+    rows: AtomicU64,
+}
+
+/// State shared by the copy workers of one database.
+pub struct CopyRun {
+    db: String,
+    tables: Vec<TableState>,
+    queue: Mutex<VecDeque<CopyUnit>>,
+    progress: Arc<DbProgress>,
+    stop: AtomicBool,
+    done_tx: Mutex<Option<mpsc::UnboundedSender<u32>>>,
+}
+
+impl CopyRun {
+    /// Prepares a run over `tables` with `units`; each table's OID is sent
+    /// on the returned channel once all its units are in.
+    pub fn new(
+        db: &str,
+        tables: Vec<Table>,
+        units: Vec<CopyUnit>,
+        progress: Arc<DbProgress>,
+    ) -> (Arc<CopyRun>, mpsc::UnboundedReceiver<u32>) {
+        let mut counts = vec![0usize; tables.len()];
+        for u in &units {
+            if let Some(c) = counts.get_mut(u.table) {
+                *c += 1;
+            }
+        }
+        progress
+            .full_load_queued_tables
+            .store(tables.len() as u64, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let run = CopyRun {
+            db: db.to_string(),
+            tables: tables
+                .into_iter()
+                .zip(counts)
+                .map(|(table, n)| TableState {
+                    table,
+                    units_left: AtomicUsize::new(n),
+                    started: AtomicBool::new(false),
+                    rows: AtomicU64::new(0),
+                })
+                .collect(),
+            queue: Mutex::new(units.into()),
+            progress,
+            stop: AtomicBool::new(false),
+            done_tx: Mutex::new(Some(tx)),
+        };
+        (Arc::new(run), rx)
+    }
+
+    /// Asks every worker to stop after its current chunk.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes the completion channel (after the workers have ended).
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.done_tx.lock() {
+            tx.take();
+        }
+    }
+
+    fn next_unit(&self) -> Option<CopyUnit> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.queue.lock().ok()?.pop_front()
+    }
+
+    /// Rows copied into `oid` so far.
+    pub fn rows_of(&self, oid: u32) -> u64 {
+        self.tables
+            .iter()
+            .find(|t| t.table.oid == oid)
+            .map(|t| t.rows.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// One worker: takes units until none are left. `source` is inside
+    /// the snapshot transaction.
+    pub async fn worker(
+        self: Arc<Self>,
+        mut source: Connection,
+        mut target: Connection,
+    ) -> Result<Connection, CopyError> {
+        while let Some(unit) = self.next_unit() {
+            let Some(state) = self.tables.get(unit.table) else {
+                continue;
+            };
+            if !state.started.swap(true, Ordering::Relaxed) {
+                self.progress
+                    .full_load_queued_tables
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.progress
+                    .full_load_loading_tables
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let result = self
+                .copy_unit(&mut source, &mut target, &state.table, unit)
+                .await;
+            let rows = match result {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.stop();
+                    self.progress
+                        .full_load_loading_tables
+                        .fetch_sub(1, Ordering::Relaxed);
+                    self.progress
+                        .full_load_errored_tables
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            state.rows.fetch_add(rows, Ordering::Relaxed);
+            self.progress.rows_copied.fetch_add(rows, Ordering::Relaxed);
+            crate::metrics::copy_rows(&self.db, rows);
+            if state.units_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.progress
+                    .full_load_loading_tables
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.progress
+                    .full_load_completed_tables
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(db = %self.db, table = %state.table.display(), rows = state.rows.load(Ordering::Relaxed), "table copied");
+                if let Ok(tx) = self.done_tx.lock() {
+                    if let Some(tx) = tx.as_ref() {
+                        let _ = tx.send(state.table.oid);
+                    }
+                }
+            }
+        }
+        if self.stop.load(Ordering::Relaxed)
+            && !self.queue.lock().map(|q| q.is_empty()).unwrap_or(true)
+        {
+            return Err(CopyError::Interrupted {
+                db: self.db.clone(),
+            });
+        }
+        Ok(source)
+    }
+
+    async fn copy_unit(
+        &self,
+        source: &mut Connection,
+        target: &mut Connection,
+        t: &Table,
+        unit: CopyUnit,
+    ) -> Result<u64, CopyError> {
+        let fail = |context: &str, source| CopyError::Table {
+            db: self.db.clone(),
+            table: t.display(),
+            context: context.to_string(),
+            source,
+        };
+        let format = if t.binary_safe() {
+            "FORMAT binary"
+        } else {
+            "FORMAT text"
+        };
+        let cols = t.column_list();
+        let (out_sql, in_sql, prelude) = match unit.pages {
+            None => (
+                format!("COPY {} {cols} TO STDOUT ({format})", t.qualified()),
+                format!(
+                    "COPY {} {cols} FROM STDIN ({format}, FREEZE)",
+                    t.qualified()
+                ),
+                // Truncating in the same transaction makes FREEZE legal
+                // (rows land frozen: no hint-bit or anti-wraparound
+                // rewrite later) and makes a retried unit idempotent.
+                format!("BEGIN; TRUNCATE ONLY {}", t.qualified()),
+            ),
+            Some((start, end)) => {
+                let select_cols = if cols.is_empty() {
+                    String::new()
+                } else {
+                    cols[1..cols.len() - 1].to_string()
+                };
+                let upper = end
+                    .map(|e| format!(" AND ctid < '({e},0)'::tid"))
+                    .unwrap_or_default();
+                (
+                    format!(
+                        "COPY (SELECT {select_cols} FROM ONLY {} WHERE ctid >= '({start},0)'::tid{upper}) TO STDOUT ({format})",
+                        t.qualified()
+                    ),
+                    format!("COPY {} {cols} FROM STDIN ({format})", t.qualified()),
+                    "BEGIN".to_string(),
+                )
+            }
+        };
+        target
+            .execute(&prelude)
+            .await
+            .map_err(|e| fail("starting the target transaction", e))?;
+        let mut copy_in = target
+            .copy_in(&in_sql)
+            .await
+            .map_err(|e| fail("starting COPY FROM STDIN", e))?;
+        let mut copy_out = source
+            .copy_out(&out_sql)
+            .await
+            .map_err(|e| fail("starting COPY TO STDOUT", e))?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
+        let stop = &self.stop;
+        let read = async {
+            while let Some(frames) = copy_out.next_frames().await? {
+                if stop.load(Ordering::Relaxed) || tx.send(frames).await.is_err() {
+                    return Ok(None);
+                }
+            }
+            drop(tx);
+            Ok::<_, crate::conn::ConnError>(copy_out.rows())
+        };
+        let progress = &self.progress;
+        let db = &self.db;
+        let write = async {
+            while let Some(frames) = rx.recv().await {
+                copy_in.send_frames(&frames).await?;
+                progress
+                    .bytes_copied
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                crate::metrics::copy_bytes(db, frames.len() as u64);
+            }
+            Ok::<_, crate::conn::ConnError>(())
+        };
+        let (read, write) = tokio::join!(read, write);
+        let source_rows = match (read, write) {
+            (Ok(Some(rows)), Ok(())) => rows,
+            (Ok(None), Ok(())) => {
+                let _ = copy_in.fail("copy interrupted").await;
+                return Err(CopyError::Interrupted {
+                    db: self.db.clone(),
+                });
+            }
+            (Err(e), _) => {
+                let _ = copy_in.fail("source failed").await;
+                return Err(fail("reading from the source", e));
+            }
+            (Ok(_), Err(e)) => return Err(fail("writing to the target", e)),
+        };
+        let target_rows = copy_in
+            .finish()
+            .await
+            .map_err(|e| fail("finishing COPY FROM STDIN", e))?;
+        if target_rows != source_rows {
+            let _ = target.execute("ROLLBACK").await;
+            return Err(CopyError::Unexpected {
+                db: self.db.clone(),
+                message: format!(
+                    "table {}: the source sent {source_rows} rows but the target stored {target_rows}",
+                    t.display()
+                ),
+            });
+        }
+        target
+            .execute("COMMIT")
+            .await
+            .map_err(|e| fail("committing", e))?;
+        Ok(target_rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(bytes: u64) -> Table {
+        Table {
+            oid: 1,
+            schema: "s".into(),
+            name: "t".into(),
+            bytes,
+            columns: vec![],
+        }
+    }
+
+    #[test]
+    fn splits_large_tables_into_ranges_covering_everything() {
+        let units = plan_units(
+            &[table(10 * 8192), table(100 * 8192)],
+            30 * 8192,
+            8192,
+            true,
+        );
+        let big: Vec<_> = units.iter().filter(|u| u.table == 1).collect();
+        assert_eq!(big.len(), 4);
+        assert_eq!(big.first().map(|u| u.pages.map(|p| p.0)), Some(Some(0)));
+        assert!(
+            big.iter()
+                .filter(|u| u.pages.is_some_and(|p| p.1.is_none()))
+                .count()
+                == 1
+        );
+        // Largest first.
+        assert_eq!(units.last().map(|u| u.table), Some(0));
+    }
+
+    #[test]
+    fn no_split_when_disabled() {
+        let units = plan_units(&[table(100 * 8192)], 0, 8192, true);
+        assert_eq!(
+            units,
+            vec![CopyUnit {
+                table: 0,
+                pages: None
+            }]
+        );
+        let units = plan_units(&[table(100 * 8192)], 8192, 8192, false);
+        assert_eq!(units.len(), 1);
+    }
+}

@@ -1,0 +1,146 @@
+//! The target database itself: refuse to touch one that exists unless told
+//! to, and create it with the source's encoding and locale.
+
+use crate::conn::{quote_ident, quote_literal, ConnError, Connection};
+
+use super::CopyError;
+
+/// Encoding, locale and settings of the source database.
+#[derive(Debug, Clone)]
+pub struct DatabaseProps {
+    /// OID of the database on the source.
+    pub oid: u32,
+    /// `UTF8`, `LATIN1`, …
+    pub encoding: String,
+    /// `LC_COLLATE`.
+    pub collate: String,
+    /// `LC_CTYPE`.
+    pub ctype: String,
+    /// `c`, `i` (ICU) or `b` (builtin, 17+).
+    pub locale_provider: String,
+    /// ICU or builtin locale, when the provider is not libc.
+    pub locale: Option<String>,
+    /// `ALTER DATABASE … SET` settings (`name=value`).
+    pub settings: Vec<String>,
+}
+
+/// Reads the properties of `db` from a session on the source.
+pub async fn source_props(conn: &mut Connection, db: &str) -> Result<DatabaseProps, CopyError> {
+    let major = conn.server_major();
+    let provider = if major >= 15 {
+        "d.datlocprovider::text"
+    } else {
+        "'c'"
+    };
+    let locale = match major {
+        17.. => "d.datlocale",
+        15 | 16 => "d.daticulocale",
+        _ => "NULL",
+    };
+    let rows = conn
+        .query(
+            &format!(
+                "SELECT d.oid, pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, {provider}, {locale}, \
+                 (SELECT pg_catalog.array_to_string(s.setconfig, E'\\n') FROM pg_catalog.pg_db_role_setting s \
+                  WHERE s.setdatabase = d.oid AND s.setrole = 0) \
+                 FROM pg_catalog.pg_database d WHERE d.datname = $1"
+            ),
+            &[db.into()],
+        )
+        .await
+        .map_err(|e| CopyError::source(db, "reading database properties", e))?;
+    let r = rows
+        .first()
+        .ok_or_else(|| CopyError::SourceDatabaseMissing {
+            db: db.to_string(),
+            server: conn.connect_params().target(),
+        })?;
+    let m = |e: ConnError| CopyError::source(db, "reading database properties", e);
+    Ok(DatabaseProps {
+        oid: r.parse(0).map_err(m)?,
+        encoding: r.str(1).map_err(m)?.to_string(),
+        collate: r.str(2).map_err(m)?.to_string(),
+        ctype: r.str(3).map_err(m)?.to_string(),
+        locale_provider: r.str(4).map_err(m)?.to_string(),
+        locale: r.opt_str(5).map_err(m)?.map(str::to_string),
+        settings: r
+            .opt_str(6)
+            .map_err(m)?
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// True when `db` exists on the server behind `conn`.
+pub async fn exists(conn: &mut Connection, db: &str) -> Result<bool, ConnError> {
+    let rows = conn
+        .query(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+            &[db.into()],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Drops `db` on the target, ending its sessions.
+pub async fn drop(conn: &mut Connection, db: &str) -> Result<(), CopyError> {
+    conn.execute(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(db)
+    ))
+    .await
+    .map_err(|e| CopyError::target(db, "dropping the target database", e))?;
+    Ok(())
+}
+
+/// Creates `db` on the target like the source's: same encoding, collation
+/// and character classification, from template0 so nothing of the
+/// target's template1 leaks in.
+pub async fn create(
+    conn: &mut Connection,
+    db: &str,
+    props: &DatabaseProps,
+) -> Result<(), CopyError> {
+    let mut sql = format!(
+        "CREATE DATABASE {} WITH TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+        quote_ident(db),
+        quote_literal(&props.encoding),
+        quote_literal(&props.collate),
+        quote_literal(&props.ctype)
+    );
+    let target_major = conn.server_major();
+    match (props.locale_provider.as_str(), &props.locale) {
+        ("i", Some(loc)) => sql.push_str(&format!(
+            " LOCALE_PROVIDER icu {} {}",
+            if target_major >= 17 {
+                "LOCALE"
+            } else {
+                "ICU_LOCALE"
+            },
+            quote_literal(loc)
+        )),
+        ("b", Some(loc)) => sql.push_str(&format!(
+            " LOCALE_PROVIDER builtin BUILTIN_LOCALE {}",
+            quote_literal(loc)
+        )),
+        _ => {}
+    }
+    conn.execute(&sql)
+        .await
+        .map_err(|e| CopyError::target(db, "creating the target database", e))?;
+    for setting in &props.settings {
+        let Some((name, value)) = setting.split_once('=') else {
+            continue;
+        };
+        let stmt = format!(
+            "ALTER DATABASE {} SET {} = {}",
+            quote_ident(db),
+            quote_ident(name),
+            quote_literal(value)
+        );
+        if let Err(e) = conn.execute(&stmt).await {
+            tracing::warn!(db, setting = %setting, "database setting not carried over: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! Per database: prerequisites → copy → (stream) → done. The only place
+//! that knows the order of the phases; everything it calls owns one phase.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::{self, Config, Endpoint, Mode};
+use crate::conn::{self, ConnError, ConnectParams, Connection};
+use crate::control::progress::{spawn_state_flusher, DbProgress, MigrationProgress};
+use crate::control::state::MigrationState;
+use crate::control::status::{Phase, Status, Substatus};
+use crate::control::store::{StateError, StateStore};
+use crate::copy::pg_tools::PgTools;
+use crate::copy::{self, roles, slot, target_db, CopyError, CopyOptions, DatabaseCopy};
+
+/// How a `run` ended; the binary maps it to an exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every database migrated.
+    Succeeded,
+    /// At least one database failed.
+    Failed,
+    /// The migration was canceled.
+    Canceled,
+    /// Premigration validation found a failed check.
+    ValidationFailed,
+    /// Stopped by SIGTERM/SIGINT; `run` again resumes.
+    Stopped,
+}
+
+/// Errors that stop `run` before a migration status can be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// state.json could not be read, locked or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Session parameters for `db` on `endpoint`.
+pub fn connect_params(endpoint: &Endpoint, db: &str) -> ConnectParams {
+    let host = match &endpoint.host {
+        config::Host::Tcp(h) => conn::Host::Tcp(h.clone()),
+        config::Host::Unix(d) => conn::Host::Unix(d.clone()),
+    };
+    let mut p = ConnectParams::new(host, endpoint.port, endpoint.user.clone(), db);
+    p.password = endpoint.password.as_ref().map(|s| s.expose().to_string());
+    p.sslmode = match endpoint.sslmode {
+        config::SslMode::Disable => conn::SslMode::Disable,
+        config::SslMode::Prefer => conn::SslMode::Prefer,
+        config::SslMode::Require => conn::SslMode::Require,
+        config::SslMode::VerifyCa => conn::SslMode::VerifyCa,
+        config::SslMode::VerifyFull => conn::SslMode::VerifyFull,
+    };
+    p.sslrootcert = endpoint.sslrootcert.clone();
+    p
+}
+
+/// Connects to a maintenance database of the target (`postgres`, else
+/// `template1`) for CREATE/DROP DATABASE.
+pub async fn connect_maintenance(endpoint: &Endpoint) -> Result<Connection, ConnError> {
+    match Connection::connect(&connect_params(endpoint, "postgres")).await {
+        Err(e) if e.code() == Some("3D000") => {
+            Connection::connect(&connect_params(endpoint, "template1")).await
+        }
+        other => other,
+    }
+}
+
+/// Everything a database's migration needs from the run.
+struct DbContext {
+    config: Arc<Config>,
+    store: Arc<StateStore>,
+    progress: Arc<DbProgress>,
+    db: String,
+    work_dir: PathBuf,
+}
+
+/// Runs (or resumes) the migration described by `config` until it ends or
+/// `shutdown` turns true.
+pub async fn run(
+    config: Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Outcome, MigrationError> {
+    let config = Arc::new(config);
+    let store = Arc::new(StateStore::open(&config.state_dir, &config.name)?);
+    store.lock()?;
+    let previous = store.snapshot();
+    if store.existed() {
+        match previous.status {
+            Status::Succeeded => {
+                tracing::info!(name = %config.name, "migration already succeeded");
+                return Ok(Outcome::Succeeded);
+            }
+            Status::Canceled => return Ok(Outcome::Canceled),
+            _ => {}
+        }
+    }
+    store.update(|s| {
+        if !store.existed() || s.databases.is_empty() {
+            *s = MigrationState::new(&config.name, config.mode, &config.databases);
+        }
+        // Databases added to the config since the last run join in.
+        for db in &config.databases {
+            if s.database(db).is_none() {
+                s.databases
+                    .push(crate::control::state::DatabaseState::new(db));
+            }
+        }
+        s.mode = config.mode;
+        s.pid = Some(std::process::id());
+        s.message = None;
+        s.set_status(Status::InProgress, Substatus::PerformingPreRequisiteSteps);
+    })?;
+    let progress = Arc::new(MigrationProgress::from_state(&store.snapshot()));
+    let (flush_tx, flush_rx) = watch::channel(false);
+    let flusher = spawn_state_flusher(
+        store.clone(),
+        progress.clone(),
+        Duration::from_secs(1),
+        flush_rx,
+    );
+    let reporter = spawn_progress_line(progress.clone());
+
+    store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for db in &config.databases {
+        let Some(p) = progress.get(db).cloned() else {
+            continue;
+        };
+        let ctx = DbContext {
+            config: config.clone(),
+            store: store.clone(),
+            progress: p,
+            db: db.clone(),
+            work_dir: store.dir().join("work").join(sanitize(db)),
+        };
+        tasks.spawn(async move {
+            let r = migrate_database(&ctx).await;
+            (ctx, r)
+        });
+    }
+
+    let mut failures = Vec::new();
+    let stopped = loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                None => break false,
+                Some(Ok((ctx, Ok(())))) => {
+                    ctx.progress.set_phase(Phase::Done);
+                    tracing::info!(db = %ctx.db, "database migrated");
+                }
+                Some(Ok((ctx, Err(e)))) => {
+                    let msg = e.to_string();
+                    tracing::error!(db = %ctx.db, "{msg}");
+                    ctx.progress.set_phase(Phase::Failed);
+                    ctx.progress.set_message(Some(msg.clone()));
+                    failures.push(msg);
+                }
+                Some(Err(e)) => failures.push(format!("migration task failed: {e}")),
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    tracing::info!("stopping: progress is kept, run again to resume");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break true;
+                }
+            }
+        }
+    };
+    reporter.abort();
+    let _ = flush_tx.send(true);
+    if let Ok(Err(e)) = flusher.await {
+        tracing::warn!("final progress write failed: {e}");
+    }
+    let outcome = if stopped {
+        Outcome::Stopped
+    } else if failures.is_empty() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    };
+    store.update(|s| {
+        progress.apply_to(s);
+        s.pid = None;
+        match outcome {
+            Outcome::Succeeded => s.set_status(Status::Succeeded, Substatus::Completed),
+            Outcome::Failed => {
+                s.message = Some(failures.join("; "));
+                s.set_status(Status::Failed, Substatus::MigratingData);
+            }
+            _ => {}
+        }
+    })?;
+    Ok(outcome)
+}
+
+fn sanitize(db: &str) -> String {
+    db.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Errors of one database's migration.
+#[derive(Debug, thiserror::Error)]
+enum DbError {
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("database {db}: cannot connect to the {side} server {target}: {source}")]
+    Connect {
+        db: String,
+        side: &'static str,
+        target: String,
+        #[source]
+        source: ConnError,
+    },
+}
+
+async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    let resume = ctx
+        .store
+        .snapshot()
+        .database(db)
+        .map(|d| d.resume.clone())
+        .unwrap_or_default();
+    if cfg.mode == Mode::Offline && resume.copy_completed {
+        tracing::info!(db, "already copied");
+        return Ok(());
+    }
+    ctx.progress.set_phase(Phase::CopyingSchema);
+    let source_params = connect_params(&cfg.source, db);
+    let target_params = connect_params(&cfg.target, db);
+    let mut source = Connection::connect(&source_params)
+        .await
+        .map_err(|e| match e.code() {
+            Some("3D000") => DbError::Copy(CopyError::SourceDatabaseMissing {
+                db: db.to_string(),
+                server: source_params.target(),
+            }),
+            _ => DbError::Connect {
+                db: db.to_string(),
+                side: "source",
+                target: source_params.target(),
+                source: e,
+            },
+        })?;
+    let props = target_db::source_props(&mut source, db).await?;
+    let tools = PgTools::locate(cfg.pg_bin_dir.as_deref())
+        .await
+        .map_err(|e| CopyError::Tool {
+            db: db.to_string(),
+            source: e,
+        })?;
+    tools
+        .check_source(source.server_major())
+        .map_err(|e| CopyError::Tool {
+            db: db.to_string(),
+            source: e,
+        })?;
+    let mut maint = connect_maintenance(&cfg.target)
+        .await
+        .map_err(|e| DbError::Connect {
+            db: db.to_string(),
+            side: "target",
+            target: cfg.target.host.to_string(),
+            source: e,
+        })?;
+    let exists = target_db::exists(&mut maint, db)
+        .await
+        .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;
+    if exists {
+        if resume.target_database_created || cfg.overwrite_target {
+            // Ours from an interrupted run (its snapshot is gone, so the
+            // copy starts over), or the operator asked to overwrite.
+            tracing::info!(db, "dropping the existing target database");
+            target_db::drop(&mut maint, db).await?;
+        } else {
+            return Err(CopyError::TargetDatabaseExists {
+                db: db.to_string(),
+                server: maint.connect_params().target(),
+            }
+            .into());
+        }
+    }
+    let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
+    target_db::create(&mut maint, db, &props).await?;
+    ctx.store.update(|s| {
+        if let Some(d) = s.database_mut(db) {
+            d.resume.target_database_created = true;
+            d.resume.copy_completed = false;
+        }
+    })?;
+
+    let slot_name = slot::object_name(cfg.name.as_str(), props.oid);
+    // Offline needs the slot only for its snapshot: a temporary one goes
+    // away with its session, whatever happens to this process.
+    let temporary = cfg.mode == Mode::Offline;
+    let mut exported = slot::create(&source_params, db, &slot_name, temporary).await?;
+    ctx.store.update(|s| {
+        if let Some(d) = s.database_mut(db) {
+            d.resume.slot_name = (!temporary).then(|| slot_name.clone());
+            d.resume.consistent_lsn = Some(exported.consistent_lsn.clone());
+        }
+    })?;
+    tracing::info!(db, slot = %slot_name, lsn = %exported.consistent_lsn, snapshot = %exported.snapshot_name, "snapshot exported");
+
+    let copy = DatabaseCopy {
+        db,
+        source: &source_params,
+        target: &target_params,
+        tools: &tools,
+        work_dir: &ctx.work_dir,
+        options: CopyOptions {
+            jobs: cfg.copy.jobs,
+            index_jobs: cfg.copy.index_jobs,
+            split_bytes: cfg.copy.split_tables_larger_than,
+        },
+        progress: ctx.progress.clone(),
+        keep_owners,
+    };
+    let started = Instant::now();
+    let summary = copy.run(&exported.snapshot_name).await?;
+    tracing::info!(
+        db,
+        tables = summary.tables,
+        rows = summary.rows,
+        mb = summary.bytes / 1_000_000,
+        sequences = summary.sequences,
+        large_objects = summary.large_objects,
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "snapshot copy done"
+    );
+
+    if temporary {
+        exported
+            .conn
+            .execute(&format!("DROP_REPLICATION_SLOT {slot_name}"))
+            .await
+            .map_err(|e| CopyError::source(db, "dropping the replication slot", e))?;
+        let _ = exported.conn.close().await;
+    }
+    let mut target = Connection::connect(&target_params)
+        .await
+        .map_err(|e| CopyError::target(db, "connecting for ANALYZE", e))?;
+    target
+        .execute("ANALYZE")
+        .await
+        .map_err(|e| CopyError::target(db, "analyzing the copied tables", e))?;
+    let _ = std::fs::remove_dir_all(&ctx.work_dir);
+    ctx.store.update(|s| {
+        if let Some(d) = s.database_mut(db) {
+            d.resume.copy_completed = true;
+            d.resume.slot_name = None;
+        }
+    })?;
+    Ok(())
+}
+
+/// Prints a progress line on stderr while tables are being copied: often
+/// on a terminal, every 10 seconds into a journal.
+fn spawn_progress_line(progress: Arc<MigrationProgress>) -> tokio::task::JoinHandle<()> {
+    use std::io::IsTerminal;
+    let every = if std::io::stderr().is_terminal() {
+        2
+    } else {
+        10
+    };
+    tokio::spawn(async move {
+        let mut last: Vec<(u64, Instant)> =
+            progress.dbs.iter().map(|_| (0, Instant::now())).collect();
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for (p, prev) in progress.dbs.iter().zip(last.iter_mut()) {
+                if !matches!(p.phase(), Phase::CopyingData | Phase::BuildingIndexes) {
+                    continue;
+                }
+                let bytes = p.bytes_copied.load(Ordering::Relaxed);
+                let secs = prev.1.elapsed().as_secs_f64().max(0.001);
+                let rate = (bytes.saturating_sub(prev.0)) as f64 / 1e6 / secs;
+                *prev = (bytes, Instant::now());
+                let done = p.full_load_completed_tables.load(Ordering::Relaxed);
+                let total = done
+                    + p.full_load_queued_tables.load(Ordering::Relaxed)
+                    + p.full_load_loading_tables.load(Ordering::Relaxed)
+                    + p.full_load_errored_tables.load(Ordering::Relaxed);
+                eprintln!(
+                    "{}: {} tables {done}/{total} done, {:.1} MB copied, {rate:.1} MB/s",
+                    p.name,
+                    p.phase(),
+                    bytes as f64 / 1e6
+                );
+            }
+        }
+    })
+}
+
+/// Re-export for the binary: the copy module's summary type.
+pub use copy::CopySummary;
