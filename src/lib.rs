@@ -4,3 +4,5 @@
 //! Modules follow the data flow: `protocol` (pure bytes) → `conn` (wire
 //! client) → `copy` (snapshot copy) → `stream`/`apply` (change stream) →
 //! `migration` (phase order) → `control` (state, console, signals).
+
+pub mod protocol;
