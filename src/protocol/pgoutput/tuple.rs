@@ -1,0 +1,292 @@
+//! TupleData: the column values of a row in Insert, Update and Delete.
+//!
+//! A tuple is validated once when its message is decoded, then kept as the
+//! raw `Bytes` view of the received buffer and walked lazily: decoding a
+//! row costs no allocation at all, and each value handed out is a slice of
+//! the buffer, never a copy.
+
+use bytes::Bytes;
+
+use crate::protocol::error::ProtocolError;
+use crate::protocol::reader::Reader;
+
+const NULL: u8 = b'n';
+const UNCHANGED_TOAST: u8 = b'u';
+const TEXT: u8 = b't';
+const BINARY: u8 = b'b';
+
+/// One column value of a tuple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnValue {
+    /// `n`: SQL NULL.
+    Null,
+    /// `u`: a TOASTed value that did not change; its bytes are not sent and
+    /// the target must keep what it has (distinct from NULL).
+    UnchangedToast,
+    /// `t`: the value in the type's text format.
+    Text(Bytes),
+    /// `b`: the value in the type's binary format (`binary 'true'`).
+    Binary(Bytes),
+}
+
+/// The columns of one row, in the Relation message's column order.
+///
+/// Holds the validated wire bytes; [`TupleData::iter`] yields the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TupleData {
+    /// The column entries after the Int16 column count.
+    raw: Bytes,
+    column_count: u16,
+}
+
+impl TupleData {
+    /// Reads and validates one TupleData, leaving `r` after it.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<TupleData, ProtocolError> {
+        let count_offset = r.offset();
+        let count = r.i16("TupleData.column_count")?;
+        let column_count = u16::try_from(count).map_err(|_| ProtocolError::NegativeLength {
+            field: "TupleData.column_count",
+            offset: count_offset,
+            value: i64::from(count),
+        })?;
+        let start = r.offset();
+        for _ in 0..column_count {
+            let kind_offset = r.offset();
+            match r.u8("TupleData column kind")? {
+                NULL | UNCHANGED_TOAST => {}
+                TEXT | BINARY => {
+                    let len_offset = r.offset();
+                    let len = r.i32("TupleData column length")?;
+                    let len = usize::try_from(len).map_err(|_| ProtocolError::NegativeLength {
+                        field: "TupleData column length",
+                        offset: len_offset,
+                        value: i64::from(len),
+                    })?;
+                    r.skip(len, "TupleData column value")?;
+                }
+                other => {
+                    return Err(ProtocolError::InvalidValue {
+                        field: "TupleData column kind",
+                        offset: kind_offset,
+                        value: u64::from(other),
+                    })
+                }
+            }
+        }
+        Ok(TupleData {
+            raw: r.since(start),
+            column_count,
+        })
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        usize::from(self.column_count)
+    }
+
+    /// Whether the tuple has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.column_count == 0
+    }
+
+    /// The column entries as received (after the column count): for
+    /// spilling a change to disk without decoding it.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The column values in order, each a view of the received buffer.
+    pub fn iter(&self) -> TupleIter<'_> {
+        TupleIter {
+            raw: &self.raw,
+            pos: 0,
+            remaining: self.column_count,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a TupleData {
+    type Item = ColumnValue;
+    type IntoIter = TupleIter<'a>;
+
+    fn into_iter(self) -> TupleIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over a [`TupleData`]'s values.
+#[derive(Debug, Clone)]
+pub struct TupleIter<'a> {
+    raw: &'a Bytes,
+    pos: usize,
+    remaining: u16,
+}
+
+impl TupleIter<'_> {
+    /// Reads a 4-byte length at `at`; the tuple was validated, so `None`
+    /// only if that invariant were broken.
+    fn len_at(&self, at: usize) -> Option<usize> {
+        let bytes: [u8; 4] = self.raw.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(i32::from_be_bytes(bytes)).ok()
+    }
+}
+
+impl Iterator for TupleIter<'_> {
+    type Item = ColumnValue;
+
+    fn next(&mut self) -> Option<ColumnValue> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let kind = *self.raw.get(self.pos)?;
+        let after_kind = self.pos + 1;
+        let value = match kind {
+            NULL => {
+                self.pos = after_kind;
+                ColumnValue::Null
+            }
+            UNCHANGED_TOAST => {
+                self.pos = after_kind;
+                ColumnValue::UnchangedToast
+            }
+            TEXT | BINARY => {
+                let len = self.len_at(after_kind)?;
+                let start = after_kind + 4;
+                let end = start
+                    .checked_add(len)
+                    .filter(|end| *end <= self.raw.len())?;
+                self.pos = end;
+                let bytes = self.raw.slice(start..end);
+                if kind == TEXT {
+                    ColumnValue::Text(bytes)
+                } else {
+                    ColumnValue::Binary(bytes)
+                }
+            }
+            _ => return None,
+        };
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Validation at decode time guarantees exactly `remaining` values.
+        let n = usize::from(self.remaining);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for TupleIter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(columns: &[ColumnValue]) -> Vec<u8> {
+        let mut v = (columns.len() as i16).to_be_bytes().to_vec();
+        for c in columns {
+            match c {
+                ColumnValue::Null => v.push(b'n'),
+                ColumnValue::UnchangedToast => v.push(b'u'),
+                ColumnValue::Text(b) | ColumnValue::Binary(b) => {
+                    v.push(if matches!(c, ColumnValue::Text(_)) {
+                        b't'
+                    } else {
+                        b'b'
+                    });
+                    v.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    v.extend_from_slice(b);
+                }
+            }
+        }
+        v
+    }
+
+    fn read(bytes: Vec<u8>) -> Result<(TupleData, usize), ProtocolError> {
+        let buf = Bytes::from(bytes);
+        let mut r = Reader::new(&buf);
+        let t = TupleData::read(&mut r)?;
+        Ok((t, r.offset()))
+    }
+
+    #[test]
+    fn keeps_null_toast_text_and_binary_apart() -> Result<(), ProtocolError> {
+        let columns = vec![
+            ColumnValue::Null,
+            ColumnValue::UnchangedToast,
+            ColumnValue::Text(Bytes::from_static(b"42")),
+            ColumnValue::Binary(Bytes::from_static(&[0, 0, 0, 42])),
+            ColumnValue::Text(Bytes::new()),
+        ];
+        let wire = encode(&columns);
+        let len = wire.len();
+        let (tuple, end) = read(wire)?;
+        assert_eq!(end, len);
+        assert_eq!(tuple.len(), 5);
+        assert_eq!(tuple.iter().len(), 5);
+        assert_eq!(tuple.iter().collect::<Vec<_>>(), columns);
+        Ok(())
+    }
+
+    #[test]
+    fn values_are_views_of_the_input() {
+        let buf = Bytes::from(encode(&[ColumnValue::Text(Bytes::from_static(b"abc"))]));
+        let mut r = Reader::new(&buf);
+        let tuple = TupleData::read(&mut r).ok();
+        let first = tuple.as_ref().and_then(|t| t.iter().next());
+        let Some(ColumnValue::Text(v)) = first else {
+            panic!("expected a text value, got {first:?}");
+        };
+        assert_eq!(v.as_ptr(), buf[7..].as_ptr());
+    }
+
+    #[test]
+    fn empty_tuple_is_valid() -> Result<(), ProtocolError> {
+        let (tuple, end) = read(vec![0, 0])?;
+        assert!(tuple.is_empty());
+        assert_eq!(end, 2);
+        assert_eq!(tuple.iter().next(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_bad_kind_negative_counts_and_lengths() {
+        assert!(matches!(
+            read(vec![0, 1, b'x']),
+            Err(ProtocolError::InvalidValue {
+                offset: 2,
+                value: 0x78,
+                ..
+            })
+        ));
+        assert!(matches!(
+            read(vec![0xff, 0xff]),
+            Err(ProtocolError::NegativeLength {
+                offset: 0,
+                value: -1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            read(vec![0, 1, b't', 0xff, 0xff, 0xff, 0xfe]),
+            Err(ProtocolError::NegativeLength {
+                offset: 3,
+                value: -2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            read(vec![0, 1, b'b', 0x7f, 0xff, 0xff, 0xff, 1]),
+            Err(ProtocolError::Truncated { offset: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let wire = encode(&[
+            ColumnValue::Text(Bytes::from_static(b"hello")),
+            ColumnValue::Null,
+            ColumnValue::Binary(Bytes::from_static(b"\x01\x02")),
+        ]);
+        for len in 0..wire.len() {
+            assert!(read(wire[..len].to_vec()).is_err(), "prefix {len}");
+        }
+    }
+}
