@@ -118,9 +118,10 @@ impl ClusterBuilder {
         let postgres = bin_dir.join("postgres");
         assert!(
             postgres.is_file(),
-            "PostgreSQL {} is not installed: {} is missing (run scripts/install-deps --versions)",
-            self.version,
-            postgres.display()
+            "no PostgreSQL server at {} (major {} requested): \
+             run scripts/install-deps --versions",
+            postgres.display(),
+            self.version
         );
         let version = major_of(&postgres);
         let client_bin_dir = if bin_dir.join("psql").is_file() && bin_dir.join("pgbench").is_file()
