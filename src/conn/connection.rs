@@ -83,12 +83,14 @@ impl Connection {
                 (Box::new(s), false)
             }
             Host::Tcp(host) => {
-                let s = TcpStream::connect((host.as_str(), params.port))
-                    .await
-                    .map_err(|source| ConnError::Connect {
-                        target: target.clone(),
-                        source,
-                    })?;
+                let s = match params.hostaddr {
+                    Some(addr) => TcpStream::connect((addr, params.port)).await,
+                    None => TcpStream::connect((host.as_str(), params.port)).await,
+                }
+                .map_err(|source| ConnError::Connect {
+                    target: target.clone(),
+                    source,
+                })?;
                 // Small protocol messages (standby status, Sync) must not
                 // wait for Nagle.
                 s.set_nodelay(true)?;
@@ -569,9 +571,11 @@ impl CancelToken {
                 let _ = s.read(&mut sink).await;
             }
             Host::Tcp(host) => {
-                let mut s = TcpStream::connect((host.as_str(), self.params.port))
-                    .await
-                    .map_err(|source| ConnError::Connect { target, source })?;
+                let mut s = match self.params.hostaddr {
+                    Some(addr) => TcpStream::connect((addr, self.params.port)).await,
+                    None => TcpStream::connect((host.as_str(), self.params.port)).await,
+                }
+                .map_err(|source| ConnError::Connect { target, source })?;
                 s.write_all(&buf).await?;
                 let mut sink = [0u8; 1];
                 let _ = s.read(&mut sink).await;

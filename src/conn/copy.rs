@@ -65,32 +65,26 @@ impl Connection {
         self.check_usable()?;
         frontend::query(sql, &mut self.wbuf)?;
         self.flush().await?;
-        loop {
-            match self.next_message().await? {
-                Message::CopyInResponse(_) => {
-                    // Until finish() or fail(), the session is mid-COPY.
-                    self.broken = true;
-                    return Ok(CopyIn {
-                        conn: self,
-                        finished: false,
-                    });
-                }
-                Message::ErrorResponse(body) => {
-                    let e = ConnError::Db(Box::new(DbError::from_fields(body.fields())?));
-                    self.drain_to_ready(Some(e)).await?;
-                    return Err(ConnError::protocol("error lost while draining"));
-                }
-                Message::ReadyForQuery(_) => {
-                    return Err(ConnError::protocol(
-                        "statement did not start a COPY FROM STDIN",
-                    ))
-                }
-                _ => {
-                    return Err(ConnError::protocol(
-                        "unexpected message before CopyInResponse",
-                    ))
-                }
+        match self.next_message().await? {
+            Message::CopyInResponse(_) => {
+                // Until finish() or fail(), the session is mid-COPY.
+                self.broken = true;
+                Ok(CopyIn {
+                    conn: self,
+                    finished: false,
+                })
             }
+            Message::ErrorResponse(body) => {
+                let e = ConnError::Db(Box::new(DbError::from_fields(body.fields())?));
+                self.drain_to_ready(Some(e)).await?;
+                Err(ConnError::protocol("error lost while draining"))
+            }
+            Message::ReadyForQuery(_) => Err(ConnError::protocol(
+                "statement did not start a COPY FROM STDIN",
+            )),
+            _ => Err(ConnError::protocol(
+                "unexpected message before CopyInResponse",
+            )),
         }
     }
 }
@@ -117,7 +111,7 @@ impl CopyOut<'_> {
                     break;
                 }
                 let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-                if len < 4 || len > (1 << 30) + (1 << 20) {
+                if !(4..=(1 << 30) + (1 << 20)).contains(&len) {
                     return Err(ConnError::protocol(format!(
                         "invalid CopyData length {len}"
                     )));

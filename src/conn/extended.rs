@@ -257,12 +257,10 @@ async fn read_pipeline_results(
                 let tag = body.tag().map_err(|e| ConnError::protocol(e.to_string()))?;
                 state.counts.push(rows_from_tag(tag));
             }
-            Message::ErrorResponse(body) => {
-                if first_error.is_none() {
-                    first_error = Some(ConnError::Db(Box::new(DbError::from_fields(
-                        body.fields(),
-                    )?)));
-                }
+            Message::ErrorResponse(body) if first_error.is_none() => {
+                first_error = Some(ConnError::Db(Box::new(DbError::from_fields(
+                    body.fields(),
+                )?)));
             }
             Message::ReadyForQuery(_) => return Ok(first_error),
             Message::NoticeResponse(body) => {

@@ -23,6 +23,9 @@ pub struct ConnectParams {
     pub host: Host,
     /// TCP port, also the suffix of the unix socket's name.
     pub port: u16,
+    /// Address to connect to instead of resolving `host`, which is then
+    /// only the name the certificate is checked against (libpq's hostaddr).
+    pub hostaddr: Option<std::net::IpAddr>,
     /// Role to log in as.
     pub user: String,
     /// Password for cleartext, md5 or SCRAM; never printed.
@@ -54,6 +57,7 @@ impl ConnectParams {
         ConnectParams {
             host,
             port,
+            hostaddr: None,
             user: user.into(),
             password: None,
             database: database.into(),

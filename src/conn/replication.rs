@@ -56,28 +56,24 @@ impl CopyBoth<'_> {
         if self.ended {
             return Ok(None);
         }
-        loop {
-            let (tag, total) = self.conn.buffer_message().await?;
-            if tag == b'd' {
-                return Ok(Some(self.conn.take_copy_data(total)));
+        let (tag, total) = self.conn.buffer_message().await?;
+        if tag == b'd' {
+            return Ok(Some(self.conn.take_copy_data(total)));
+        }
+        match self.conn.next_message().await? {
+            Message::CopyDone => {
+                self.ended = true;
+                Ok(None)
             }
-            match self.conn.next_message().await? {
-                Message::CopyDone => {
-                    self.ended = true;
-                    return Ok(None);
-                }
-                Message::ErrorResponse(body) => {
-                    self.ended = true;
-                    return Err(ConnError::Db(Box::new(DbError::from_fields(
-                        body.fields(),
-                    )?)));
-                }
-                _ => {
-                    return Err(ConnError::protocol(
-                        "unexpected message in replication stream",
-                    ))
-                }
+            Message::ErrorResponse(body) => {
+                self.ended = true;
+                Err(ConnError::Db(Box::new(DbError::from_fields(
+                    body.fields(),
+                )?)))
             }
+            _ => Err(ConnError::protocol(
+                "unexpected message in replication stream",
+            )),
         }
     }
 

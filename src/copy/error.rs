@@ -16,7 +16,7 @@ pub enum CopyError {
         context: String,
         /// The wire error.
         #[source]
-        source: ConnError,
+        source: Box<ConnError>,
     },
     /// A statement on the target failed.
     #[error("database {db}: {context} on the target: {source}")]
@@ -27,7 +27,7 @@ pub enum CopyError {
         context: String,
         /// The wire error.
         #[source]
-        source: ConnError,
+        source: Box<ConnError>,
     },
     /// Copying one table failed.
     #[error("database {db}, table {table}: {context}: {source}")]
@@ -40,7 +40,7 @@ pub enum CopyError {
         context: String,
         /// The wire error.
         #[source]
-        source: ConnError,
+        source: Box<ConnError>,
     },
     /// pg_dump or pg_restore failed.
     #[error("database {db}: {source}")]
@@ -99,7 +99,7 @@ impl CopyError {
         CopyError::Source {
             db: db.to_string(),
             context: context.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -107,7 +107,7 @@ impl CopyError {
         CopyError::Target {
             db: db.to_string(),
             context: context.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 

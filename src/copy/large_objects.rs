@@ -29,10 +29,16 @@ pub async fn copy_all(
             .opt_str(1)
             .map_err(|e| CopyError::source(db, "listing large objects", e))?;
         let ctx = format!("copying large object {oid}");
-        target
-            .execute(&format!("SELECT pg_catalog.lo_create({oid})"))
+        // pg_dump's pre-data has normally created it already, with its
+        // owner and grants.
+        let created_here = target
+            .execute(&format!(
+                "SELECT pg_catalog.lo_create({oid}) WHERE NOT EXISTS \
+                 (SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = {oid})"
+            ))
             .await
-            .map_err(|e| CopyError::target(db, &ctx, e))?;
+            .map_err(|e| CopyError::target(db, &ctx, e))?
+            == 1;
         let mut offset = 0u64;
         loop {
             let rows = source
@@ -69,7 +75,7 @@ pub async fn copy_all(
                 break;
             }
         }
-        if let (true, Some(owner)) = (keep_owner, owner) {
+        if let (true, Some(owner)) = (keep_owner && created_here, owner) {
             if let Err(e) = target
                 .execute(&format!(
                     "ALTER LARGE OBJECT {oid} OWNER TO {}",

@@ -118,7 +118,10 @@ impl PgTools {
     ) -> Result<(), ToolError> {
         let mut cmd = Command::new(self.bin_dir.join("pg_dump"));
         cmd.arg("--format=custom")
-            .arg("--schema-only")
+            // Sections rather than --schema-only: matview refreshes are
+            // post-data and --schema-only would leave them out.
+            .arg("--section=pre-data")
+            .arg("--section=post-data")
             .arg(format!("--snapshot={snapshot}"))
             .arg("--no-sync")
             .arg("--file")

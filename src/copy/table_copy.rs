@@ -67,7 +67,7 @@ pub fn plan_units(
             ));
         }
     }
-    units.sort_by(|a, b| b.0.cmp(&a.0));
+    units.sort_by_key(|u| std::cmp::Reverse(u.0));
     units.into_iter().map(|(_, u)| u).collect()
 }
 
@@ -229,7 +229,7 @@ impl CopyRun {
             db: self.db.clone(),
             table: t.display(),
             context: context.to_string(),
-            source,
+            source: Box::new(source),
         };
         let format = if t.binary_safe() {
             "FORMAT binary"

@@ -23,6 +23,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod cluster;
+mod compare;
 mod config;
 mod run;
 mod tls;
@@ -31,6 +32,7 @@ mod versions;
 use std::path::PathBuf;
 
 pub use cluster::{conninfo_value, quote_ident, Cluster, ClusterBuilder};
+pub use compare::{assert_same, fingerprint};
 pub use config::write_config;
 pub use run::{running_as_root, SERVER_USER};
 pub use versions::{

@@ -1,0 +1,210 @@
+//! Offline migration end to end on real clusters: two databases (pgbench
+//! data and a schema of awkward cases) copied, checked table by table; and
+//! each way it can fail ends in `Failed` with the cause and no slot left.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{assert_same, pgmigrate_bin, tmp_dir, write_config, Cluster};
+
+const AWKWARD: &str = include_str!("sql/awkward.sql");
+
+fn pgmigrate(args: &[&str], config: &std::path::Path) -> Output {
+    Command::new(pgmigrate_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("PGMIGRATE_LOG", "info")
+        .output()
+        .expect("run pgmigrate")
+}
+
+fn show_json(state_dir: &std::path::Path, name: &str) -> serde_json::Value {
+    let out = Command::new(pgmigrate_bin())
+        .args(["show", name, "--json", "--state-dir"])
+        .arg(state_dir)
+        .output()
+        .expect("run pgmigrate show");
+    assert!(
+        out.status.success(),
+        "show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("show --json is JSON")
+}
+
+fn slots(c: &Cluster) -> String {
+    c.psql(
+        "postgres",
+        "SELECT string_agg(slot_name, ',') FROM pg_replication_slots",
+    )
+}
+
+#[test]
+fn offline_migrates_two_databases_identically() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("bench");
+    src.pgbench(&["-i", "-s", "2", "-q", "bench"]);
+    src.create_db("awkward db");
+    src.psql("awkward db", AWKWARD);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "offline-1",
+        &src,
+        &dst,
+        &["bench", "awkward db"],
+        // A small split size makes pgbench_accounts go in ctid ranges.
+        "mode = \"offline\"\noption = \"migrate\"\n[copy]\njobs = 3\nindex_jobs = 2\nsplit_tables_larger_than = \"4MB\"\n",
+    );
+    let out = pgmigrate(&["run"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed: {stderr}");
+
+    assert_same(&src, &dst, "bench");
+    assert_same(&src, &dst, "awkward db");
+    // Generated columns are recomputed, identity columns keep going.
+    assert_eq!(
+        dst.psql(
+            "awkward db",
+            "SELECT count(*) FROM typed WHERE doubled = id * 2"
+        ),
+        src.psql("awkward db", "SELECT count(*) FROM typed")
+    );
+    dst.psql(
+        "awkward db",
+        "INSERT INTO \"Ünïcode schema\".\"Tâble \"\"quoted\"\"\" (note) VALUES ('new')",
+    );
+    assert_eq!(
+        dst.psql(
+            "awkward db",
+            "SELECT max(id) FROM \"Ünïcode schema\".\"Tâble \"\"quoted\"\"\""
+        ),
+        "501"
+    );
+    // The same owner on the target.
+    assert_eq!(
+        dst.psql(
+            "awkward db",
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'owned_t'"
+        ),
+        "app_owner"
+    );
+    assert_eq!(slots(&src), "", "the slot must be gone");
+
+    let doc = show_json(state.path(), "offline-1");
+    assert_eq!(doc["status"], "Succeeded");
+    assert_eq!(doc["substatus"], "Completed");
+    let dbs = doc["databases"].as_array().expect("databases");
+    assert_eq!(dbs.len(), 2);
+    for d in dbs {
+        assert_eq!(d["phase"], "Done");
+        assert!(d["rows_copied"].as_u64().unwrap_or(0) > 0);
+        assert_eq!(d["full_load_errored_tables"], 0);
+    }
+    assert!(stderr.contains("snapshot copy done"), "{stderr}");
+
+    // A second run of a finished migration does nothing and succeeds.
+    let again = pgmigrate(&["run"], &cfg);
+    assert!(again.status.success());
+}
+
+#[test]
+fn overwrite_target_replaces_an_existing_database() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("app");
+    src.psql("app", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;");
+    dst.create_db("app");
+    dst.psql("app", "CREATE TABLE stale (x int)");
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "overwrite",
+        &src,
+        &dst,
+        &["app"],
+        "mode = \"offline\"\noption = \"migrate\"\noverwrite_target = true\n",
+    );
+    let out = pgmigrate(&["run"], &cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(&src, &dst, "app");
+    assert_eq!(
+        dst.psql(
+            "app",
+            "SELECT count(*) FROM pg_class WHERE relname = 'stale'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn failures_name_their_cause_and_leave_no_slot() {
+    let src = Cluster::builder()
+        .hba_line("host all secure_user 127.0.0.1/32 scram-sha-256")
+        .start();
+    let dst = Cluster::start_default();
+    src.psql(
+        "postgres",
+        "CREATE ROLE secure_user LOGIN SUPERUSER REPLICATION PASSWORD 'right one'",
+    );
+    src.create_db("app");
+    src.psql(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    dst.create_db("taken");
+    src.create_db("taken");
+    let state = tmp_dir();
+    let pw_file = state.path().join("pw");
+    std::fs::write(&pw_file, "wrong one\n").expect("password file");
+    let offline = "mode = \"offline\"\noption = \"migrate\"\n";
+
+    let cases: Vec<(&str, Vec<&str>, String, &str)> = vec![
+        (
+            "wrong-password",
+            vec!["app"],
+            format!(
+                "{offline}[source]\nhost = \"127.0.0.1\"\nuser = \"secure_user\"\npassword_file = \"{}\"\n",
+                pw_file.display()
+            ),
+            "password authentication failed",
+        ),
+        ("unreachable", vec!["app"], format!("{offline}[source]\nhost = \"127.0.0.1\"\nport = 1\n"), "cannot connect"),
+        ("missing-db", vec!["no_such_db"], offline.to_string(), "does not exist on the source"),
+        ("target-exists", vec!["taken"], offline.to_string(), "already exists on the target"),
+    ];
+    for (name, dbs, extra, expected) in cases {
+        let cfg = write_config(state.path(), name, &src, &dst, &dbs, &extra);
+        let out = pgmigrate(&["run"], &cfg);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?} in {stderr}"
+        );
+        let doc = show_json(state.path(), name);
+        assert_eq!(doc["status"], "Failed", "{name}");
+        let msg = doc["message"].as_str().unwrap_or("");
+        assert!(msg.contains(expected), "{name}: state message {msg:?}");
+        assert_eq!(slots(&src), "", "{name}: a slot was left on the source");
+    }
+    // The existing target database was not touched.
+    assert_eq!(
+        dst.psql("taken", "SELECT count(*) FROM pg_class WHERE relname = 't'"),
+        "0"
+    );
+
+    // A config error is exit 2 and names the key.
+    let bad = state.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\ndatabases = [\"a\"]\nbogus_key = 1\n[source]\nhost = \"h\"\n[target]\nhost = \"h\"\n").expect("write");
+    let out = pgmigrate(&["run"], &bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
+}
