@@ -52,6 +52,8 @@ pub struct Connection {
     /// Set when a COPY or pipeline was abandoned half way: the session is
     /// out of step with the server and must not be reused.
     pub(crate) broken: bool,
+    /// Executions queued by the pipeline methods since the last Sync.
+    pub(crate) queued: usize,
     tls: bool,
 }
 
@@ -108,6 +110,7 @@ impl Connection {
             process_id: 0,
             secret_key: 0,
             broken: false,
+            queued: 0,
             tls,
         };
         conn.startup().await?;

@@ -137,9 +137,74 @@ impl Connection {
     /// Starts a pipeline: executions are buffered and sent together, and
     /// their results read after one Sync.
     pub fn pipeline(&mut self) -> Pipeline<'_> {
-        Pipeline {
-            conn: self,
-            queued: 0,
+        Pipeline { conn: self }
+    }
+
+    /// Queues `Parse` of a named statement; its result is read by the next
+    /// [`Connection::sync`]. Lets an apply worker prepare statements on the
+    /// fly without a round trip of their own.
+    pub fn queue_parse(&mut self, name: &str, sql: &str) -> Result<(), ConnError> {
+        frontend::parse(name, sql, std::iter::empty(), &mut self.wbuf)?;
+        Ok(())
+    }
+
+    /// Queues an execution of the statement `name` ("" for the unnamed one).
+    pub fn queue_execute(&mut self, name: &str, params: &[Param<'_>]) -> Result<(), ConnError> {
+        write_bind(&mut self.wbuf, name, params)?;
+        frontend::execute("", 0, &mut self.wbuf)?;
+        self.queued += 1;
+        Ok(())
+    }
+
+    /// Queues a statement without parameters through the unnamed statement.
+    pub fn queue_statement(&mut self, sql: &str) -> Result<(), ConnError> {
+        frontend::parse("", sql, std::iter::empty(), &mut self.wbuf)?;
+        self.queue_execute("", &[])
+    }
+
+    /// Executions queued since the last sync.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Bytes of queued messages not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Sends Sync and reads every queued result, returning each
+    /// execution's row count in order; the first server error fails the
+    /// whole batch (inside BEGIN, the transaction is then aborted). Writing
+    /// and reading run together so a long pipeline cannot deadlock on full
+    /// socket buffers.
+    pub async fn sync(&mut self) -> Result<Vec<u64>, ConnError> {
+        self.check_usable()?;
+        frontend::sync(&mut self.wbuf);
+        let out = self.wbuf.split();
+        let mut counts = Vec::with_capacity(self.queued);
+        self.queued = 0;
+        let writer = &mut self.writer;
+        let write = async move {
+            use tokio::io::AsyncWriteExt;
+            writer.write_all(&out).await?;
+            writer.flush().await?;
+            Ok::<(), ConnError>(())
+        };
+        let (w, r) = tokio::join!(
+            write,
+            read_pipeline_results(&mut self.reader, &mut self.rbuf, &mut counts)
+        );
+        if let Err(e) = w {
+            self.broken = true;
+            return Err(e);
+        }
+        match r {
+            Ok(None) => Ok(counts),
+            Ok(Some(e)) => Err(e),
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
         }
     }
 }
@@ -148,82 +213,34 @@ impl Connection {
 /// one implicit transaction unless the session is inside BEGIN.
 pub struct Pipeline<'a> {
     conn: &'a mut Connection,
-    queued: usize,
 }
 
 impl Pipeline<'_> {
     /// Queues an execution of a prepared statement.
     pub fn execute(&mut self, stmt: &Statement, params: &[Param<'_>]) -> Result<(), ConnError> {
-        write_bind(&mut self.conn.wbuf, &stmt.name, params)?;
-        frontend::execute("", 0, &mut self.conn.wbuf)?;
-        self.queued += 1;
-        Ok(())
+        self.conn.queue_execute(&stmt.name, params)
     }
 
     /// Queues a one-off statement with parameters.
     pub fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), ConnError> {
-        frontend::parse("", sql, std::iter::empty(), &mut self.conn.wbuf)?;
-        self.execute(
-            &Statement {
-                name: String::new(),
-            },
-            params,
-        )
+        self.conn.queue_parse("", sql)?;
+        self.conn.queue_execute("", params)
     }
 
     /// Number of queued executions.
     pub fn len(&self) -> usize {
-        self.queued
+        self.conn.queued()
     }
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.queued == 0
+        self.conn.queued() == 0
     }
 
-    /// Sends Sync and reads every result, returning each execution's row
-    /// count in order; the first server error fails the whole pipeline.
-    /// Writing and reading run together so a long pipeline cannot deadlock
-    /// on full socket buffers.
+    /// Sends Sync and reads every result (see [`Connection::sync`]).
     pub async fn finish(self) -> Result<Vec<u64>, ConnError> {
-        let conn = self.conn;
-        conn.check_usable()?;
-        frontend::sync(&mut conn.wbuf);
-        let out = conn.wbuf.split();
-        let mut counts = Vec::with_capacity(self.queued);
-        let writer = &mut conn.writer;
-        let write = async move {
-            use tokio::io::AsyncWriteExt;
-            writer.write_all(&out).await?;
-            writer.flush().await?;
-            Ok::<(), ConnError>(())
-        };
-        let reader = ReadState {
-            counts: &mut counts,
-        };
-        // The reader half lives in `conn`; split the borrow by moving the
-        // write into its own future over the writer field only.
-        let (w, r) = tokio::join!(
-            write,
-            read_pipeline_results(&mut conn.reader, &mut conn.rbuf, reader)
-        );
-        if let Err(e) = w {
-            conn.broken = true;
-            return Err(e);
-        }
-        match r {
-            Ok(None) => Ok(counts),
-            Ok(Some(e)) => Err(e),
-            Err(e) => {
-                conn.broken = true;
-                Err(e)
-            }
-        }
+        self.conn.sync().await
     }
-}
-
-struct ReadState<'a> {
-    counts: &'a mut Vec<u64>,
 }
 
 /// Reads pipeline results up to ReadyForQuery without the `Connection`
@@ -232,7 +249,7 @@ struct ReadState<'a> {
 async fn read_pipeline_results(
     reader: &mut tokio::io::ReadHalf<Box<dyn super::connection::Io>>,
     rbuf: &mut bytes::BytesMut,
-    state: ReadState<'_>,
+    counts: &mut Vec<u64>,
 ) -> Result<Option<ConnError>, ConnError> {
     use tokio::io::AsyncReadExt;
     let mut first_error = None;
@@ -255,7 +272,7 @@ async fn read_pipeline_results(
         match msg {
             Message::CommandComplete(body) => {
                 let tag = body.tag().map_err(|e| ConnError::protocol(e.to_string()))?;
-                state.counts.push(rows_from_tag(tag));
+                counts.push(rows_from_tag(tag));
             }
             Message::ErrorResponse(body) if first_error.is_none() => {
                 first_error = Some(ConnError::Db(Box::new(DbError::from_fields(
