@@ -131,7 +131,10 @@ pub async fn read_catalog(conn: &mut Connection) -> Result<Catalog, CatalogError
             .insert(name.to_string());
     }
 
-    let rows = read("listing table columns", conn.simple_query(&tables_sql()).await)?;
+    let rows = read(
+        "listing table columns",
+        conn.simple_query(&tables_sql()).await,
+    )?;
     for r in &rows {
         let (table, bytes, column) = read("listing table columns", table_row(r))?;
         let info = catalog.tables.entry(table).or_insert_with(|| TableInfo {

@@ -210,7 +210,10 @@ mod tests {
         };
         let sql = checksum_sql(&table, &["a".into(), "B c".into()]);
         assert!(sql.contains("ROW(t.\"a\", t.\"B c\")::text"), "{sql}");
-        assert!(sql.ends_with("FROM ONLY \"my schema\".\"T\"\"x\" AS t"), "{sql}");
+        assert!(
+            sql.ends_with("FROM ONLY \"my schema\".\"T\"\"x\" AS t"),
+            "{sql}"
+        );
         assert!(!sql.contains("ORDER BY"));
         assert!(checksum_sql(&t("e"), &[]).contains("ROW()::text"));
     }
@@ -240,8 +243,18 @@ mod tests {
             vec![
                 Difference::new(DiffKind::ObjectCount, "tables", "1", "2"),
                 Difference::new(DiffKind::Missing, "table public.b", "absent", "present"),
-                Difference::new(DiffKind::Missing, "index public.a_v_idx", "present", "absent"),
-                Difference::new(DiffKind::Missing, "index public.a_w_idx", "absent", "present"),
+                Difference::new(
+                    DiffKind::Missing,
+                    "index public.a_v_idx",
+                    "present",
+                    "absent"
+                ),
+                Difference::new(
+                    DiffKind::Missing,
+                    "index public.a_w_idx",
+                    "absent",
+                    "present"
+                ),
             ]
         );
     }
@@ -291,7 +304,12 @@ mod tests {
         };
         assert_eq!(
             diff_sums(&t("x"), &a, &changed),
-            vec![Difference::new(DiffKind::Checksum, "public.x", "-123", "77")]
+            vec![Difference::new(
+                DiffKind::Checksum,
+                "public.x",
+                "-123",
+                "77"
+            )]
         );
         let fewer = TableSum {
             rows: 2,
@@ -299,7 +317,10 @@ mod tests {
         };
         let d = diff_sums(&t("x"), &a, &fewer);
         assert_eq!(d.len(), 2);
-        assert_eq!(d[0], Difference::new(DiffKind::RowCount, "public.x", "3", "2"));
+        assert_eq!(
+            d[0],
+            Difference::new(DiffKind::RowCount, "public.x", "3", "2")
+        );
     }
 
     #[test]
@@ -339,7 +360,12 @@ mod tests {
                     "1",
                     "not called"
                 ),
-                Difference::new(DiffKind::SequenceValue, "sequence public.up_behind", "10", "9"),
+                Difference::new(
+                    DiffKind::SequenceValue,
+                    "sequence public.up_behind",
+                    "10",
+                    "9"
+                ),
             ]
         );
     }

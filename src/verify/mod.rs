@@ -165,8 +165,13 @@ async fn verify_database(config: &Config, db: &str) -> Result<DatabaseReport, Ve
         &source_catalog.sequences,
         &target_catalog.sequences,
     ));
-    tracing::info!(db, tables = tables_checked, rows = rows_checked,
-        differences = differences.len(), "verified");
+    tracing::info!(
+        db,
+        tables = tables_checked,
+        rows = rows_checked,
+        differences = differences.len(),
+        "verified"
+    );
     Ok(DatabaseReport::new(
         db,
         tables_checked,
@@ -209,10 +214,7 @@ async fn open_pool(
         .simple_query("SELECT pg_catalog.pg_export_snapshot()")
         .await
     {
-        Ok(rows) => rows
-            .first()
-            .and_then(|r| r.str(0).ok())
-            .map(str::to_string),
+        Ok(rows) => rows.first().and_then(|r| r.str(0).ok()).map(str::to_string),
         Err(e) if !e.is_fatal() => {
             tracing::warn!(db, %side, "cannot export a snapshot, tables are read in separate snapshots: {e}");
             first
@@ -258,7 +260,11 @@ async fn open_pool(
 }
 
 /// One session with the output settings of [`SESSION_SETTINGS`].
-async fn open_session(endpoint: &Endpoint, db: &str, side: Side) -> Result<Connection, VerifyError> {
+async fn open_session(
+    endpoint: &Endpoint,
+    db: &str,
+    side: Side,
+) -> Result<Connection, VerifyError> {
     let mut conn = Connection::connect(&connect_params(endpoint, db))
         .await
         .map_err(|source| VerifyError::Connect {

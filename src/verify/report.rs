@@ -282,18 +282,12 @@ mod tests {
             lines[2],
             "  KIND          OBJECT                SOURCE   TARGET"
         );
-        assert_eq!(
-            lines[3],
-            "  object_count  indexes               2        1"
-        );
+        assert_eq!(lines[3], "  object_count  indexes               2        1");
         assert_eq!(
             lines[4],
             "  missing       index public.t_v_idx  present  absent"
         );
-        assert_eq!(
-            lines[5],
-            "  row_count     public.t              10       9"
-        );
+        assert_eq!(lines[5], "  row_count     public.t              10       9");
         assert_eq!(lines[6], "differences found");
         assert_eq!(lines.len(), 7);
     }
