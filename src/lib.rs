@@ -12,3 +12,4 @@ pub mod copy;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;
+pub mod verify;

@@ -15,6 +15,7 @@ use pgmigrate::control::report::{
 };
 use pgmigrate::control::store::StateStore;
 use pgmigrate::migration::{self, Outcome};
+use pgmigrate::verify;
 
 /// Exit statuses of the contract.
 mod exit {
@@ -23,6 +24,7 @@ mod exit {
     pub const USAGE: u8 = 2;
     pub const CANCELED: u8 = 3;
     pub const VALIDATION_FAILED: u8 = 4;
+    pub const DIFFERENCES: u8 = 6;
 }
 
 #[derive(Parser)]
@@ -63,6 +65,16 @@ enum Command {
         /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare source and target: schema objects, row counts and a content
+    /// checksum per table.
+    Verify {
+        /// The migration's TOML config.
+        #[arg(long)]
+        config: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
@@ -185,6 +197,29 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 print!("{}", render_show(&state));
             }
             Ok(exit::OK)
+        }
+        Command::Verify { config, json } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let report = match verify::verify(&config).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("pgmigrate: {e}");
+                    return Ok(exit::FAILED);
+                }
+            };
+            if json {
+                print!("{}", verify::render_json(&report)?);
+            } else {
+                print!("{}", verify::render_text(&report));
+            }
+            Ok(if report.identical {
+                exit::OK
+            } else {
+                exit::DIFFERENCES
+            })
         }
     }
 }

@@ -86,7 +86,7 @@ impl Sequence {
 
 /// Filter for user objects: not system schemas, not temporary, not owned
 /// by an extension (the extension's own script creates those).
-const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+pub(crate) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_' \
      AND c.relpersistence <> 't' \
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
