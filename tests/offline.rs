@@ -65,6 +65,17 @@ fn offline_migrates_two_databases_identically() {
 
     assert_same(&src, &dst, "bench");
     assert_same(&src, &dst, "awkward db");
+    let verify = pgmigrate(&["verify"], &cfg);
+    assert!(
+        verify.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // verify must see a difference the independent check also sees.
+    dst.psql("bench", "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7");
+    assert_eq!(pgmigrate(&["verify"], &cfg).status.code(), Some(6));
+    dst.psql("bench", "UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid = 7");
     // Generated columns are recomputed, identity columns keep going.
     assert_eq!(
         dst.psql(
