@@ -13,3 +13,5 @@ pub mod metrics;
 pub mod migration;
 pub mod protocol;
 pub mod verify;
+pub mod spill;
+pub mod apply;

@@ -18,6 +18,9 @@ pub enum Param<'a> {
     Text(&'a str),
     /// Binary format (the type's receive function), e.g. raw bytea.
     Binary(&'a [u8]),
+    /// Text format given as bytes already in the session's encoding (a
+    /// replicated value passed on without a UTF-8 check).
+    RawText(&'a [u8]),
 }
 
 impl<'a> From<Option<&'a str>> for Param<'a> {
@@ -65,7 +68,7 @@ fn write_bind(
                 out.extend_from_slice(s.as_bytes());
                 Ok(IsNull::No)
             }
-            Param::Binary(b) => {
+            Param::Binary(b) | Param::RawText(b) => {
                 out.extend_from_slice(b);
                 Ok(IsNull::No)
             }

@@ -1,0 +1,138 @@
+//! Apply: per-table workers, each on its own thread and target session,
+//! grouping many source transactions into one target transaction and
+//! recording progress in the same transaction through a replication
+//! origin. Never reads from the source.
+
+pub mod relation;
+pub mod statements;
+mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::protocol::lsn::Lsn;
+use crate::protocol::pgoutput::{OldTuple, TupleData};
+use crate::protocol::timestamp::PgTimestamp;
+
+pub use relation::RelationInfo;
+pub use worker::{spawn, WorkerConfig};
+
+/// One row change, with the table it belongs to.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A row inserted.
+    Insert {
+        /// The table.
+        rel: Arc<RelationInfo>,
+        /// The new row.
+        new: TupleData,
+    },
+    /// A row updated.
+    Update {
+        /// The table.
+        rel: Arc<RelationInfo>,
+        /// The old key or row, when the source sent one.
+        old: Option<OldTuple>,
+        /// The new row (unchanged TOAST values marked as such).
+        new: TupleData,
+    },
+    /// A row deleted.
+    Delete {
+        /// The table.
+        rel: Arc<RelationInfo>,
+        /// The old key or row.
+        old: OldTuple,
+    },
+}
+
+/// What the router sends a worker.
+#[derive(Debug)]
+pub enum ApplyMsg {
+    /// A source transaction with changes for this worker starts.
+    Begin {
+        /// The transaction's commit LSN.
+        commit_lsn: Lsn,
+    },
+    /// A change of the current transaction.
+    Change(Change),
+    /// Tables truncated by the current transaction (whole transaction
+    /// routed to this worker alone).
+    Truncate {
+        /// All tables the source truncated together.
+        rels: Vec<Arc<RelationInfo>>,
+        /// CASCADE was given.
+        cascade: bool,
+        /// RESTART IDENTITY was given.
+        restart_identity: bool,
+    },
+    /// The current transaction commits.
+    Commit {
+        /// Commit LSN.
+        commit_lsn: Lsn,
+        /// Commit time on the source.
+        commit_time: PgTimestamp,
+    },
+    /// Every transaction committed at or before `upto` has been delivered.
+    Progress {
+        /// The LSN.
+        upto: Lsn,
+    },
+    /// Commit whatever is open now, then answer (a barrier).
+    Flush(crossbeam_channel::Sender<()>),
+}
+
+/// A worker's progress, read by the stream for feedback and lag.
+#[derive(Debug, Default)]
+pub struct WorkerProgress {
+    /// All transactions for this worker up to here are committed on the target.
+    pub applied: AtomicU64,
+    /// … and that commit is flushed to the target's disk.
+    pub durable: AtomicU64,
+    /// Set when the worker stopped on an error.
+    pub error: Mutex<Option<String>>,
+}
+
+impl WorkerProgress {
+    /// Applied LSN.
+    pub fn applied(&self) -> Lsn {
+        Lsn(self.applied.load(Ordering::Acquire))
+    }
+
+    /// Durable LSN.
+    pub fn durable(&self) -> Lsn {
+        Lsn(self.durable.load(Ordering::Acquire))
+    }
+
+    /// The error the worker stopped on, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// Errors of an apply worker.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A statement failed on the target.
+    #[error("database {db}: apply worker {worker}: {context}: {source}")]
+    Target {
+        /// Database.
+        db: String,
+        /// Worker index.
+        worker: usize,
+        /// What it was doing (names the table and LSN).
+        context: String,
+        /// The wire error.
+        #[source]
+        source: Box<crate::conn::ConnError>,
+    },
+    /// The worker could not start.
+    #[error("database {db}: apply worker {worker}: {message}")]
+    Setup {
+        /// Database.
+        db: String,
+        /// Worker index.
+        worker: usize,
+        /// Why.
+        message: String,
+    },
+}

@@ -1,0 +1,182 @@
+//! The SQL an apply worker runs for each kind of change, built once per
+//! table, column shape and schema version, then prepared and reused.
+
+use crate::conn::quote_ident;
+
+use super::relation::RelationInfo;
+
+/// Built-in types without a usable equality operator (or whose `=` is not
+/// identity, like box's area comparison): REPLICA IDENTITY FULL matches
+/// them by their text form instead.
+const NO_EQUALITY: &[u32] = &[
+    114, 142, 600, 601, 602, 603, 604, 628, 718, // json xml point lseg path box polygon line circle
+    199, 143, 1017, 1018, 1019, 1020, 1027, 629, 719, // and their arrays
+];
+
+/// Which columns a statement uses, as a bit set over the relation's columns.
+/// Unchanged-TOAST values are left out of an UPDATE's SET list; NULLs and
+/// unchanged values are left out of a FULL identity match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnMask(Vec<u64>);
+
+impl ColumnMask {
+    /// A mask from per-column flags.
+    pub fn from_flags(flags: impl Iterator<Item = bool>) -> ColumnMask {
+        let mut words = Vec::new();
+        for (i, on) in flags.enumerate() {
+            if i % 64 == 0 {
+                words.push(0u64);
+            }
+            if on {
+                if let Some(w) = words.last_mut() {
+                    *w |= 1 << (i % 64);
+                }
+            }
+        }
+        ColumnMask(words)
+    }
+
+    /// Whether column `i` is in the mask.
+    pub fn has(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+/// INSERT of every column. `OVERRIDING SYSTEM VALUE` keeps the source's
+/// values for identity columns (a no-op for tables without them).
+pub fn insert(rel: &RelationInfo) -> String {
+    let cols: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let params: Vec<String> = (1..=rel.columns.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
+        rel.qualified,
+        cols.join(", "),
+        params.join(", ")
+    )
+}
+
+/// The WHERE clause finding the old row, with parameters from `$first`.
+/// Key identity: key columns by equality. FULL identity: every column in
+/// `match_cols` (NULL-safe), restricted to one physical row, since a table
+/// without a key may hold duplicates and only one row changed on the source.
+fn where_clause(rel: &RelationInfo, match_cols: &ColumnMask, first: usize) -> (String, usize) {
+    let mut n = first;
+    let mut conds = Vec::new();
+    for (i, c) in rel.columns.iter().enumerate() {
+        let used = if rel.full_identity() { match_cols.has(i) } else { c.is_key };
+        if !used {
+            continue;
+        }
+        let col = quote_ident(&c.name);
+        conds.push(if !rel.full_identity() {
+            format!("{col} = ${n}")
+        } else if NO_EQUALITY.contains(&c.type_oid) {
+            format!("{col}::text IS NOT DISTINCT FROM ${n}::text")
+        } else {
+            format!("{col} IS NOT DISTINCT FROM ${n}")
+        });
+        n += 1;
+    }
+    let cond = if conds.is_empty() { "true".to_string() } else { conds.join(" AND ") };
+    let clause = if rel.full_identity() {
+        format!(
+            "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond} LIMIT 1)",
+            rel.qualified
+        )
+    } else {
+        cond
+    };
+    (clause, n)
+}
+
+/// UPDATE setting the columns in `set_cols`, finding the row by identity.
+pub fn update(rel: &RelationInfo, set_cols: &ColumnMask, match_cols: &ColumnMask, skip_always_identity: &[bool]) -> String {
+    let mut n = 1;
+    let mut sets = Vec::new();
+    for (i, c) in rel.columns.iter().enumerate() {
+        if set_cols.has(i) && !skip_always_identity.get(i).copied().unwrap_or(false) {
+            sets.push(format!("{} = ${n}", quote_ident(&c.name)));
+            n += 1;
+        }
+    }
+    if sets.is_empty() {
+        // Nothing to set (every value unchanged): still find the row so a
+        // missing one is noticed the same way.
+        if let Some(c) = rel.columns.first() {
+            let col = quote_ident(&c.name);
+            sets.push(format!("{col} = {col}"));
+        }
+    }
+    let (clause, _) = where_clause(rel, match_cols, n);
+    format!("UPDATE {} SET {} WHERE {clause}", rel.qualified, sets.join(", "))
+}
+
+/// DELETE finding the row by identity.
+pub fn delete(rel: &RelationInfo, match_cols: &ColumnMask) -> String {
+    let (clause, _) = where_clause(rel, match_cols, 1);
+    format!("DELETE FROM {} WHERE {clause}", rel.qualified)
+}
+
+/// TRUNCATE of every listed table at once, as the source did it.
+pub fn truncate(rels: &[std::sync::Arc<RelationInfo>], cascade: bool, restart_identity: bool) -> String {
+    let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
+    format!(
+        "TRUNCATE {}{}{}",
+        names.join(", "),
+        if restart_identity { " RESTART IDENTITY" } else { "" },
+        if cascade { " CASCADE" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::relation::ColumnInfo;
+    use crate::protocol::lsn::RelationId;
+    use crate::protocol::pgoutput::ReplicaIdentity;
+
+    fn rel(identity: ReplicaIdentity) -> RelationInfo {
+        RelationInfo {
+            id: RelationId(1),
+            version: 1,
+            schema: "s".into(),
+            name: "t".into(),
+            qualified: "\"s\".\"t\"".into(),
+            columns: vec![
+                ColumnInfo { name: "id".into(), type_oid: 23, is_key: true },
+                ColumnInfo { name: "doc".into(), type_oid: 114, is_key: false },
+                ColumnInfo { name: "v".into(), type_oid: 25, is_key: false },
+            ],
+            identity,
+        }
+    }
+
+    #[test]
+    fn key_identity_statements() {
+        let r = rel(ReplicaIdentity::Default);
+        assert_eq!(insert(&r), "INSERT INTO \"s\".\"t\" (\"id\", \"doc\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)");
+        let all = ColumnMask::from_flags([true, true, true].into_iter());
+        let no_doc = ColumnMask::from_flags([true, false, true].into_iter());
+        assert_eq!(
+            update(&r, &no_doc, &all, &[]),
+            "UPDATE \"s\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3"
+        );
+        assert_eq!(delete(&r, &all), "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1");
+    }
+
+    #[test]
+    fn full_identity_matches_one_row_null_safely() {
+        let r = rel(ReplicaIdentity::Full);
+        let m = ColumnMask::from_flags([true, true, false].into_iter());
+        assert_eq!(
+            delete(&r, &m),
+            "DELETE FROM \"s\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"s\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \"doc\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
+        );
+    }
+
+    #[test]
+    fn masks() {
+        let m = ColumnMask::from_flags((0..130).map(|i| i % 2 == 0));
+        assert!(m.has(0) && !m.has(1) && m.has(128) && !m.has(129) && !m.has(500));
+    }
+}

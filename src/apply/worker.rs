@@ -1,0 +1,548 @@
+//! One apply worker: a thread with its own current-thread runtime driving
+//! one target session. It groups source transactions into target
+//! transactions, pipelines the statements, and commits each batch with
+//! `pg_replication_origin_xact_setup` so its progress is exactly as
+//! durable as its data.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::conn::{quote_literal, ConnError, ConnectParams, Connection, Param};
+use crate::control::progress::DbProgress;
+use crate::protocol::lsn::Lsn;
+use crate::protocol::pgoutput::{ColumnValue, OldTuple, TupleData};
+use crate::protocol::timestamp::PgTimestamp;
+
+use super::relation::RelationInfo;
+use super::statements::{self, ColumnMask};
+use super::{ApplyError, ApplyMsg, Change, WorkerProgress};
+
+/// Statements queued before the pipeline is sent without waiting for the
+/// batch to end: bounds the send buffer.
+const PIPELINE_FLUSH_STATEMENTS: usize = 2000;
+const PIPELINE_FLUSH_BYTES: usize = 4 << 20;
+/// How often a worker with commits not yet known durable asks the target.
+const DURABILITY_CHECK: Duration = Duration::from_millis(200);
+
+/// Everything a worker needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Database being migrated.
+    pub db: String,
+    /// Worker index (0-based).
+    pub index: usize,
+    /// Its replication origin on the target.
+    pub origin: String,
+    /// Target session for the database.
+    pub target: ConnectParams,
+    /// Most changes per target transaction.
+    pub batch_max_changes: usize,
+    /// Longest a batch stays open.
+    pub batch_max_delay: Duration,
+    /// Where the stream starts: transactions before it are in the snapshot.
+    pub start_lsn: Lsn,
+}
+
+/// Starts a worker thread. `progress` reports its applied/durable LSNs;
+/// the thread ends when `rx` closes (after committing) or on an error,
+/// which it also records in `progress`.
+pub fn spawn(
+    cfg: WorkerConfig,
+    rx: Receiver<ApplyMsg>,
+    progress: Arc<WorkerProgress>,
+    counters: Arc<DbProgress>,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), ApplyError>>> {
+    std::thread::Builder::new()
+        .name(format!("apply-{}", cfg.index))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ApplyError::Setup {
+                    db: cfg.db.clone(),
+                    worker: cfg.index,
+                    message: format!("runtime: {e}"),
+                })?;
+            let result = rt.block_on(async {
+                let mut w = Worker::start(cfg, progress.clone(), counters).await?;
+                w.run(rx).await
+            });
+            if let Err(e) = &result {
+                if let Ok(mut slot) = progress.error.lock() {
+                    *slot = Some(e.to_string());
+                }
+            }
+            result
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StmtKey {
+    rel: u32,
+    version: u64,
+    kind: Kind,
+    set: Option<ColumnMask>,
+    matching: Option<ColumnMask>,
+}
+
+struct Worker {
+    cfg: WorkerConfig,
+    conn: Connection,
+    progress: Arc<WorkerProgress>,
+    counters: Arc<DbProgress>,
+    /// Transactions at or before this LSN were applied in an earlier run.
+    origin_lsn: Lsn,
+    statements: HashMap<StmtKey, String>,
+    /// Per table and schema version: which columns are GENERATED ALWAYS
+    /// AS IDENTITY on the target (they cannot be SET by an UPDATE).
+    always_identity: HashMap<(u32, u64), Vec<bool>>,
+    next_stmt: u64,
+    // Batch state.
+    open: bool,
+    batch_started: Instant,
+    batch_changes: usize,
+    batch_counts: [u64; 3],
+    last_commit: Option<(Lsn, PgTimestamp)>,
+    skipping: bool,
+    current: Lsn,
+    delivered: Lsn,
+    /// Commits not yet known durable: (origin LSN recorded, LSN covered).
+    pending: VecDeque<(Lsn, Lsn)>,
+    last_check: Instant,
+    /// Kinds of queued executions, to spot updates/deletes that found no row.
+    queued_kinds: Vec<(Kind, Arc<RelationInfo>)>,
+}
+
+impl Worker {
+    async fn start(cfg: WorkerConfig, progress: Arc<WorkerProgress>, counters: Arc<DbProgress>) -> Result<Worker, ApplyError> {
+        let setup = |message: String| ApplyError::Setup {
+            db: cfg.db.clone(),
+            worker: cfg.index,
+            message,
+        };
+        let mut conn = Connection::connect(&cfg.target)
+            .await
+            .map_err(|e| setup(format!("connecting to the target: {e}")))?;
+        let origin = quote_literal(&cfg.origin);
+        // replica: no user triggers or FK checks fire for replicated rows
+        // (the source already checked them; tables on different workers
+        // commit in different orders). Asynchronous commit is safe because
+        // the durable position is read back from the origin, flushed.
+        conn.execute(&format!(
+            "SET session_replication_role = replica; SET synchronous_commit = off; \
+             SET statement_timeout = 0; SET lock_timeout = 0; \
+             SELECT pg_catalog.pg_replication_origin_create({origin}) \
+               WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin WHERE roname = {origin}); \
+             SELECT pg_catalog.pg_replication_origin_session_setup({origin})"
+        ))
+        .await
+        .map_err(|e| setup(format!("setting up replication origin {}: {e}", cfg.origin)))?;
+        let rows = conn
+            .simple_query(&format!("SELECT pg_catalog.pg_replication_origin_progress({origin}, true)"))
+            .await
+            .map_err(|e| setup(format!("reading origin progress: {e}")))?;
+        let origin_lsn = match rows.first().map(|r| r.opt_str(0)) {
+            Some(Ok(Some(s))) => s.parse::<Lsn>().map_err(|e| setup(format!("origin progress {s:?}: {e}")))?,
+            _ => Lsn(0),
+        };
+        let start = origin_lsn.max(cfg.start_lsn);
+        progress.applied.store(start.0, Ordering::Release);
+        progress.durable.store(start.0, Ordering::Release);
+        tracing::debug!(db = %cfg.db, worker = cfg.index, origin = %cfg.origin, %origin_lsn, "apply worker ready");
+        Ok(Worker {
+            conn,
+            progress,
+            counters,
+            origin_lsn,
+            statements: HashMap::new(),
+            always_identity: HashMap::new(),
+            next_stmt: 0,
+            open: false,
+            batch_started: Instant::now(),
+            batch_changes: 0,
+            batch_counts: [0; 3],
+            last_commit: None,
+            skipping: false,
+            current: start,
+            delivered: start,
+            pending: VecDeque::new(),
+            last_check: Instant::now(),
+            queued_kinds: Vec::new(),
+            cfg,
+        })
+    }
+
+    fn err(&self, context: String, source: ConnError) -> ApplyError {
+        ApplyError::Target {
+            db: self.cfg.db.clone(),
+            worker: self.cfg.index,
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    async fn run(&mut self, rx: Receiver<ApplyMsg>) -> Result<(), ApplyError> {
+        loop {
+            let wait = if self.open {
+                self.cfg.batch_max_delay.saturating_sub(self.batch_started.elapsed())
+            } else {
+                DURABILITY_CHECK
+            };
+            // Blocking here is fine: this runtime drives nothing but this
+            // worker's own session.
+            let msg = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit_batch().await?;
+                    self.check_durability().await?;
+                    return Ok(());
+                }
+            };
+            match msg {
+                None => {
+                    if self.open {
+                        self.commit_batch().await?;
+                    }
+                }
+                Some(ApplyMsg::Begin { commit_lsn }) => {
+                    self.current = commit_lsn;
+                    self.skipping = commit_lsn <= self.origin_lsn;
+                    if !self.skipping && !self.open {
+                        self.conn.queue_statement("BEGIN").map_err(|e| self.err("BEGIN".into(), e))?;
+                        self.open = true;
+                        self.batch_started = Instant::now();
+                    }
+                }
+                Some(ApplyMsg::Change(change)) => {
+                    if !self.skipping {
+                        self.apply(change).await?;
+                    }
+                }
+                Some(ApplyMsg::Truncate { rels, cascade, restart_identity }) => {
+                    if !self.skipping {
+                        let sql = statements::truncate(&rels, cascade, restart_identity);
+                        self.conn.queue_statement(&sql).map_err(|e| self.err(sql.clone(), e))?;
+                        self.batch_changes += 1;
+                        self.counters.cdc_truncate_counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(ApplyMsg::Commit { commit_lsn, commit_time }) => {
+                    if commit_lsn > self.delivered {
+                        self.delivered = commit_lsn;
+                    }
+                    if self.skipping {
+                        self.skipping = false;
+                    } else {
+                        self.last_commit = Some((commit_lsn, commit_time));
+                        // Commit when the batch is full, old, or nothing
+                        // more is waiting: big batches under load, low
+                        // latency when quiet.
+                        if self.batch_changes >= self.cfg.batch_max_changes
+                            || self.batch_started.elapsed() >= self.cfg.batch_max_delay
+                            || rx.is_empty()
+                        {
+                            self.commit_batch().await?;
+                        }
+                    }
+                }
+                Some(ApplyMsg::Progress { upto }) => {
+                    if upto > self.delivered {
+                        self.delivered = upto;
+                    }
+                    if !self.open {
+                        self.advance_idle();
+                    }
+                }
+                Some(ApplyMsg::Flush(ack)) => {
+                    self.commit_batch().await?;
+                    let _ = ack.send(());
+                }
+            }
+            if !self.open && self.last_check.elapsed() >= DURABILITY_CHECK {
+                self.check_durability().await?;
+            }
+        }
+    }
+
+    /// No batch open: everything delivered is applied.
+    fn advance_idle(&mut self) {
+        self.progress.applied.store(self.delivered.0, Ordering::Release);
+        match self.pending.back_mut() {
+            Some(last) => last.1 = self.delivered,
+            None => self.progress.durable.store(self.delivered.0, Ordering::Release),
+        }
+    }
+
+    async fn check_durability(&mut self) -> Result<(), ApplyError> {
+        self.last_check = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT pg_catalog.pg_replication_origin_progress({}, true)",
+            quote_literal(&self.cfg.origin)
+        );
+        let rows = self
+            .conn
+            .simple_query(&sql)
+            .await
+            .map_err(|e| self.err("reading flushed origin progress".into(), e))?;
+        let flushed = rows
+            .first()
+            .and_then(|r| r.opt_str(0).ok().flatten())
+            .and_then(|s| s.parse::<Lsn>().ok())
+            .unwrap_or(Lsn(0));
+        while let Some(&(recorded, covered)) = self.pending.front() {
+            if recorded > flushed {
+                break;
+            }
+            self.pending.pop_front();
+            self.progress.durable.fetch_max(covered.0, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), ApplyError> {
+        if self.conn.queued() == 0 {
+            return Ok(());
+        }
+        let counts = self
+            .conn
+            .sync()
+            .await
+            .map_err(|e| self.err(format!("applying changes of the transaction committed at {}", self.current), e))?;
+        // Statements without a tracked kind (BEGIN, TRUNCATE, …) are not in
+        // queued_kinds; match counts from the end, where changes are.
+        let kinds = std::mem::take(&mut self.queued_kinds);
+        let tail = counts.len().saturating_sub(kinds.len());
+        for ((kind, rel), n) in kinds.iter().zip(counts.iter().skip(tail)) {
+            if *n == 0 && *kind != Kind::Insert {
+                tracing::warn!(db = %self.cfg.db, table = %rel.display(), "row to {} not found on the target", if *kind == Kind::Update { "update" } else { "delete" });
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_batch(&mut self) -> Result<(), ApplyError> {
+        if !self.open {
+            return Ok(());
+        }
+        if let Some((lsn, time)) = self.last_commit {
+            let micros = time.0 as f64 + 946_684_800.0 * 1e6;
+            let sql = format!(
+                "SELECT pg_catalog.pg_replication_origin_xact_setup('{lsn}', pg_catalog.to_timestamp({:.6}))",
+                micros / 1e6
+            );
+            self.conn.queue_statement(&sql).map_err(|e| self.err(sql.clone(), e))?;
+        }
+        self.conn.queue_statement("COMMIT").map_err(|e| self.err("COMMIT".into(), e))?;
+        self.sync().await?;
+        self.open = false;
+        if let Some((lsn, _)) = self.last_commit.take() {
+            self.pending.push_back((lsn, self.delivered));
+        }
+        self.progress.applied.store(self.delivered.0, Ordering::Release);
+        let [i, u, d] = std::mem::take(&mut self.batch_counts);
+        let c = &self.counters;
+        c.cdc_insert_counter.fetch_add(i, Ordering::Relaxed);
+        c.cdc_update_counter.fetch_add(u, Ordering::Relaxed);
+        c.cdc_delete_counter.fetch_add(d, Ordering::Relaxed);
+        c.applied_changes.fetch_add(i + u + d, Ordering::Relaxed);
+        crate::metrics::applied(&self.cfg.db, i, u, d);
+        self.batch_changes = 0;
+        Ok(())
+    }
+
+    async fn identity_columns(&mut self, rel: &Arc<RelationInfo>) -> Result<Vec<bool>, ApplyError> {
+        if let Some(v) = self.always_identity.get(&(rel.id.0, rel.version)) {
+            return Ok(v.clone());
+        }
+        self.sync().await?;
+        let rows = self
+            .conn
+            .query(
+                "SELECT a.attname, a.attidentity = 'a' FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[Param::Text(&rel.qualified)],
+            )
+            .await
+            .map_err(|e| self.err(format!("table {} on the target", rel.display()), e))?;
+        let always: Vec<String> = rows
+            .iter()
+            .filter(|r| r.bool(1).unwrap_or(false))
+            .filter_map(|r| r.str(0).ok().map(str::to_string))
+            .collect();
+        let flags: Vec<bool> = rel.columns.iter().map(|c| always.contains(&c.name)).collect();
+        self.always_identity.insert((rel.id.0, rel.version), flags.clone());
+        Ok(flags)
+    }
+
+    fn statement_name(&mut self, key: StmtKey, build: impl FnOnce() -> String) -> Result<String, ApplyError> {
+        if let Some(n) = self.statements.get(&key) {
+            return Ok(n.clone());
+        }
+        let name = format!("pgm{}", self.next_stmt);
+        self.next_stmt += 1;
+        let sql = build();
+        self.conn
+            .queue_parse(&name, &sql)
+            .map_err(|e| self.err(format!("preparing {sql}"), e))?;
+        self.statements.insert(key, name.clone());
+        Ok(name)
+    }
+
+    async fn apply(&mut self, change: Change) -> Result<(), ApplyError> {
+        let (kind, rel) = match &change {
+            Change::Insert { rel, .. } => (Kind::Insert, rel.clone()),
+            Change::Update { rel, .. } => (Kind::Update, rel.clone()),
+            Change::Delete { rel, .. } => (Kind::Delete, rel.clone()),
+        };
+        match &change {
+            Change::Insert { new, .. } => {
+                check_width(&rel, new, &self.cfg.db)?;
+                let key = StmtKey { rel: rel.id.0, version: rel.version, kind, set: None, matching: None };
+                let name = self.statement_name(key, || statements::insert(&rel))?;
+                let params: Vec<OwnedParam> = new.iter().map(param).collect();
+                let params = to_params(&params);
+                self.conn
+                    .queue_execute(&name, &params)
+                    .map_err(|e| self.err(format!("insert into {}", rel.display()), e))?;
+                self.batch_counts[0] += 1;
+            }
+            Change::Update { old, new, .. } => {
+                check_width(&rel, new, &self.cfg.db)?;
+                let always = self.identity_columns(&rel).await?;
+                // A key change (old key sent) must set the identity column
+                // too; otherwise leave GENERATED ALWAYS columns alone.
+                let skip: Vec<bool> = if old.is_some() && !rel.full_identity() { vec![] } else { always };
+                let set = ColumnMask::from_flags(new.iter().map(|v| v != ColumnValue::UnchangedToast));
+                let identity_tuple: &TupleData = old.as_ref().map(OldTuple::tuple).unwrap_or(new);
+                let matching = match_mask(&rel, identity_tuple);
+                let key = StmtKey {
+                    rel: rel.id.0,
+                    version: rel.version,
+                    kind,
+                    set: Some(set.clone()),
+                    matching: Some(matching.clone()),
+                };
+                let name = self.statement_name(key, || statements::update(&rel, &set, &matching, &skip))?;
+                let mut params: Vec<OwnedParam> = Vec::with_capacity(rel.columns.len() * 2);
+                for (i, v) in new.iter().enumerate() {
+                    if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
+                        params.push(param(v));
+                    }
+                }
+                if params.is_empty() {
+                    // statements::update keeps one no-op SET without a parameter.
+                }
+                for (i, v) in identity_tuple.iter().enumerate() {
+                    let used = if rel.full_identity() { matching.has(i) } else { rel.columns.get(i).is_some_and(|c| c.is_key) };
+                    if used {
+                        params.push(param(v));
+                    }
+                }
+                let params = to_params(&params);
+                self.conn
+                    .queue_execute(&name, &params)
+                    .map_err(|e| self.err(format!("update of {}", rel.display()), e))?;
+                self.batch_counts[1] += 1;
+            }
+            Change::Delete { old, .. } => {
+                let tuple = old.tuple();
+                let matching = match_mask(&rel, tuple);
+                let key = StmtKey {
+                    rel: rel.id.0,
+                    version: rel.version,
+                    kind,
+                    set: None,
+                    matching: Some(matching.clone()),
+                };
+                let name = self.statement_name(key, || statements::delete(&rel, &matching))?;
+                let mut params: Vec<OwnedParam> = Vec::with_capacity(rel.columns.len());
+                for (i, v) in tuple.iter().enumerate() {
+                    let used = if rel.full_identity() { matching.has(i) } else { rel.columns.get(i).is_some_and(|c| c.is_key) };
+                    if used {
+                        params.push(param(v));
+                    }
+                }
+                let params = to_params(&params);
+                self.conn
+                    .queue_execute(&name, &params)
+                    .map_err(|e| self.err(format!("delete from {}", rel.display()), e))?;
+                self.batch_counts[2] += 1;
+            }
+        }
+        self.queued_kinds.push((kind, rel));
+        self.batch_changes += 1;
+        if self.conn.queued() >= PIPELINE_FLUSH_STATEMENTS || self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Columns used to find the old row under FULL identity: every column the
+/// old tuple actually carries (not an unchanged TOAST placeholder).
+fn match_mask(rel: &RelationInfo, tuple: &TupleData) -> ColumnMask {
+    if rel.full_identity() {
+        ColumnMask::from_flags(tuple.iter().map(|v| v != ColumnValue::UnchangedToast))
+    } else {
+        ColumnMask::from_flags(rel.columns.iter().map(|c| c.is_key))
+    }
+}
+
+fn check_width(rel: &RelationInfo, tuple: &TupleData, db: &str) -> Result<(), ApplyError> {
+    if tuple.len() != rel.columns.len() {
+        return Err(ApplyError::Setup {
+            db: db.to_string(),
+            worker: 0,
+            message: format!(
+                "table {}: a row with {} columns but the Relation message has {}",
+                rel.display(),
+                tuple.len(),
+                rel.columns.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A column value as a parameter. The value borrows from the tuple's
+/// buffer: nothing is copied on the way to the socket.
+fn param(v: ColumnValue) -> OwnedParam {
+    match v {
+        ColumnValue::Null | ColumnValue::UnchangedToast => OwnedParam::Null,
+        ColumnValue::Text(b) => OwnedParam::Text(b),
+        ColumnValue::Binary(b) => OwnedParam::Binary(b),
+    }
+}
+
+/// A parameter holding its `Bytes` (a refcounted slice of the received
+/// message), so the iterator's values outlive the iteration.
+enum OwnedParam {
+    Null,
+    Text(bytes::Bytes),
+    Binary(bytes::Bytes),
+}
+
+fn to_params(v: &[OwnedParam]) -> Vec<Param<'_>> {
+    v.iter()
+        .map(|p| match p {
+            OwnedParam::Null => Param::Null,
+            OwnedParam::Text(b) => Param::RawText(b),
+            OwnedParam::Binary(b) => Param::Binary(b),
+        })
+        .collect()
+}
