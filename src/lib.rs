@@ -11,3 +11,4 @@ pub mod control;
 pub mod copy;
 pub mod metrics;
 pub mod migration;
+pub mod validate;
