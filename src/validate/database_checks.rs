@@ -199,7 +199,9 @@ fn publication(d: &SourceDatabase, superuser: bool, user: &str, mode: Mode) -> V
     }
     pass(
         id,
-        format!("database \"{db}\": \"{user}\" owns every table and may create a publication for them"),
+        format!(
+            "database \"{db}\": \"{user}\" owns every table and may create a publication for them"
+        ),
     )
 }
 
@@ -318,11 +320,22 @@ fn collations(d: &SourceDatabase, t: &TargetServer) -> ValidationCheck {
             "make sure these locales are installed on the target's OS (locale -a)",
         );
     }
+    if d.collations.is_empty() {
+        return pass(
+            id,
+            format!("database \"{db}\": columns and indexes use only the default collation"),
+        );
+    }
+    let names: Vec<String> = d
+        .collations
+        .iter()
+        .map(|c| format!("{}.{}", quote_ident(&c.schema), quote_ident(&c.name)))
+        .collect();
     pass(
         id,
         format!(
-            "database \"{db}\": the {} used by columns and indexes exist on the target",
-            count(d.collations.len(), "non-default collation")
+            "database \"{db}\": collations used by columns and indexes exist on the target: {}",
+            list(&names)
         ),
     )
 }
@@ -346,9 +359,9 @@ fn encoding_locale(d: &SourceDatabase, t: &TargetServer) -> ValidationCheck {
     let db = &d.name;
     let mut missing = Vec::new();
     match (d.locale_provider.as_str(), &d.locale) {
-        ("i", Some(loc)) if !t.has_icu => {
-            missing.push(format!("ICU locale {loc} needs ICU, which the target lacks"))
-        }
+        ("i", Some(loc)) if !t.has_icu => missing.push(format!(
+            "ICU locale {loc} needs ICU, which the target lacks"
+        )),
         ("b", Some(loc)) if t.major < 17 => missing.push(format!(
             "builtin locale {loc} needs PostgreSQL 17 or later on the target"
         )),
@@ -358,7 +371,11 @@ fn encoding_locale(d: &SourceDatabase, t: &TargetServer) -> ValidationCheck {
     // does not list may still exist, so that is a warning only.
     let mut unlisted = Vec::new();
     for (what, locale) in [("LC_COLLATE", &d.collate), ("LC_CTYPE", &d.ctype)] {
-        if !locale_known(locale, t) && !unlisted.iter().any(|u: &String| u.ends_with(locale.as_str())) {
+        if !locale_known(locale, t)
+            && !unlisted
+                .iter()
+                .any(|u: &String| u.ends_with(locale.as_str()))
+        {
             unlisted.push(format!("{what} {locale}"));
         }
     }

@@ -72,12 +72,13 @@ pub struct CollationUse {
 impl SourceDatabase {
     /// Reads the facts of the database `conn` is connected to.
     pub async fn read(conn: &mut Connection, db: &str) -> Result<SourceDatabase, ConnError> {
-        let props: DatabaseProps = target_db::source_props(conn, db)
-            .await
-            .map_err(|e| ConnError::Value {
-                column: "pg_database".into(),
-                reason: e.to_string(),
-            })?;
+        let props: DatabaseProps =
+            target_db::source_props(conn, db)
+                .await
+                .map_err(|e| ConnError::Value {
+                    column: "pg_database".into(),
+                    reason: e.to_string(),
+                })?;
         let rows = conn
             .simple_query(
                 "SELECT pg_catalog.pg_database_size(current_database()), \
@@ -199,7 +200,8 @@ async fn read_collations(conn: &mut Connection) -> Result<Vec<CollationUse>, Con
         15 | 16 => "coalesce(co.colliculocale, co.collcollate, '')",
         _ => "coalesce(co.collcollate, '')",
     };
-    let user = "c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
+    let user =
+        "c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
     let sql = format!(
         "SELECT DISTINCT n.nspname, co.collname, co.collprovider::text, {locale} \
          FROM (SELECT a.attcollation AS coll FROM pg_catalog.pg_attribute a \

@@ -178,10 +178,17 @@ pub async fn validate(config: &Config) -> ValidationReport {
             Some(DbRead::Read(d)) => {
                 checks.push(pass(
                     check::SOURCE_DATABASE_EXISTS,
-                    format!("database \"{db}\" exists on the source ({})", human_bytes(d.size_bytes)),
+                    format!(
+                        "database \"{db}\" exists on the source ({})",
+                        human_bytes(d.size_bytes)
+                    ),
                 ));
                 if let Some(t) = t {
-                    checks.push(server_checks::target_database_absent(t, db, config.overwrite_target));
+                    checks.push(server_checks::target_database_absent(
+                        t,
+                        db,
+                        config.overwrite_target,
+                    ));
                 }
                 checks.extend(database_checks::source_only(
                     d,
@@ -196,18 +203,29 @@ pub async fn validate(config: &Config) -> ValidationReport {
             Some(other) => {
                 checks.extend(other.failure(db, &config.source));
                 if let Some(t) = t {
-                    checks.push(server_checks::target_database_absent(t, db, config.overwrite_target));
+                    checks.push(server_checks::target_database_absent(
+                        t,
+                        db,
+                        config.overwrite_target,
+                    ));
                 }
                 checks.push(fail(
                     check::DATABASE_CHECKS_SKIPPED,
-                    format!("database \"{db}\": its checks were not run ({})", DATABASE_IDS.join(", ")),
+                    format!(
+                        "database \"{db}\": its checks were not run ({})",
+                        DATABASE_IDS.join(", ")
+                    ),
                     "fix the problem above and validate again",
                 ));
             }
             // No session to the source at all: its skipped line covers this.
             None => {
                 if let Some(t) = t {
-                    checks.push(server_checks::target_database_absent(t, db, config.overwrite_target));
+                    checks.push(server_checks::target_database_absent(
+                        t,
+                        db,
+                        config.overwrite_target,
+                    ));
                 }
             }
         }
@@ -257,7 +275,9 @@ impl DbRead {
             }
             DbRead::Failed(e) => Some(fail(
                 check::SOURCE_DATABASE_EXISTS,
-                format!("database \"{db}\" on the source {server}: reading its catalog failed: {e}"),
+                format!(
+                    "database \"{db}\" on the source {server}: reading its catalog failed: {e}"
+                ),
                 "see the source server's log",
             )),
         }
@@ -340,7 +360,9 @@ async fn read_source(config: &Config) -> SourceSide {
     let (mut conn, reached) = match connect::open_server(&config.source, &names).await {
         Ok(c) => c,
         Err(e) => {
-            let server = connect::params(&config.source, names.first().copied().unwrap_or("postgres")).target();
+            let server =
+                connect::params(&config.source, names.first().copied().unwrap_or("postgres"))
+                    .target();
             let x = explain(Side::Source, &server, &config.source.user, &e);
             side.connectivity
                 .push(fail(check::SOURCE_CONNECTIVITY, x.message, x.fix));
@@ -348,8 +370,10 @@ async fn read_source(config: &Config) -> SourceSide {
             return side;
         }
     };
-    side.connectivity
-        .push(pass(check::SOURCE_CONNECTIVITY, connected(Side::Source, &conn)));
+    side.connectivity.push(pass(
+        check::SOURCE_CONNECTIVITY,
+        connected(Side::Source, &conn),
+    ));
     match SourceServer::read(&mut conn).await {
         Ok(s) => side.server = Some(s),
         Err(e) => {
@@ -369,7 +393,11 @@ async fn read_source(config: &Config) -> SourceSide {
     let mut reusable = Some(conn);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, db) in config.databases.iter().enumerate() {
-        let conn = if *db == reached { reusable.take() } else { None };
+        let conn = if *db == reached {
+            reusable.take()
+        } else {
+            None
+        };
         let endpoint = config.source.clone();
         let db = db.clone();
         let limit = limit.clone();
@@ -437,8 +465,10 @@ async fn read_target(config: &Config) -> TargetSide {
             return side;
         }
     };
-    side.connectivity
-        .push(pass(check::TARGET_CONNECTIVITY, connected(Side::Target, &conn)));
+    side.connectivity.push(pass(
+        check::TARGET_CONNECTIVITY,
+        connected(Side::Target, &conn),
+    ));
     match TargetServer::read(&mut conn).await {
         Ok(t) => side.server = Some(t),
         Err(e) => {

@@ -68,7 +68,11 @@ mod tests {
     fn table_is_aligned_and_shows_fixes_of_failures_only() {
         let checks = vec![
             pass("source_wal_level", "wal_level = logical"),
-            fail("replica_identity", "1 table without key", "ALTER TABLE t REPLICA IDENTITY FULL;"),
+            fail(
+                "replica_identity",
+                "1 table without key",
+                "ALTER TABLE t REPLICA IDENTITY FULL;",
+            ),
         ];
         let t = render_table(&checks);
         let lines: Vec<&str> = t.lines().collect();

@@ -20,7 +20,10 @@ pub const MIN_TARGET_MAJOR: u32 = 15;
 pub fn source_version(s: &SourceServer) -> ValidationCheck {
     let id = check::SOURCE_VERSION;
     if s.major >= MIN_SOURCE_MAJOR {
-        pass(id, format!("source {} runs PostgreSQL {}", s.server, s.version))
+        pass(
+            id,
+            format!("source {} runs PostgreSQL {}", s.server, s.version),
+        )
     } else {
         fail(
             id,
@@ -321,10 +324,7 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
                 t.user,
                 list(&t.origin_functions_denied)
             ),
-            format!(
-                "{} or use a superuser",
-                grants.join(" ")
-            ),
+            format!("{} or use a superuser", grants.join(" ")),
         )
     });
     let needed = (config.apply.workers * config.databases.len()) as u64;
@@ -383,10 +383,7 @@ fn create_database(t: &TargetServer, config: &Config) -> ValidationCheck {
                 "target {}: user \"{}\" may not create databases",
                 t.server, t.user
             ),
-            format!(
-                "ALTER ROLE {} CREATEDB;",
-                crate::conn::quote_ident(&t.user)
-            ),
+            format!("ALTER ROLE {} CREATEDB;", crate::conn::quote_ident(&t.user)),
         );
     }
     // Overwriting drops the database first, which only its owner may do.

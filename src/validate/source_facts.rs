@@ -95,7 +95,10 @@ impl SourceServer {
                  ORDER BY xact_start"
             ))
             .await?;
-        facts.long_transactions = rows.iter().map(open_transaction).collect::<Result<_, _>>()?;
+        facts.long_transactions = rows
+            .iter()
+            .map(open_transaction)
+            .collect::<Result<_, _>>()?;
         let rows = conn
             .simple_query(
                 "SELECT 'gid ' || quote_literal(gid), database, owner, \
@@ -103,8 +106,10 @@ impl SourceServer {
                  FROM pg_catalog.pg_prepared_xacts ORDER BY prepared",
             )
             .await?;
-        facts.prepared_transactions =
-            rows.iter().map(open_transaction).collect::<Result<_, _>>()?;
+        facts.prepared_transactions = rows
+            .iter()
+            .map(open_transaction)
+            .collect::<Result<_, _>>()?;
         Ok(facts)
     }
 }

@@ -64,7 +64,11 @@ pub fn normalize_locale(locale: &str) -> String {
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '@')
                 .collect();
-            format!("{}.{}", lang.to_ascii_lowercase(), codeset.to_ascii_lowercase())
+            format!(
+                "{}.{}",
+                lang.to_ascii_lowercase(),
+                codeset.to_ascii_lowercase()
+            )
         }
         None => locale.to_ascii_lowercase(),
     }
@@ -188,9 +192,15 @@ mod tests {
 
     #[test]
     fn locale_spellings_compare_equal() {
-        assert_eq!(normalize_locale("en_US.UTF-8"), normalize_locale("en_US.utf8"));
+        assert_eq!(
+            normalize_locale("en_US.UTF-8"),
+            normalize_locale("en_US.utf8")
+        );
         assert_eq!(normalize_locale("de_DE.ISO-8859-1"), "de_de.iso88591");
         assert_eq!(normalize_locale("C"), "c");
-        assert_ne!(normalize_locale("en_US.UTF-8"), normalize_locale("en_GB.UTF-8"));
+        assert_ne!(
+            normalize_locale("en_US.UTF-8"),
+            normalize_locale("en_GB.UTF-8")
+        );
     }
 }

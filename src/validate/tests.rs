@@ -111,9 +111,17 @@ fn a_clean_pair_passes_everything() {
     let cfg = config("");
     all_succeeded(&source_server(&source(15), &cfg));
     all_succeeded(&target_server(&target(17), &cfg));
-    all_succeeded(&source_only(&database(), Some(&source(15)), Mode::Online, Some(true)));
+    all_succeeded(&source_only(
+        &database(),
+        Some(&source(15)),
+        Mode::Online,
+        Some(true),
+    ));
     all_succeeded(&against_target(&database(), &target(17)));
-    assert_eq!(target_version(Some(15), &target(17)).result, CheckResult::Succeeded);
+    assert_eq!(
+        target_version(Some(15), &target(17)).result,
+        CheckResult::Succeeded
+    );
     assert_eq!(source_version(&source(12)).result, CheckResult::Succeeded);
 }
 
@@ -122,11 +130,20 @@ fn version_rules() {
     // Target older than the source.
     let c = target_version(Some(16), &target(15));
     assert_eq!(c.result, CheckResult::Failed);
-    assert!(c.message.contains("older than the source's PostgreSQL 16"), "{c:?}");
+    assert!(
+        c.message.contains("older than the source's PostgreSQL 16"),
+        "{c:?}"
+    );
     assert!(c.fix.contains("16 or later"));
     // Same major is fine; below the supported target floor is not.
-    assert_eq!(target_version(Some(15), &target(15)).result, CheckResult::Succeeded);
-    assert_eq!(target_version(Some(12), &target(14)).result, CheckResult::Failed);
+    assert_eq!(
+        target_version(Some(15), &target(15)).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        target_version(Some(12), &target(14)).result,
+        CheckResult::Failed
+    );
     // Source floor.
     assert_eq!(source_version(&source(11)).result, CheckResult::Failed);
     // Tools.
@@ -137,9 +154,15 @@ fn version_rules() {
     let c = pg_tools_version(&tools, Some(17));
     assert_eq!(c.result, CheckResult::Failed);
     assert!(c.message.contains("/usr/lib/postgresql/15/bin"), "{c:?}");
-    assert_eq!(pg_tools_version(&tools, Some(15)).result, CheckResult::Succeeded);
+    assert_eq!(
+        pg_tools_version(&tools, Some(15)).result,
+        CheckResult::Succeeded
+    );
     let missing: Result<PgTools, ToolError> = Err(ToolError::NotFound("none".into()));
-    assert_eq!(pg_tools_version(&missing, Some(15)).result, CheckResult::Failed);
+    assert_eq!(
+        pg_tools_version(&missing, Some(15)).result,
+        CheckResult::Failed
+    );
 }
 
 #[test]
@@ -167,7 +190,10 @@ fn source_server_rules() {
     ] {
         assert_eq!(result_of(&out, id).result, CheckResult::Failed, "{id}");
     }
-    for id in [check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE, check::SOURCE_OPEN_TRANSACTIONS] {
+    for id in [
+        check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE,
+        check::SOURCE_OPEN_TRANSACTIONS,
+    ] {
         assert_eq!(result_of(&out, id).result, CheckResult::Warning, "{id}");
     }
     assert!(result_of(&out, check::SOURCE_OPEN_TRANSACTIONS)
@@ -177,12 +203,21 @@ fn source_server_rules() {
     s.used_replication_slots = 8;
     s.replication = true;
     let out = source_server(&s, &cfg);
-    assert_eq!(result_of(&out, check::SOURCE_REPLICATION_SLOTS).result, CheckResult::Succeeded);
-    assert_eq!(result_of(&out, check::SOURCE_REPLICATION_PRIVILEGE).result, CheckResult::Succeeded);
+    assert_eq!(
+        result_of(&out, check::SOURCE_REPLICATION_SLOTS).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        result_of(&out, check::SOURCE_REPLICATION_PRIVILEGE).result,
+        CheckResult::Succeeded
+    );
     // PostgreSQL 12 has no max_slot_wal_keep_size.
     s.max_slot_wal_keep_size_mb = None;
     let out = source_server(&s, &cfg);
-    assert_eq!(result_of(&out, check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE).result, CheckResult::Warning);
+    assert_eq!(
+        result_of(&out, check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE).result,
+        CheckResult::Warning
+    );
 }
 
 #[test]
@@ -208,28 +243,57 @@ fn target_server_rules() {
         .contains("GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_create"));
     // Offline needs none of the apply privileges.
     let out = target_server(&t, &config("mode = \"offline\""));
-    assert_eq!(result_of(&out, check::TARGET_SESSION_REPLICATION_ROLE).result, CheckResult::Succeeded);
+    assert_eq!(
+        result_of(&out, check::TARGET_SESSION_REPLICATION_ROLE).result,
+        CheckResult::Succeeded
+    );
     // Overwriting a database owned by someone else needs a superuser.
     t.createdb = true;
     t.databases.insert("app".into(), false);
     let out = target_server(&t, &config("overwrite_target = true"));
-    assert_eq!(result_of(&out, check::TARGET_CREATE_DATABASE).result, CheckResult::Failed);
+    assert_eq!(
+        result_of(&out, check::TARGET_CREATE_DATABASE).result,
+        CheckResult::Failed
+    );
     t.origins_in_use = None;
     let out = target_server(&t, &cfg);
-    assert_eq!(result_of(&out, check::TARGET_REPLICATION_ORIGIN_CAPACITY).result, CheckResult::Warning);
+    assert_eq!(
+        result_of(&out, check::TARGET_REPLICATION_ORIGIN_CAPACITY).result,
+        CheckResult::Warning
+    );
 }
 
 #[test]
 fn target_database_and_disk_rules() {
     let mut t = target(17);
     t.databases.insert("app".into(), true);
-    assert_eq!(target_database_absent(&t, "app", false).result, CheckResult::Failed);
-    assert_eq!(target_database_absent(&t, "app", true).result, CheckResult::Warning);
-    assert_eq!(target_database_absent(&t, "new", false).result, CheckResult::Succeeded);
-    assert_eq!(target_disk_space(&t, 100, None).result, CheckResult::Warning);
-    assert!(target_disk_space(&t, 2_500_000_000, None).message.contains("2.5 GB"));
-    assert_eq!(target_disk_space(&t, 100, Some(99)).result, CheckResult::Failed);
-    assert_eq!(target_disk_space(&t, 100, Some(100)).result, CheckResult::Succeeded);
+    assert_eq!(
+        target_database_absent(&t, "app", false).result,
+        CheckResult::Failed
+    );
+    assert_eq!(
+        target_database_absent(&t, "app", true).result,
+        CheckResult::Warning
+    );
+    assert_eq!(
+        target_database_absent(&t, "new", false).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        target_disk_space(&t, 100, None).result,
+        CheckResult::Warning
+    );
+    assert!(target_disk_space(&t, 2_500_000_000, None)
+        .message
+        .contains("2.5 GB"));
+    assert_eq!(
+        target_disk_space(&t, 100, Some(99)).result,
+        CheckResult::Failed
+    );
+    assert_eq!(
+        target_disk_space(&t, 100, Some(100)).result,
+        CheckResult::Succeeded
+    );
     assert_eq!(human_bytes(999), "999 B");
     assert_eq!(human_bytes(1_500_000), "1.5 MB");
 }
@@ -247,8 +311,15 @@ fn database_rules_online_and_offline() {
     let ri = result_of(&out, check::REPLICA_IDENTITY);
     assert_eq!(ri.result, CheckResult::Failed);
     assert!(ri.message.contains("public.nokey"), "{ri:?}");
-    assert!(ri.fix.contains("ALTER TABLE public.nokey REPLICA IDENTITY FULL;"), "{ri:?}");
-    assert_eq!(result_of(&out, check::SOURCE_TABLE_READ).result, CheckResult::Failed);
+    assert!(
+        ri.fix
+            .contains("ALTER TABLE public.nokey REPLICA IDENTITY FULL;"),
+        "{ri:?}"
+    );
+    assert_eq!(
+        result_of(&out, check::SOURCE_TABLE_READ).result,
+        CheckResult::Failed
+    );
     for id in [
         check::UNLOGGED_TABLES,
         check::LARGE_OBJECTS,
@@ -258,9 +329,18 @@ fn database_rules_online_and_offline() {
         assert_eq!(result_of(&out, id).result, CheckResult::Warning, "{id}");
     }
     let out = source_only(&d, Some(&source(15)), Mode::Offline, Some(true));
-    assert_eq!(result_of(&out, check::REPLICA_IDENTITY).result, CheckResult::Succeeded);
-    assert_eq!(result_of(&out, check::LARGE_OBJECTS).result, CheckResult::Succeeded);
-    assert_eq!(result_of(&out, check::USER_CASTS).result, CheckResult::Succeeded);
+    assert_eq!(
+        result_of(&out, check::REPLICA_IDENTITY).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        result_of(&out, check::LARGE_OBJECTS).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        result_of(&out, check::USER_CASTS).result,
+        CheckResult::Succeeded
+    );
 }
 
 #[test]
@@ -269,7 +349,11 @@ fn publication_rules() {
     s.superuser = false;
     let mut d = database();
     assert_eq!(
-        result_of(&source_only(&d, Some(&s), Mode::Online, None), check::SOURCE_PUBLICATION_PRIVILEGE).result,
+        result_of(
+            &source_only(&d, Some(&s), Mode::Online, None),
+            check::SOURCE_PUBLICATION_PRIVILEGE
+        )
+        .result,
         CheckResult::Succeeded
     );
     d.not_owned = vec!["public.t".into()];
@@ -279,7 +363,9 @@ fn publication_rules() {
     assert!(c.message.contains("public.t"));
     d.can_create = false;
     let c = source_only(&d, Some(&s), Mode::Online, None);
-    assert!(result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE).fix.contains("GRANT CREATE ON DATABASE"));
+    assert!(result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE)
+        .fix
+        .contains("GRANT CREATE ON DATABASE"));
 }
 
 #[test]
@@ -295,7 +381,10 @@ fn compatibility_rules() {
         "adminpack".into(),
         ("2.0".into(), ["2.0".to_string()].into_iter().collect()),
     );
-    assert_eq!(result_of(&against_target(&d, &t), check::EXTENSIONS).result, CheckResult::Warning);
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::EXTENSIONS).result,
+        CheckResult::Warning
+    );
 
     d.collations.push(CollationUse {
         schema: "pg_catalog".into(),
@@ -303,7 +392,10 @@ fn compatibility_rules() {
         provider: "c".into(),
         locale: "de_DE.utf8".into(),
     });
-    assert_eq!(result_of(&against_target(&d, &t), check::COLLATIONS).result, CheckResult::Failed);
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::COLLATIONS).result,
+        CheckResult::Failed
+    );
     d.collations.pop();
     d.collations.push(CollationUse {
         schema: "public".into(),
@@ -312,15 +404,27 @@ fn compatibility_rules() {
         locale: "de-DE".into(),
     });
     t.has_icu = false;
-    assert_eq!(result_of(&against_target(&d, &t), check::COLLATIONS).result, CheckResult::Failed);
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::COLLATIONS).result,
+        CheckResult::Failed
+    );
 
     d.collate = "en_US.UTF-8".into();
     let c = against_target(&d, &t);
-    assert_eq!(result_of(&c, check::ENCODING_LOCALE).result, CheckResult::Warning);
+    assert_eq!(
+        result_of(&c, check::ENCODING_LOCALE).result,
+        CheckResult::Warning
+    );
     t.locales.insert("en_us.utf8".into());
     d.ctype = "en_US.UTF-8".into();
-    assert_eq!(result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result, CheckResult::Succeeded);
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result,
+        CheckResult::Succeeded
+    );
     d.locale_provider = "i".into();
     d.locale = Some("en-US".into());
-    assert_eq!(result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result, CheckResult::Failed);
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result,
+        CheckResult::Failed
+    );
 }
