@@ -15,3 +15,4 @@ pub mod protocol;
 pub mod verify;
 pub mod spill;
 pub mod apply;
+pub mod validate;

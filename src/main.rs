@@ -16,6 +16,7 @@ use pgmigrate::control::report::{
 use pgmigrate::control::store::StateStore;
 use pgmigrate::migration::{self, Outcome};
 use pgmigrate::verify;
+use pgmigrate::validate;
 
 /// Exit statuses of the contract.
 mod exit {
@@ -45,6 +46,15 @@ enum Command {
         /// The migration's TOML config.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Premigration checks only; changes nothing on either server.
+    Validate {
+        /// The migration's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// List the migrations under the state directory.
     List {
@@ -163,6 +173,23 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 Outcome::Failed => exit::FAILED,
                 Outcome::Canceled => exit::CANCELED,
                 Outcome::ValidationFailed => exit::VALIDATION_FAILED,
+            })
+        }
+        Command::Validate { config, json } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let report = validate::validate(&config).await;
+            if json {
+                print!("{}", report.render_json()?);
+            } else {
+                print!("{}", report.render_table());
+            }
+            Ok(if report.failed() {
+                exit::VALIDATION_FAILED
+            } else {
+                exit::OK
             })
         }
         Command::List {

@@ -342,6 +342,11 @@ impl Connection {
         }
     }
 
+    /// True when the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// The server process serving this session.
     pub fn backend_pid(&self) -> i32 {
         self.process_id

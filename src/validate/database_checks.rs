@@ -1,0 +1,419 @@
+//! Checks of one database: what the source user can read and publish,
+//! replica identities, and what of the schema the target must support or
+//! the migration will not carry. Pure functions over the facts.
+
+use crate::config::Mode;
+use crate::conn::quote_ident;
+use crate::control::state::ValidationCheck;
+
+use super::check::{self, count, fail, list, pass, warn, LIST_LIMIT};
+use super::database_facts::SourceDatabase;
+use super::source_facts::SourceServer;
+use super::target_facts::{normalize_locale, TargetServer};
+
+/// Checks that need only the source.
+pub fn source_only(
+    d: &SourceDatabase,
+    source: Option<&SourceServer>,
+    mode: Mode,
+    target_superuser: Option<bool>,
+) -> Vec<ValidationCheck> {
+    let db = &d.name;
+    let superuser = source.is_some_and(|s| s.superuser);
+    let user = source.map(|s| s.user.as_str()).unwrap_or("the source user");
+    let mut out = Vec::new();
+
+    out.push(if d.unreadable.is_empty() {
+        pass(
+            check::SOURCE_TABLE_READ,
+            format!("database \"{db}\": \"{user}\" can read every table and sequence"),
+        )
+    } else {
+        fail(
+            check::SOURCE_TABLE_READ,
+            format!(
+                "database \"{db}\": \"{user}\" cannot read {}: {}",
+                count(d.unreadable.len(), "table"),
+                list(&d.unreadable)
+            ),
+            format!(
+                "GRANT USAGE on their schemas and SELECT on them to {}, e.g. GRANT SELECT ON ALL TABLES IN SCHEMA … TO …; GRANT SELECT ON ALL SEQUENCES IN SCHEMA … TO …;",
+                quote_ident(user)
+            ),
+        )
+    });
+
+    out.push(publication(d, superuser, user, mode));
+
+    out.push(match mode {
+        Mode::Offline => pass(
+            check::REPLICA_IDENTITY,
+            format!("database \"{db}\": replica identities are not needed in offline mode"),
+        ),
+        Mode::Online if d.without_identity.is_empty() => pass(
+            check::REPLICA_IDENTITY,
+            format!("database \"{db}\": every table has a primary key or replica identity"),
+        ),
+        Mode::Online => {
+            let statements: Vec<String> = d
+                .without_identity
+                .iter()
+                .take(LIST_LIMIT)
+                .map(|t| format!("ALTER TABLE {t} REPLICA IDENTITY FULL;"))
+                .collect();
+            let more = d.without_identity.len().saturating_sub(LIST_LIMIT);
+            fail(
+                check::REPLICA_IDENTITY,
+                format!(
+                    "database \"{db}\": {} without a primary key or replica identity; their updates and deletes cannot be replicated: {}",
+                    count(d.without_identity.len(), "table"),
+                    list(&d.without_identity)
+                ),
+                format!(
+                    "add a primary key, or run: {}{}",
+                    statements.join(" "),
+                    if more > 0 {
+                        format!(" (and the same for {more} more)")
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        }
+    });
+
+    out.push(if d.unlogged.is_empty() {
+        pass(
+            check::UNLOGGED_TABLES,
+            format!("database \"{db}\": no unlogged tables"),
+        )
+    } else {
+        warn(
+            check::UNLOGGED_TABLES,
+            format!(
+                "database \"{db}\": {} whose changes are not replicated (only the snapshot is copied): {}",
+                count(d.unlogged.len(), "unlogged table"),
+                list(&d.unlogged)
+            ),
+            "ALTER TABLE … SET LOGGED; on the source if their later changes matter",
+        )
+    });
+
+    out.push(match (d.large_objects, mode) {
+        (0, _) => pass(
+            check::LARGE_OBJECTS,
+            format!("database \"{db}\": no large objects"),
+        ),
+        (n, Mode::Offline) => pass(
+            check::LARGE_OBJECTS,
+            format!("database \"{db}\": {} will be copied", count(n as usize, "large object")),
+        ),
+        (n, Mode::Online) => warn(
+            check::LARGE_OBJECTS,
+            format!(
+                "database \"{db}\": {}; they are copied at the snapshot only, later changes to them are not replicated",
+                count(n as usize, "large object")
+            ),
+            "avoid changing large objects during the migration, or move them into bytea columns",
+        ),
+    });
+
+    out.push(match (d.casts.is_empty(), target_superuser) {
+        (true, _) => pass(
+            check::USER_CASTS,
+            format!("database \"{db}\": no user-defined casts"),
+        ),
+        (false, Some(true)) => pass(
+            check::USER_CASTS,
+            format!(
+                "database \"{db}\": {} copied with the schema: {}",
+                count(d.casts.len(), "user-defined cast"),
+                list(&d.casts)
+            ),
+        ),
+        (false, _) => warn(
+            check::USER_CASTS,
+            format!(
+                "database \"{db}\": {}: {}; creating a cast on the target needs ownership of its source or target type (superuser for built-in types)",
+                count(d.casts.len(), "user-defined cast"),
+                list(&d.casts)
+            ),
+            "migrate as a superuser on the target, or create these casts there beforehand",
+        ),
+    });
+
+    out.push(if d.tablespace_objects.is_empty() {
+        pass(
+            check::TABLESPACES,
+            format!("database \"{db}\": everything is in the default tablespace"),
+        )
+    } else {
+        warn(
+            check::TABLESPACES,
+            format!(
+                "database \"{db}\": {} outside the default tablespace: {}; on the target they land in the default one",
+                count(d.tablespace_objects.len(), "object"),
+                list(&d.tablespace_objects)
+            ),
+            "after the migration, ALTER TABLE/INDEX … SET TABLESPACE on the target if needed",
+        )
+    });
+    out
+}
+
+fn publication(d: &SourceDatabase, superuser: bool, user: &str, mode: Mode) -> ValidationCheck {
+    let id = check::SOURCE_PUBLICATION_PRIVILEGE;
+    let db = &d.name;
+    if mode == Mode::Offline {
+        return pass(
+            id,
+            format!("database \"{db}\": no publication is needed in offline mode"),
+        );
+    }
+    if superuser {
+        return pass(
+            id,
+            format!("database \"{db}\": \"{user}\" is superuser and may create a publication FOR ALL TABLES"),
+        );
+    }
+    if !d.can_create {
+        return fail(
+            id,
+            format!("database \"{db}\": \"{user}\" lacks CREATE on the database, which CREATE PUBLICATION needs"),
+            format!("GRANT CREATE ON DATABASE {} TO {};", quote_ident(db), quote_ident(user)),
+        );
+    }
+    if !d.not_owned.is_empty() {
+        return fail(
+            id,
+            format!(
+                "database \"{db}\": \"{user}\" is not superuser and does not own {}, so it cannot publish them: {}",
+                count(d.not_owned.len(), "table"),
+                list(&d.not_owned)
+            ),
+            format!(
+                "migrate as a superuser, or make {} a member of the tables' owner roles (GRANT <owner> TO …)",
+                quote_ident(user)
+            ),
+        );
+    }
+    pass(
+        id,
+        format!(
+            "database \"{db}\": \"{user}\" owns every table and may create a publication for them"
+        ),
+    )
+}
+
+/// Checks that compare the source database with the target server.
+pub fn against_target(d: &SourceDatabase, t: &TargetServer) -> Vec<ValidationCheck> {
+    vec![extensions(d, t), collations(d, t), encoding_locale(d, t)]
+}
+
+fn extensions(d: &SourceDatabase, t: &TargetServer) -> ValidationCheck {
+    let id = check::EXTENSIONS;
+    let db = &d.name;
+    let mut missing = Vec::new();
+    let mut other_version = Vec::new();
+    let mut same = Vec::new();
+    for (name, version) in &d.extensions {
+        match t.extensions.get(name) {
+            None => missing.push(format!("{name} {version}")),
+            Some((default, _)) if default == version => same.push(format!("{name} {version}")),
+            Some((default, _)) => {
+                other_version.push(format!("{name} {version} (target installs {default})"))
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return fail(
+            id,
+            format!(
+                "database \"{db}\": {} installed on the source not available on the target {}: {}",
+                count(missing.len(), "extension"),
+                t.server,
+                list(&missing)
+            ),
+            format!(
+                "install the packages providing them on the target (e.g. postgresql-{}-<name>), or drop them on the source if unused",
+                t.major
+            ),
+        );
+    }
+    if !other_version.is_empty() {
+        return warn(
+            id,
+            format!(
+                "database \"{db}\": {} at another version on the target {}: {}",
+                count(other_version.len(), "extension"),
+                t.server,
+                list(&other_version)
+            ),
+            "check the extensions' release notes, or install the source's version on the target",
+        );
+    }
+    pass(
+        id,
+        format!(
+            "database \"{db}\": {} available on the target: {}",
+            count(same.len(), "extension"),
+            list(&same)
+        ),
+    )
+}
+
+fn collations(d: &SourceDatabase, t: &TargetServer) -> ValidationCheck {
+    let id = check::COLLATIONS;
+    let db = &d.name;
+    // Missing for sure (a name lookup, an absent provider) versus a libc
+    // locale the target's catalog does not list but its OS might have.
+    let mut missing = Vec::new();
+    let mut unlisted = Vec::new();
+    for c in &d.collations {
+        let shown = format!(
+            "{}.{} ({})",
+            quote_ident(&c.schema),
+            quote_ident(&c.name),
+            provider_locale(&c.provider, &c.locale)
+        );
+        if c.schema == "pg_catalog" {
+            // Built-in and imported collations are referenced by name.
+            let found = t
+                .collations
+                .get(&(c.schema.clone(), c.name.clone()))
+                .is_some_and(|encs| encs.iter().any(|e| e.is_empty() || *e == d.encoding));
+            if !found {
+                missing.push(shown);
+            }
+            continue;
+        }
+        // The dump recreates the user's own collations: their provider and
+        // locale must exist on the target.
+        match c.provider.as_str() {
+            "i" if !t.has_icu => missing.push(shown),
+            "b" if t.major < 17 => missing.push(shown),
+            "c" if !locale_known(&c.locale, t) => unlisted.push(shown),
+            _ => {}
+        }
+    }
+    if !missing.is_empty() {
+        return fail(
+            id,
+            format!(
+                "database \"{db}\": {} used on the source missing on the target {}: {}",
+                count(missing.len(), "collation"),
+                t.server,
+                list(&missing)
+            ),
+            "install the locales on the target's OS (or an ICU-enabled build) and run SELECT pg_import_system_collations('pg_catalog'); there, or change the columns' collation",
+        );
+    }
+    if !unlisted.is_empty() {
+        return warn(
+            id,
+            format!(
+                "database \"{db}\": {} based on locales the target {} does not list among its collations: {}",
+                count(unlisted.len(), "collation"),
+                t.server,
+                list(&unlisted)
+            ),
+            "make sure these locales are installed on the target's OS (locale -a)",
+        );
+    }
+    if d.collations.is_empty() {
+        return pass(
+            id,
+            format!("database \"{db}\": columns and indexes use only the default collation"),
+        );
+    }
+    let names: Vec<String> = d
+        .collations
+        .iter()
+        .map(|c| format!("{}.{}", quote_ident(&c.schema), quote_ident(&c.name)))
+        .collect();
+    pass(
+        id,
+        format!(
+            "database \"{db}\": collations used by columns and indexes exist on the target: {}",
+            list(&names)
+        ),
+    )
+}
+
+fn provider_locale(provider: &str, locale: &str) -> String {
+    let p = match provider {
+        "i" => "icu",
+        "b" => "builtin",
+        "c" => "libc",
+        _ => "default",
+    };
+    format!("{p} {locale}")
+}
+
+fn locale_known(locale: &str, t: &TargetServer) -> bool {
+    matches!(locale, "C" | "POSIX" | "") || t.locales.contains(&normalize_locale(locale))
+}
+
+fn encoding_locale(d: &SourceDatabase, t: &TargetServer) -> ValidationCheck {
+    let id = check::ENCODING_LOCALE;
+    let db = &d.name;
+    let mut missing = Vec::new();
+    match (d.locale_provider.as_str(), &d.locale) {
+        ("i", Some(loc)) if !t.has_icu => missing.push(format!(
+            "ICU locale {loc} needs ICU, which the target lacks"
+        )),
+        ("b", Some(loc)) if t.major < 17 => missing.push(format!(
+            "builtin locale {loc} needs PostgreSQL 17 or later on the target"
+        )),
+        _ => {}
+    }
+    // CREATE DATABASE asks the OS, not the catalog: a locale the catalog
+    // does not list may still exist, so that is a warning only.
+    let mut unlisted = Vec::new();
+    for (what, locale) in [("LC_COLLATE", &d.collate), ("LC_CTYPE", &d.ctype)] {
+        if !locale_known(locale, t)
+            && !unlisted
+                .iter()
+                .any(|u: &String| u.ends_with(locale.as_str()))
+        {
+            unlisted.push(format!("{what} {locale}"));
+        }
+    }
+    let described = format!(
+        "{} with LC_COLLATE {} and LC_CTYPE {}{}",
+        d.encoding,
+        d.collate,
+        d.ctype,
+        match (d.locale_provider.as_str(), &d.locale) {
+            ("i", Some(l)) => format!(", ICU locale {l}"),
+            ("b", Some(l)) => format!(", builtin locale {l}"),
+            _ => String::new(),
+        }
+    );
+    if !missing.is_empty() {
+        return fail(
+            id,
+            format!(
+                "database \"{db}\": {described}: {} on the target {}",
+                missing.join("; "),
+                t.server
+            ),
+            "use a target built with the provider, or migrate into a database with another locale by hand",
+        );
+    }
+    if !unlisted.is_empty() {
+        return warn(
+            id,
+            format!(
+                "database \"{db}\": {described}: {} not among the locales the target {} lists; creating the database fails if its OS lacks them",
+                unlisted.join(", "),
+                t.server
+            ),
+            "install the locale on the target's OS (locale-gen) and restart it",
+        );
+    }
+    pass(
+        id,
+        format!("database \"{db}\": {described} can be created on the target"),
+    )
+}

@@ -1,0 +1,229 @@
+//! What the checks need to know about one source database, read through a
+//! session on it. Object names come back quoted as SQL would need them
+//! (`public."Order"`), so a fix hint can be pasted as is.
+
+use crate::conn::{ConnError, Connection};
+use crate::copy::target_db::{self, DatabaseProps};
+
+use super::source_facts::{first, strings};
+
+/// Tables of the user's schemas: not catalogs, not TOAST, not temporary,
+/// not owned by an extension (pg_dump leaves those to CREATE EXTENSION).
+const RELATIONS: &str =
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace";
+/// The condition on [`RELATIONS`] that keeps the user's own.
+const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_' \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
+
+/// One source database as the checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDatabase {
+    /// Its name.
+    pub name: String,
+    /// `pg_database_size`.
+    pub size_bytes: u64,
+    /// Encoding, locale and provider.
+    pub encoding: String,
+    /// `LC_COLLATE`.
+    pub collate: String,
+    /// `LC_CTYPE`.
+    pub ctype: String,
+    /// `c`, `i` or `b`.
+    pub locale_provider: String,
+    /// ICU/builtin locale.
+    pub locale: Option<String>,
+    /// The user may CREATE in this database (needed for a publication).
+    pub can_create: bool,
+    /// Tables and sequences the user cannot read.
+    pub unreadable: Vec<String>,
+    /// Tables the user does not own (a publication listing them needs it).
+    pub not_owned: Vec<String>,
+    /// Tables without a primary key or usable replica identity.
+    pub without_identity: Vec<String>,
+    /// Unlogged tables.
+    pub unlogged: Vec<String>,
+    /// Number of large objects.
+    pub large_objects: u64,
+    /// User-defined casts, `source AS target`.
+    pub casts: Vec<String>,
+    /// Relations outside the default tablespace, `name (tablespace)`.
+    pub tablespace_objects: Vec<String>,
+    /// `(name, version)` of each installed extension.
+    pub extensions: Vec<(String, String)>,
+    /// Collations used by columns, indexes and domains.
+    pub collations: Vec<CollationUse>,
+}
+
+/// A non-default collation the schema refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollationUse {
+    /// Schema of the collation.
+    pub schema: String,
+    /// Collation name.
+    pub name: String,
+    /// `c` (libc), `i` (ICU), `b` (builtin), `d` (default).
+    pub provider: String,
+    /// libc locale (`collcollate`), or the ICU/builtin locale.
+    pub locale: String,
+}
+
+impl SourceDatabase {
+    /// Reads the facts of the database `conn` is connected to.
+    pub async fn read(conn: &mut Connection, db: &str) -> Result<SourceDatabase, ConnError> {
+        let props: DatabaseProps =
+            target_db::source_props(conn, db)
+                .await
+                .map_err(|e| ConnError::Value {
+                    column: "pg_database".into(),
+                    reason: e.to_string(),
+                })?;
+        let rows = conn
+            .simple_query(
+                "SELECT pg_catalog.pg_database_size(current_database()), \
+                 has_database_privilege(current_database(), 'CREATE'), \
+                 (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)",
+            )
+            .await?;
+        let r = first(&rows, "the database size")?;
+        let size_bytes = r.parse(0)?;
+        let can_create = r.bool(1)?;
+        let large_objects = r.parse(2)?;
+
+        let unreadable = names(
+            conn,
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
+                 AND c.relkind IN ('r', 'p', 'm', 'S') \
+                 AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT')) \
+                 ORDER BY 1"
+            ),
+        )
+        .await?;
+        let not_owned = names(
+            conn,
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
+                 AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' \
+                 AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
+            ),
+        )
+        .await?;
+        let without_identity = names(
+            conn,
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
+                 AND c.relkind = 'r' AND c.relpersistence = 'p' \
+                 AND (c.relreplident = 'n' \
+                   OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                        WHERE i.indrelid = c.oid AND i.indisprimary)) \
+                   OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                        WHERE i.indrelid = c.oid AND i.indisreplident))) \
+                 ORDER BY 1"
+            ),
+        )
+        .await?;
+        let unlogged = names(
+            conn,
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
+                 AND c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1"
+            ),
+        )
+        .await?;
+        let casts = names(
+            conn,
+            "SELECT format('%s AS %s', pg_catalog.format_type(c.castsource, NULL), \
+                    pg_catalog.format_type(c.casttarget, NULL)) \
+             FROM pg_catalog.pg_cast c WHERE c.oid >= 16384 \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                WHERE d.classid = 'pg_catalog.pg_cast'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
+             ORDER BY 1",
+        )
+        .await?;
+        let mut tablespace_objects = names(
+            conn,
+            "SELECT 'database ' || quote_ident(d.datname) || ' (' || t.spcname || ')' \
+             FROM pg_catalog.pg_database d JOIN pg_catalog.pg_tablespace t ON t.oid = d.dattablespace \
+             WHERE d.datname = current_database() AND t.spcname <> 'pg_default'",
+        )
+        .await?;
+        tablespace_objects.extend(
+            names(
+                conn,
+                &format!(
+                    "SELECT format('%I.%I (%s)', n.nspname, c.relname, t.spcname) {RELATIONS} \
+                     JOIN pg_catalog.pg_tablespace t ON t.oid = c.reltablespace \
+                     WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'm', 'i', 'I') ORDER BY 1"
+                ),
+            )
+            .await?,
+        );
+        let rows = conn
+            .simple_query("SELECT extname, extversion FROM pg_catalog.pg_extension ORDER BY 1")
+            .await?;
+        let extensions = rows
+            .iter()
+            .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string())))
+            .collect::<Result<_, ConnError>>()?;
+        let collations = read_collations(conn).await?;
+        Ok(SourceDatabase {
+            name: db.to_string(),
+            size_bytes,
+            encoding: props.encoding,
+            collate: props.collate,
+            ctype: props.ctype,
+            locale_provider: props.locale_provider,
+            locale: props.locale,
+            can_create,
+            unreadable,
+            not_owned,
+            without_identity,
+            unlogged,
+            large_objects,
+            casts,
+            tablespace_objects,
+            extensions,
+            collations,
+        })
+    }
+}
+
+async fn names(conn: &mut Connection, sql: &str) -> Result<Vec<String>, ConnError> {
+    strings(&conn.simple_query(sql).await?, 0)
+}
+
+async fn read_collations(conn: &mut Connection) -> Result<Vec<CollationUse>, ConnError> {
+    let locale = match conn.server_major() {
+        17.. => "coalesce(co.colllocale, co.collcollate, '')",
+        15 | 16 => "coalesce(co.colliculocale, co.collcollate, '')",
+        _ => "coalesce(co.collcollate, '')",
+    };
+    let user =
+        "c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)";
+    let sql = format!(
+        "SELECT DISTINCT n.nspname, co.collname, co.collprovider::text, {locale} \
+         FROM (SELECT a.attcollation AS coll FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 WHERE a.attnum > 0 AND NOT a.attisdropped AND {user} \
+               UNION SELECT unnest(i.indcollation::oid[]) FROM pg_catalog.pg_index i \
+                 JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE {user} \
+               UNION SELECT t.typcollation FROM pg_catalog.pg_type t \
+                 WHERE t.typnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)) u \
+         JOIN pg_catalog.pg_collation co ON co.oid = u.coll \
+         JOIN pg_catalog.pg_namespace n ON n.oid = co.collnamespace \
+         WHERE co.collname <> 'default' ORDER BY 1, 2"
+    );
+    let rows = conn.simple_query(&sql).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CollationUse {
+                schema: r.str(0)?.to_string(),
+                name: r.str(1)?.to_string(),
+                provider: r.str(2)?.to_string(),
+                locale: r.str(3)?.to_string(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,430 @@
+//! The check rules, on hand-made facts: every Failed and Warning path and
+//! its boundary, without a server.
+
+use std::path::{Path, PathBuf};
+
+use super::check;
+use super::database_checks::{against_target, source_only};
+use super::database_facts::{CollationUse, SourceDatabase};
+use super::server_checks::*;
+use super::source_facts::{OpenTransaction, SourceServer};
+use super::target_facts::TargetServer;
+use crate::config::{Config, Mode};
+use crate::control::state::ValidationCheck;
+use crate::control::status::CheckResult;
+use crate::copy::pg_tools::{PgTools, ToolError};
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "name = \"t\"\ndatabases = [\"app\", \"two\"]\n{extra}\n[source]\nhost = \"src\"\n[target]\nhost = \"dst\"\n"
+    );
+    Config::from_toml_str(&text, Path::new("/")).unwrap()
+}
+
+fn source(major: u32) -> SourceServer {
+    SourceServer {
+        server: "src:5432".into(),
+        major,
+        version: format!("{major}.3"),
+        wal_level: "logical".into(),
+        max_replication_slots: 10,
+        used_replication_slots: 0,
+        max_wal_senders: 10,
+        used_wal_senders: 0,
+        max_slot_wal_keep_size_mb: Some(10240),
+        user: "postgres".into(),
+        superuser: true,
+        replication: true,
+        ..SourceServer::default()
+    }
+}
+
+fn target(major: u32) -> TargetServer {
+    let mut t = TargetServer {
+        server: "dst:5432".into(),
+        major,
+        version: format!("{major}.1"),
+        user: "postgres".into(),
+        superuser: true,
+        createdb: true,
+        can_set_replication_role: true,
+        origin_capacity: 10,
+        origins_in_use: Some(0),
+        has_icu: true,
+        ..TargetServer::default()
+    };
+    t.databases.insert("postgres".into(), true);
+    t.locales.insert("c.utf8".into());
+    t.extensions.insert(
+        "plpgsql".into(),
+        ("1.0".into(), ["1.0".to_string()].into_iter().collect()),
+    );
+    t.collations.insert(
+        ("pg_catalog".into(), "C".into()),
+        [String::new()].into_iter().collect(),
+    );
+    t
+}
+
+fn database() -> SourceDatabase {
+    SourceDatabase {
+        name: "app".into(),
+        size_bytes: 1_000_000,
+        encoding: "UTF8".into(),
+        collate: "C.UTF-8".into(),
+        ctype: "C.UTF-8".into(),
+        locale_provider: "c".into(),
+        locale: None,
+        can_create: true,
+        unreadable: vec![],
+        not_owned: vec![],
+        without_identity: vec![],
+        unlogged: vec![],
+        large_objects: 0,
+        casts: vec![],
+        tablespace_objects: vec![],
+        extensions: vec![("plpgsql".into(), "1.0".into())],
+        collations: vec![CollationUse {
+            schema: "pg_catalog".into(),
+            name: "C".into(),
+            provider: "c".into(),
+            locale: "C".into(),
+        }],
+    }
+}
+
+fn result_of<'a>(checks: &'a [ValidationCheck], id: &str) -> &'a ValidationCheck {
+    checks
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no check {id} in {checks:#?}"))
+}
+
+fn all_succeeded(checks: &[ValidationCheck]) {
+    for c in checks {
+        assert_eq!(c.result, CheckResult::Succeeded, "{c:?}");
+    }
+}
+
+#[test]
+fn a_clean_pair_passes_everything() {
+    let cfg = config("");
+    all_succeeded(&source_server(&source(15), &cfg));
+    all_succeeded(&target_server(&target(17), &cfg));
+    all_succeeded(&source_only(
+        &database(),
+        Some(&source(15)),
+        Mode::Online,
+        Some(true),
+    ));
+    all_succeeded(&against_target(&database(), &target(17)));
+    assert_eq!(
+        target_version(Some(15), &target(17)).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(source_version(&source(12)).result, CheckResult::Succeeded);
+}
+
+#[test]
+fn version_rules() {
+    // Target older than the source.
+    let c = target_version(Some(16), &target(15));
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(
+        c.message.contains("older than the source's PostgreSQL 16"),
+        "{c:?}"
+    );
+    assert!(c.fix.contains("16 or later"));
+    // Same major is fine; below the supported target floor is not.
+    assert_eq!(
+        target_version(Some(15), &target(15)).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        target_version(Some(12), &target(14)).result,
+        CheckResult::Failed
+    );
+    // Source floor.
+    assert_eq!(source_version(&source(11)).result, CheckResult::Failed);
+    // Tools.
+    let tools = Ok(PgTools {
+        bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+        major: 15,
+    });
+    let c = pg_tools_version(&tools, Some(17));
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(c.message.contains("/usr/lib/postgresql/15/bin"), "{c:?}");
+    assert_eq!(
+        pg_tools_version(&tools, Some(15)).result,
+        CheckResult::Succeeded
+    );
+    let missing: Result<PgTools, ToolError> = Err(ToolError::NotFound("none".into()));
+    assert_eq!(
+        pg_tools_version(&missing, Some(15)).result,
+        CheckResult::Failed
+    );
+}
+
+#[test]
+fn source_server_rules() {
+    let cfg = config("");
+    let mut s = source(15);
+    s.wal_level = "replica".into();
+    s.used_replication_slots = 9; // 1 free, 2 databases
+    s.used_wal_senders = 10;
+    s.max_slot_wal_keep_size_mb = Some(-1);
+    s.superuser = false;
+    s.replication = false;
+    s.prepared_transactions.push(OpenTransaction {
+        what: "gid 'x'".into(),
+        database: "app".into(),
+        user: "u".into(),
+        age_secs: 5,
+    });
+    let out = source_server(&s, &cfg);
+    for id in [
+        check::SOURCE_WAL_LEVEL,
+        check::SOURCE_REPLICATION_SLOTS,
+        check::SOURCE_WAL_SENDERS,
+        check::SOURCE_REPLICATION_PRIVILEGE,
+    ] {
+        assert_eq!(result_of(&out, id).result, CheckResult::Failed, "{id}");
+    }
+    for id in [
+        check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE,
+        check::SOURCE_OPEN_TRANSACTIONS,
+    ] {
+        assert_eq!(result_of(&out, id).result, CheckResult::Warning, "{id}");
+    }
+    assert!(result_of(&out, check::SOURCE_OPEN_TRANSACTIONS)
+        .message
+        .contains("gid 'x'"));
+    // Exactly enough slots passes; REPLICATION without superuser passes.
+    s.used_replication_slots = 8;
+    s.replication = true;
+    let out = source_server(&s, &cfg);
+    assert_eq!(
+        result_of(&out, check::SOURCE_REPLICATION_SLOTS).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        result_of(&out, check::SOURCE_REPLICATION_PRIVILEGE).result,
+        CheckResult::Succeeded
+    );
+    // PostgreSQL 12 has no max_slot_wal_keep_size.
+    s.max_slot_wal_keep_size_mb = None;
+    let out = source_server(&s, &cfg);
+    assert_eq!(
+        result_of(&out, check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE).result,
+        CheckResult::Warning
+    );
+}
+
+#[test]
+fn target_server_rules() {
+    let cfg = config("");
+    let mut t = target(17);
+    t.superuser = false;
+    t.createdb = false;
+    t.can_set_replication_role = false;
+    t.origin_functions_denied = vec!["pg_replication_origin_create".into()];
+    t.origins_in_use = Some(5); // 5 free, 4 workers × 2 databases needed
+    let out = target_server(&t, &cfg);
+    for id in [
+        check::TARGET_CREATE_DATABASE,
+        check::TARGET_SESSION_REPLICATION_ROLE,
+        check::TARGET_REPLICATION_ORIGINS,
+        check::TARGET_REPLICATION_ORIGIN_CAPACITY,
+    ] {
+        assert_eq!(result_of(&out, id).result, CheckResult::Failed, "{id}");
+    }
+    assert!(result_of(&out, check::TARGET_REPLICATION_ORIGINS)
+        .fix
+        .contains("GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_create"));
+    // Offline needs none of the apply privileges.
+    let out = target_server(&t, &config("mode = \"offline\""));
+    assert_eq!(
+        result_of(&out, check::TARGET_SESSION_REPLICATION_ROLE).result,
+        CheckResult::Succeeded
+    );
+    // Overwriting a database owned by someone else needs a superuser.
+    t.createdb = true;
+    t.databases.insert("app".into(), false);
+    let out = target_server(&t, &config("overwrite_target = true"));
+    assert_eq!(
+        result_of(&out, check::TARGET_CREATE_DATABASE).result,
+        CheckResult::Failed
+    );
+    t.origins_in_use = None;
+    let out = target_server(&t, &cfg);
+    assert_eq!(
+        result_of(&out, check::TARGET_REPLICATION_ORIGIN_CAPACITY).result,
+        CheckResult::Warning
+    );
+}
+
+#[test]
+fn target_database_and_disk_rules() {
+    let mut t = target(17);
+    t.databases.insert("app".into(), true);
+    assert_eq!(
+        target_database_absent(&t, "app", false).result,
+        CheckResult::Failed
+    );
+    assert_eq!(
+        target_database_absent(&t, "app", true).result,
+        CheckResult::Warning
+    );
+    assert_eq!(
+        target_database_absent(&t, "new", false).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        target_disk_space(&t, 100, None).result,
+        CheckResult::Warning
+    );
+    assert!(target_disk_space(&t, 2_500_000_000, None)
+        .message
+        .contains("2.5 GB"));
+    assert_eq!(
+        target_disk_space(&t, 100, Some(99)).result,
+        CheckResult::Failed
+    );
+    assert_eq!(
+        target_disk_space(&t, 100, Some(100)).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(human_bytes(999), "999 B");
+    assert_eq!(human_bytes(1_500_000), "1.5 MB");
+}
+
+#[test]
+fn database_rules_online_and_offline() {
+    let mut d = database();
+    d.without_identity = vec!["public.nokey".into()];
+    d.unlogged = vec!["public.scratch".into()];
+    d.large_objects = 3;
+    d.casts = vec!["text AS integer".into()];
+    d.tablespace_objects = vec!["public.big (fast)".into()];
+    d.unreadable = vec!["secret.t".into()];
+    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let ri = result_of(&out, check::REPLICA_IDENTITY);
+    assert_eq!(ri.result, CheckResult::Failed);
+    assert!(ri.message.contains("public.nokey"), "{ri:?}");
+    assert!(
+        ri.fix
+            .contains("ALTER TABLE public.nokey REPLICA IDENTITY FULL;"),
+        "{ri:?}"
+    );
+    assert_eq!(
+        result_of(&out, check::SOURCE_TABLE_READ).result,
+        CheckResult::Failed
+    );
+    for id in [
+        check::UNLOGGED_TABLES,
+        check::LARGE_OBJECTS,
+        check::USER_CASTS,
+        check::TABLESPACES,
+    ] {
+        assert_eq!(result_of(&out, id).result, CheckResult::Warning, "{id}");
+    }
+    let out = source_only(&d, Some(&source(15)), Mode::Offline, Some(true));
+    assert_eq!(
+        result_of(&out, check::REPLICA_IDENTITY).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        result_of(&out, check::LARGE_OBJECTS).result,
+        CheckResult::Succeeded
+    );
+    assert_eq!(
+        result_of(&out, check::USER_CASTS).result,
+        CheckResult::Succeeded
+    );
+}
+
+#[test]
+fn publication_rules() {
+    let mut s = source(15);
+    s.superuser = false;
+    let mut d = database();
+    assert_eq!(
+        result_of(
+            &source_only(&d, Some(&s), Mode::Online, None),
+            check::SOURCE_PUBLICATION_PRIVILEGE
+        )
+        .result,
+        CheckResult::Succeeded
+    );
+    d.not_owned = vec!["public.t".into()];
+    let c = source_only(&d, Some(&s), Mode::Online, None);
+    let c = result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE);
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(c.message.contains("public.t"));
+    d.can_create = false;
+    let c = source_only(&d, Some(&s), Mode::Online, None);
+    assert!(result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE)
+        .fix
+        .contains("GRANT CREATE ON DATABASE"));
+}
+
+#[test]
+fn compatibility_rules() {
+    let mut d = database();
+    let mut t = target(17);
+    d.extensions.push(("adminpack".into(), "2.1".into()));
+    let out = against_target(&d, &t);
+    let c = result_of(&out, check::EXTENSIONS);
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(c.message.contains("adminpack 2.1"), "{c:?}");
+    t.extensions.insert(
+        "adminpack".into(),
+        ("2.0".into(), ["2.0".to_string()].into_iter().collect()),
+    );
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::EXTENSIONS).result,
+        CheckResult::Warning
+    );
+
+    d.collations.push(CollationUse {
+        schema: "pg_catalog".into(),
+        name: "de_DE".into(),
+        provider: "c".into(),
+        locale: "de_DE.utf8".into(),
+    });
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::COLLATIONS).result,
+        CheckResult::Failed
+    );
+    d.collations.pop();
+    d.collations.push(CollationUse {
+        schema: "public".into(),
+        name: "german".into(),
+        provider: "i".into(),
+        locale: "de-DE".into(),
+    });
+    t.has_icu = false;
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::COLLATIONS).result,
+        CheckResult::Failed
+    );
+
+    d.collate = "en_US.UTF-8".into();
+    let c = against_target(&d, &t);
+    assert_eq!(
+        result_of(&c, check::ENCODING_LOCALE).result,
+        CheckResult::Warning
+    );
+    t.locales.insert("en_us.utf8".into());
+    d.ctype = "en_US.UTF-8".into();
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result,
+        CheckResult::Succeeded
+    );
+    d.locale_provider = "i".into();
+    d.locale = Some("en-US".into());
+    assert_eq!(
+        result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result,
+        CheckResult::Failed
+    );
+}
