@@ -5,6 +5,7 @@
 //! client) → `copy` (snapshot copy) → `stream`/`apply` (change stream) →
 //! `migration` (phase order) → `control` (state, console, signals).
 
+pub mod apply;
 pub mod config;
 pub mod conn;
 pub mod control;
@@ -12,7 +13,7 @@ pub mod copy;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;
-pub mod verify;
 pub mod spill;
-pub mod apply;
+pub mod stream;
 pub mod validate;
+pub mod verify;

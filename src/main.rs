@@ -15,8 +15,8 @@ use pgmigrate::control::report::{
 };
 use pgmigrate::control::store::StateStore;
 use pgmigrate::migration::{self, Outcome};
-use pgmigrate::verify;
 use pgmigrate::validate;
+use pgmigrate::verify;
 
 /// Exit statuses of the contract.
 mod exit {

@@ -41,7 +41,11 @@ pub fn tables(db: &str, state: &'static str, count: u64) {
 
 /// Counts changes applied to `db`, by operation.
 pub fn applied(db: &str, inserts: u64, updates: u64, deletes: u64) {
-    for (op, n) in [("insert", inserts), ("update", updates), ("delete", deletes)] {
+    for (op, n) in [
+        ("insert", inserts),
+        ("update", updates),
+        ("delete", deletes),
+    ] {
         if n > 0 {
             counter!(APPLY_CHANGES_TOTAL, "database" => db.to_string(), "op" => op).increment(n);
         }

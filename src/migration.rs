@@ -2,13 +2,13 @@
 //! that knows the order of the phases; everything it calls owns one phase.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::{self, Config, Endpoint, Mode};
+use crate::config::{self, Config, Endpoint, Mode, RunOption};
 use crate::conn::{self, ConnError, ConnectParams, Connection};
 use crate::control::progress::{spawn_state_flusher, DbProgress, MigrationProgress};
 use crate::control::state::MigrationState;
@@ -16,6 +16,8 @@ use crate::control::status::{Phase, Status, Substatus};
 use crate::control::store::{StateError, StateStore};
 use crate::copy::pg_tools::PgTools;
 use crate::copy::{self, roles, slot, target_db, CopyError, CopyOptions, DatabaseCopy};
+use crate::protocol::lsn::Lsn;
+use crate::stream::{self, publication, Stream, StreamConfig, StreamError};
 
 /// How a `run` ended; the binary maps it to an exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub async fn connect_maintenance(endpoint: &Endpoint) -> Result<Connection, Conn
 /// Everything a database's migration needs from the run.
 struct DbContext {
     config: Arc<Config>,
+    shutdown: watch::Receiver<bool>,
+    /// Online: copy done and initial backlog applied.
+    ready: Arc<std::sync::atomic::AtomicBool>,
     store: Arc<StateStore>,
     progress: Arc<DbProgress>,
     db: String,
@@ -125,7 +130,60 @@ pub async fn run(
     );
     let reporter = spawn_progress_line(progress.clone());
 
+    // Validation runs before anything is created; a resumed migration
+    // already passed it (and its own target databases would now fail the
+    // "absent" check).
+    let resuming = store.existed() && previous.status.is_active();
+    if config.option != RunOption::Migrate && !resuming {
+        store.update(|s| s.set_status(Status::InProgress, Substatus::ValidationInProgress))?;
+        for p in &progress.dbs {
+            p.set_phase(Phase::Validating);
+        }
+        let report = crate::validate::validate(&config).await;
+        for c in report.failures() {
+            tracing::error!(check = %c.id, "{} (fix: {})", c.message, c.fix);
+        }
+        let failed = report.failed();
+        store.update(|s| {
+            s.validation = report.checks.clone();
+            s.pid = None;
+            if failed {
+                s.message = Some(format!(
+                    "{} premigration check(s) failed; see `pgmigrate validate`",
+                    report.failures().count()
+                ));
+                s.set_status(Status::ValidationFailed, Substatus::ValidationInProgress);
+            } else if config.option == RunOption::Validate {
+                s.set_status(Status::Succeeded, Substatus::Completed);
+            }
+        })?;
+        if failed || config.option == RunOption::Validate {
+            reporter.abort();
+            let _ = flush_tx.send(true);
+            let _ = flusher.await;
+            // The flusher rewrote phases; put the final status back.
+            store.update(|s| {
+                if failed {
+                    s.set_status(Status::ValidationFailed, Substatus::ValidationInProgress);
+                } else {
+                    s.set_status(Status::Succeeded, Substatus::Completed);
+                }
+            })?;
+            return Ok(if failed {
+                Outcome::ValidationFailed
+            } else {
+                Outcome::Succeeded
+            });
+        }
+    }
     store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
+    // Databases stop on the operator's signal or when another one fails.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready: std::collections::HashMap<String, Arc<AtomicBool>> = config
+        .databases
+        .iter()
+        .map(|d| (d.clone(), Arc::new(AtomicBool::new(false))))
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for db in &config.databases {
         let Some(p) = progress.get(db).cloned() else {
@@ -133,6 +191,8 @@ pub async fn run(
         };
         let ctx = DbContext {
             config: config.clone(),
+            shutdown: stop_rx.clone(),
+            ready: ready.get(db).cloned().unwrap_or_default(),
             store: store.clone(),
             progress: p,
             db: db.clone(),
@@ -145,13 +205,20 @@ pub async fn run(
     }
 
     let mut failures = Vec::new();
-    let stopped = loop {
+    let mut stopped = false;
+    let mut waiting = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
         tokio::select! {
             next = tasks.join_next() => match next {
-                None => break false,
-                Some(Ok((ctx, Ok(())))) => {
+                None => break,
+                Some(Ok((ctx, Ok(DbEnd::Done)))) => {
                     ctx.progress.set_phase(Phase::Done);
                     tracing::info!(db = %ctx.db, "database migrated");
+                }
+                Some(Ok((ctx, Ok(DbEnd::Stopped)))) => {
+                    tracing::info!(db = %ctx.db, "stopped; run again to resume");
+                    stopped = true;
                 }
                 Some(Ok((ctx, Err(e)))) => {
                     let msg = e.to_string();
@@ -159,25 +226,38 @@ pub async fn run(
                     ctx.progress.set_phase(Phase::Failed);
                     ctx.progress.set_message(Some(msg.clone()));
                     failures.push(msg);
+                    let _ = stop_tx.send(true);
                 }
-                Some(Err(e)) => failures.push(format!("migration task failed: {e}")),
+                Some(Err(e)) => {
+                    failures.push(format!("migration task failed: {e}"));
+                    let _ = stop_tx.send(true);
+                }
             },
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     tracing::info!("stopping: progress is kept, run again to resume");
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    break true;
+                    let _ = stop_tx.send(true);
+                }
+            }
+            _ = tick.tick() => {
+                let all_ready = config.mode == Mode::Online && ready.values().all(|r| r.load(Ordering::Acquire));
+                if all_ready && !waiting && failures.is_empty() {
+                    waiting = true;
+                    store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
+                    metrics::gauge!(crate::metrics::CUTOVER_READY).set(1.0);
+                    tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
                 }
             }
         }
-    };
+    }
     reporter.abort();
     let _ = flush_tx.send(true);
     if let Ok(Err(e)) = flusher.await {
         tracing::warn!("final progress write failed: {e}");
     }
-    let outcome = if stopped {
+    let outcome = if !failures.is_empty() {
+        Outcome::Failed
+    } else if stopped {
         Outcome::Stopped
     } else if failures.is_empty() {
         Outcome::Succeeded
@@ -218,6 +298,8 @@ enum DbError {
     Copy(#[from] CopyError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error("database {db}: cannot connect to the {side} server {target}: {source}")]
     Connect {
         db: String,
@@ -228,7 +310,7 @@ enum DbError {
     },
 }
 
-async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
+async fn migrate_database(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
     let cfg = &ctx.config;
     let resume = ctx
@@ -237,10 +319,38 @@ async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
         .database(db)
         .map(|d| d.resume.clone())
         .unwrap_or_default();
-    if cfg.mode == Mode::Offline && resume.copy_completed {
-        tracing::info!(db, "already copied");
-        return Ok(());
+    if !resume.copy_completed {
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::select! {
+            r = copy_phase(ctx, &resume) => r?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(DbEnd::Stopped),
+        }
+    } else {
+        tracing::info!(db, "snapshot copy already done");
     }
+    if cfg.mode == Mode::Offline {
+        return Ok(DbEnd::Done);
+    }
+    stream_phase(ctx).await
+}
+
+/// How one database's migration ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbEnd {
+    /// Copied (offline) or cut over (online).
+    Done,
+    /// Stopped by a signal; resumable.
+    Stopped,
+}
+
+/// Prerequisites, slot (and publication), snapshot copy. Starts over from
+/// scratch when an earlier run died inside it: its snapshot is gone.
+async fn copy_phase(
+    ctx: &DbContext,
+    resume: &crate::control::state::ResumeState,
+) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
     ctx.progress.set_phase(Phase::CopyingSchema);
     let source_params = connect_params(&cfg.source, db);
     let target_params = connect_params(&cfg.target, db);
@@ -296,6 +406,12 @@ async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
             .into());
         }
     }
+    let name = slot::object_name(cfg.name.as_str(), props.oid);
+    // A slot or publication of an interrupted copy would pin WAL forever.
+    slot::drop_if_exists(&mut source, db, &name).await?;
+    if cfg.mode == Mode::Online {
+        publication::drop_if_exists(&mut source, db, &name).await?;
+    }
     let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
     target_db::create(&mut maint, db, &props).await?;
     ctx.store.update(|s| {
@@ -305,18 +421,34 @@ async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
         }
     })?;
 
-    let slot_name = slot::object_name(cfg.name.as_str(), props.oid);
     // Offline needs the slot only for its snapshot: a temporary one goes
     // away with its session, whatever happens to this process.
     let temporary = cfg.mode == Mode::Offline;
-    let mut exported = slot::create(&source_params, db, &slot_name, temporary).await?;
+    if !temporary {
+        // Before the slot, so every change after its snapshot is published.
+        publication::create(&mut source, db, &name).await?;
+    }
+    let origins: Vec<String> = (0..cfg.apply.workers)
+        .map(|i| format!("{name}_w{i}"))
+        .collect();
     ctx.store.update(|s| {
         if let Some(d) = s.database_mut(db) {
-            d.resume.slot_name = (!temporary).then(|| slot_name.clone());
+            d.resume.slot_name = (!temporary).then(|| name.clone());
+            d.resume.publication_name = (!temporary).then(|| name.clone());
+            d.resume.origin_names = if temporary {
+                Vec::new()
+            } else {
+                origins.clone()
+            };
+        }
+    })?;
+    let mut exported = slot::create(&source_params, db, &name, temporary).await?;
+    ctx.store.update(|s| {
+        if let Some(d) = s.database_mut(db) {
             d.resume.consistent_lsn = Some(exported.consistent_lsn.clone());
         }
     })?;
-    tracing::info!(db, slot = %slot_name, lsn = %exported.consistent_lsn, snapshot = %exported.snapshot_name, "snapshot exported");
+    tracing::info!(db, slot = %name, lsn = %exported.consistent_lsn, snapshot = %exported.snapshot_name, "snapshot exported");
 
     let copy = DatabaseCopy {
         db,
@@ -331,6 +463,7 @@ async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
         },
         progress: ctx.progress.clone(),
         keep_owners,
+        exclude_publication: (!temporary).then_some(name.as_str()),
     };
     let started = Instant::now();
     let summary = copy.run(&exported.snapshot_name).await?;
@@ -348,11 +481,11 @@ async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
     if temporary {
         exported
             .conn
-            .execute(&format!("DROP_REPLICATION_SLOT {slot_name}"))
+            .execute(&format!("DROP_REPLICATION_SLOT {name}"))
             .await
             .map_err(|e| CopyError::source(db, "dropping the replication slot", e))?;
-        let _ = exported.conn.close().await;
     }
+    let _ = exported.conn.close().await;
     let mut target = Connection::connect(&target_params)
         .await
         .map_err(|e| CopyError::target(db, "connecting for ANALYZE", e))?;
@@ -364,10 +497,136 @@ async fn migrate_database(ctx: &DbContext) -> Result<(), DbError> {
     ctx.store.update(|s| {
         if let Some(d) = s.database_mut(db) {
             d.resume.copy_completed = true;
-            d.resume.slot_name = None;
         }
     })?;
     Ok(())
+}
+
+/// Streams changes until shutdown (or, later, cutover): lag measured every
+/// second, and the database marked ready once the backlog since the
+/// snapshot is applied.
+async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    let resume = ctx
+        .store
+        .snapshot()
+        .database(db)
+        .map(|d| d.resume.clone())
+        .unwrap_or_default();
+    let (Some(slot_name), Some(publication), Some(lsn)) = (
+        resume.slot_name.clone(),
+        resume.publication_name.clone(),
+        resume.consistent_lsn.clone(),
+    ) else {
+        return Err(DbError::Stream(StreamError::Other {
+            db: db.to_string(),
+            message: "state.json lacks the slot, publication or consistent LSN of this database"
+                .into(),
+        }));
+    };
+    let start_lsn: Lsn = lsn.parse().map_err(|e| {
+        DbError::Stream(StreamError::Other {
+            db: db.to_string(),
+            message: format!("consistent LSN {lsn:?} in state.json: {e}"),
+        })
+    })?;
+    let source_params = connect_params(&cfg.source, db);
+    let mut source = Connection::connect(&source_params)
+        .await
+        .map_err(|e| DbError::Connect {
+            db: db.to_string(),
+            side: "source",
+            target: source_params.target(),
+            source: e,
+        })?;
+    let origins = if resume.origin_names.is_empty() {
+        (0..cfg.apply.workers)
+            .map(|i| format!("{slot_name}_w{i}"))
+            .collect()
+    } else {
+        // The worker count is fixed by the first run: tables must stay on
+        // the worker whose origin covers them.
+        resume.origin_names.clone()
+    };
+    let stream_cfg = StreamConfig {
+        db: db.to_string(),
+        source: source_params.clone(),
+        target: connect_params(&cfg.target, db),
+        slot: slot_name.clone(),
+        publication,
+        start_lsn,
+        origins,
+        batch_max_changes: cfg.apply.batch_max_changes,
+        batch_max_delay: cfg.apply.batch_max_delay,
+        spill_dir: ctx.work_dir.join("spill"),
+        protocol_version: stream::protocol_version(source.server_major()),
+    };
+    ctx.progress.set_phase(Phase::Streaming);
+    let stream = Stream::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
+    let catch_up = current_wal_lsn(&mut source, db).await?;
+    let mut shutdown = ctx.shutdown.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            r = shutdown.wait_for(|s| *s) => r.is_ok(),
+        };
+        if stop {
+            stream.stop().await.map_err(DbError::Stream)?;
+            return Ok(DbEnd::Stopped);
+        }
+        if !stream.is_running() {
+            return match stream.stop().await {
+                Err(e) => Err(DbError::Stream(e)),
+                Ok(()) => Err(DbError::Stream(StreamError::Other {
+                    db: db.to_string(),
+                    message: "the stream ended unexpectedly".into(),
+                })),
+            };
+        }
+        stream.poke();
+        let now = current_wal_lsn(&mut source, db).await?;
+        let applied = stream.applied();
+        let lag = now.saturating_sub(applied);
+        ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);
+        let latency = stream.latency_seconds();
+        ctx.progress.set_latency_seconds(latency);
+        metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES, "database" => db.to_string())
+            .set(lag as f64);
+        metrics::gauge!(crate::metrics::REPLICATION_LAG_SECONDS, "database" => db.to_string())
+            .set(latency);
+        if let Ok(rows) = source
+            .query(
+                "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[slot_name.as_str().into()],
+            )
+            .await
+        {
+            if let Some(Ok(Some(bytes))) = rows.first().map(|r| r.opt_parse::<f64>(0)) {
+                metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes);
+            }
+        }
+        if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
+            tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
+        }
+    }
+}
+
+async fn current_wal_lsn(source: &mut Connection, db: &str) -> Result<Lsn, DbError> {
+    let rows = source
+        .simple_query("SELECT pg_catalog.pg_current_wal_lsn()")
+        .await
+        .map_err(|e| CopyError::source(db, "reading the current WAL position", e))?;
+    rows.first()
+        .and_then(|r| r.str(0).ok())
+        .and_then(|s| s.parse::<Lsn>().ok())
+        .ok_or_else(|| {
+            DbError::Copy(CopyError::Unexpected {
+                db: db.to_string(),
+                message: "unreadable pg_current_wal_lsn()".into(),
+            })
+        })
 }
 
 /// Prints a progress line on stderr while tables are being copied: often

@@ -65,8 +65,11 @@ impl SpillWriter {
 
     /// Appends one record.
     pub fn push(&mut self, record: &[u8]) -> Result<(), SpillError> {
-        let len = u32::try_from(record.len()).map_err(|_| io(&self.path, std::io::Error::other("record over 4 GB")))?;
-        self.out.write_all(&len.to_be_bytes()).map_err(|e| io(&self.path, e))?;
+        let len = u32::try_from(record.len())
+            .map_err(|_| io(&self.path, std::io::Error::other("record over 4 GB")))?;
+        self.out
+            .write_all(&len.to_be_bytes())
+            .map_err(|e| io(&self.path, e))?;
         self.out.write_all(record).map_err(|e| io(&self.path, e))?;
         self.len += 4 + u64::from(len);
         self.records += 1;
@@ -113,7 +116,9 @@ impl SpillReader {
     fn map(&mut self, start: u64, min_len: u64) -> Result<(), SpillError> {
         let page = 4096;
         let aligned = start - start % page;
-        let size = (start - aligned + min_len).max(WINDOW).min(self.len - aligned);
+        let size = (start - aligned + min_len)
+            .max(WINDOW)
+            .min(self.len - aligned);
         // SAFETY: the file is private to this process (created by
         // SpillWriter under the state directory and never written again
         // once reading starts), so the mapping cannot change underneath
@@ -168,7 +173,9 @@ impl SpillReader {
             return Err(self.corrupt(self.offset));
         }
         let header = self.slice(self.offset, 4)?;
-        let len = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        let len = u64::from(u32::from_be_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
         if self.offset + 4 + len > self.len {
             return Err(self.corrupt(self.offset));
         }

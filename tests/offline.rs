@@ -73,9 +73,15 @@ fn offline_migrates_two_databases_identically() {
         String::from_utf8_lossy(&verify.stderr)
     );
     // verify must see a difference the independent check also sees.
-    dst.psql("bench", "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7");
+    dst.psql(
+        "bench",
+        "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7",
+    );
     assert_eq!(pgmigrate(&["verify"], &cfg).status.code(), Some(6));
-    dst.psql("bench", "UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid = 7");
+    dst.psql(
+        "bench",
+        "UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid = 7",
+    );
     // Generated columns are recomputed, identity columns keep going.
     assert_eq!(
         dst.psql(

@@ -67,8 +67,11 @@ pub enum ApplyMsg {
     },
     /// The current transaction commits.
     Commit {
-        /// Commit LSN.
+        /// Commit LSN (start of the commit record).
         commit_lsn: Lsn,
+        /// End of the commit record: what the origin records, and where
+        /// a restarted stream resumes after this transaction.
+        end_lsn: Lsn,
         /// Commit time on the source.
         commit_time: PgTimestamp,
     },

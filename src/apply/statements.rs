@@ -9,7 +9,8 @@ use super::relation::RelationInfo;
 /// identity, like box's area comparison): REPLICA IDENTITY FULL matches
 /// them by their text form instead.
 const NO_EQUALITY: &[u32] = &[
-    114, 142, 600, 601, 602, 603, 604, 628, 718, // json xml point lseg path box polygon line circle
+    114, 142, 600, 601, 602, 603, 604, 628,
+    718, // json xml point lseg path box polygon line circle
     199, 143, 1017, 1018, 1019, 1020, 1027, 629, 719, // and their arrays
 ];
 
@@ -63,7 +64,11 @@ fn where_clause(rel: &RelationInfo, match_cols: &ColumnMask, first: usize) -> (S
     let mut n = first;
     let mut conds = Vec::new();
     for (i, c) in rel.columns.iter().enumerate() {
-        let used = if rel.full_identity() { match_cols.has(i) } else { c.is_key };
+        let used = if rel.full_identity() {
+            match_cols.has(i)
+        } else {
+            c.is_key
+        };
         if !used {
             continue;
         }
@@ -77,7 +82,11 @@ fn where_clause(rel: &RelationInfo, match_cols: &ColumnMask, first: usize) -> (S
         });
         n += 1;
     }
-    let cond = if conds.is_empty() { "true".to_string() } else { conds.join(" AND ") };
+    let cond = if conds.is_empty() {
+        "true".to_string()
+    } else {
+        conds.join(" AND ")
+    };
     let clause = if rel.full_identity() {
         format!(
             "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond} LIMIT 1)",
@@ -90,7 +99,12 @@ fn where_clause(rel: &RelationInfo, match_cols: &ColumnMask, first: usize) -> (S
 }
 
 /// UPDATE setting the columns in `set_cols`, finding the row by identity.
-pub fn update(rel: &RelationInfo, set_cols: &ColumnMask, match_cols: &ColumnMask, skip_always_identity: &[bool]) -> String {
+pub fn update(
+    rel: &RelationInfo,
+    set_cols: &ColumnMask,
+    match_cols: &ColumnMask,
+    skip_always_identity: &[bool],
+) -> String {
     let mut n = 1;
     let mut sets = Vec::new();
     for (i, c) in rel.columns.iter().enumerate() {
@@ -108,7 +122,11 @@ pub fn update(rel: &RelationInfo, set_cols: &ColumnMask, match_cols: &ColumnMask
         }
     }
     let (clause, _) = where_clause(rel, match_cols, n);
-    format!("UPDATE {} SET {} WHERE {clause}", rel.qualified, sets.join(", "))
+    format!(
+        "UPDATE {} SET {} WHERE {clause}",
+        rel.qualified,
+        sets.join(", ")
+    )
 }
 
 /// DELETE finding the row by identity.
@@ -118,12 +136,20 @@ pub fn delete(rel: &RelationInfo, match_cols: &ColumnMask) -> String {
 }
 
 /// TRUNCATE of every listed table at once, as the source did it.
-pub fn truncate(rels: &[std::sync::Arc<RelationInfo>], cascade: bool, restart_identity: bool) -> String {
+pub fn truncate(
+    rels: &[std::sync::Arc<RelationInfo>],
+    cascade: bool,
+    restart_identity: bool,
+) -> String {
     let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
     format!(
         "TRUNCATE {}{}{}",
         names.join(", "),
-        if restart_identity { " RESTART IDENTITY" } else { "" },
+        if restart_identity {
+            " RESTART IDENTITY"
+        } else {
+            ""
+        },
         if cascade { " CASCADE" } else { "" }
     )
 }
@@ -143,9 +169,21 @@ mod tests {
             name: "t".into(),
             qualified: "\"s\".\"t\"".into(),
             columns: vec![
-                ColumnInfo { name: "id".into(), type_oid: 23, is_key: true },
-                ColumnInfo { name: "doc".into(), type_oid: 114, is_key: false },
-                ColumnInfo { name: "v".into(), type_oid: 25, is_key: false },
+                ColumnInfo {
+                    name: "id".into(),
+                    type_oid: 23,
+                    is_key: true,
+                },
+                ColumnInfo {
+                    name: "doc".into(),
+                    type_oid: 114,
+                    is_key: false,
+                },
+                ColumnInfo {
+                    name: "v".into(),
+                    type_oid: 25,
+                    is_key: false,
+                },
             ],
             identity,
         }
@@ -161,7 +199,10 @@ mod tests {
             update(&r, &no_doc, &all, &[]),
             "UPDATE \"s\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3"
         );
-        assert_eq!(delete(&r, &all), "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1");
+        assert_eq!(
+            delete(&r, &all),
+            "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1"
+        );
     }
 
     #[test]

@@ -121,11 +121,15 @@ struct Worker {
     pending: VecDeque<(Lsn, Lsn)>,
     last_check: Instant,
     /// Kinds of queued executions, to spot updates/deletes that found no row.
-    queued_kinds: Vec<(Kind, Arc<RelationInfo>)>,
+    queued_kinds: Vec<Option<(Kind, Arc<RelationInfo>)>>,
 }
 
 impl Worker {
-    async fn start(cfg: WorkerConfig, progress: Arc<WorkerProgress>, counters: Arc<DbProgress>) -> Result<Worker, ApplyError> {
+    async fn start(
+        cfg: WorkerConfig,
+        progress: Arc<WorkerProgress>,
+        counters: Arc<DbProgress>,
+    ) -> Result<Worker, ApplyError> {
         let setup = |message: String| ApplyError::Setup {
             db: cfg.db.clone(),
             worker: cfg.index,
@@ -149,11 +153,15 @@ impl Worker {
         .await
         .map_err(|e| setup(format!("setting up replication origin {}: {e}", cfg.origin)))?;
         let rows = conn
-            .simple_query(&format!("SELECT pg_catalog.pg_replication_origin_progress({origin}, true)"))
+            .simple_query(&format!(
+                "SELECT pg_catalog.pg_replication_origin_progress({origin}, true)"
+            ))
             .await
             .map_err(|e| setup(format!("reading origin progress: {e}")))?;
         let origin_lsn = match rows.first().map(|r| r.opt_str(0)) {
-            Some(Ok(Some(s))) => s.parse::<Lsn>().map_err(|e| setup(format!("origin progress {s:?}: {e}")))?,
+            Some(Ok(Some(s))) => s
+                .parse::<Lsn>()
+                .map_err(|e| setup(format!("origin progress {s:?}: {e}")))?,
             _ => Lsn(0),
         };
         let start = origin_lsn.max(cfg.start_lsn);
@@ -183,6 +191,15 @@ impl Worker {
         })
     }
 
+    /// Queues a statement that is not a row change.
+    fn queue_plain(&mut self, sql: &str) -> Result<(), ApplyError> {
+        self.conn
+            .queue_statement(sql)
+            .map_err(|e| self.err(sql.to_string(), e))?;
+        self.queued_kinds.push(None);
+        Ok(())
+    }
+
     fn err(&self, context: String, source: ConnError) -> ApplyError {
         ApplyError::Target {
             db: self.cfg.db.clone(),
@@ -195,7 +212,9 @@ impl Worker {
     async fn run(&mut self, rx: Receiver<ApplyMsg>) -> Result<(), ApplyError> {
         loop {
             let wait = if self.open {
-                self.cfg.batch_max_delay.saturating_sub(self.batch_started.elapsed())
+                self.cfg
+                    .batch_max_delay
+                    .saturating_sub(self.batch_started.elapsed())
             } else {
                 DURABILITY_CHECK
             };
@@ -218,9 +237,11 @@ impl Worker {
                 }
                 Some(ApplyMsg::Begin { commit_lsn }) => {
                     self.current = commit_lsn;
-                    self.skipping = commit_lsn <= self.origin_lsn;
+                    // The origin holds the end of the last applied commit
+                    // record: a transaction committed before it is done.
+                    self.skipping = commit_lsn < self.origin_lsn;
                     if !self.skipping && !self.open {
-                        self.conn.queue_statement("BEGIN").map_err(|e| self.err("BEGIN".into(), e))?;
+                        self.queue_plain("BEGIN")?;
                         self.open = true;
                         self.batch_started = Instant::now();
                     }
@@ -230,22 +251,32 @@ impl Worker {
                         self.apply(change).await?;
                     }
                 }
-                Some(ApplyMsg::Truncate { rels, cascade, restart_identity }) => {
+                Some(ApplyMsg::Truncate {
+                    rels,
+                    cascade,
+                    restart_identity,
+                }) => {
                     if !self.skipping {
                         let sql = statements::truncate(&rels, cascade, restart_identity);
-                        self.conn.queue_statement(&sql).map_err(|e| self.err(sql.clone(), e))?;
+                        self.queue_plain(&sql)?;
                         self.batch_changes += 1;
-                        self.counters.cdc_truncate_counter.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .cdc_truncate_counter
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some(ApplyMsg::Commit { commit_lsn, commit_time }) => {
-                    if commit_lsn > self.delivered {
-                        self.delivered = commit_lsn;
+                Some(ApplyMsg::Commit {
+                    commit_lsn: _,
+                    end_lsn,
+                    commit_time,
+                }) => {
+                    if end_lsn > self.delivered {
+                        self.delivered = end_lsn;
                     }
                     if self.skipping {
                         self.skipping = false;
                     } else {
-                        self.last_commit = Some((commit_lsn, commit_time));
+                        self.last_commit = Some((end_lsn, commit_time));
                         // Commit when the batch is full, old, or nothing
                         // more is waiting: big batches under load, low
                         // latency when quiet.
@@ -278,10 +309,15 @@ impl Worker {
 
     /// No batch open: everything delivered is applied.
     fn advance_idle(&mut self) {
-        self.progress.applied.store(self.delivered.0, Ordering::Release);
+        self.progress
+            .applied
+            .store(self.delivered.0, Ordering::Release);
         match self.pending.back_mut() {
             Some(last) => last.1 = self.delivered,
-            None => self.progress.durable.store(self.delivered.0, Ordering::Release),
+            None => self
+                .progress
+                .durable
+                .store(self.delivered.0, Ordering::Release),
         }
     }
 
@@ -318,16 +354,18 @@ impl Worker {
         if self.conn.queued() == 0 {
             return Ok(());
         }
-        let counts = self
-            .conn
-            .sync()
-            .await
-            .map_err(|e| self.err(format!("applying changes of the transaction committed at {}", self.current), e))?;
-        // Statements without a tracked kind (BEGIN, TRUNCATE, …) are not in
-        // queued_kinds; match counts from the end, where changes are.
+        let counts = self.conn.sync().await.map_err(|e| {
+            self.err(
+                format!(
+                    "applying changes of the transaction committed at {}",
+                    self.current
+                ),
+                e,
+            )
+        })?;
         let kinds = std::mem::take(&mut self.queued_kinds);
-        let tail = counts.len().saturating_sub(kinds.len());
-        for ((kind, rel), n) in kinds.iter().zip(counts.iter().skip(tail)) {
+        for (entry, n) in kinds.iter().zip(counts.iter()) {
+            let Some((kind, rel)) = entry else { continue };
             if *n == 0 && *kind != Kind::Insert {
                 tracing::warn!(db = %self.cfg.db, table = %rel.display(), "row to {} not found on the target", if *kind == Kind::Update { "update" } else { "delete" });
             }
@@ -345,15 +383,17 @@ impl Worker {
                 "SELECT pg_catalog.pg_replication_origin_xact_setup('{lsn}', pg_catalog.to_timestamp({:.6}))",
                 micros / 1e6
             );
-            self.conn.queue_statement(&sql).map_err(|e| self.err(sql.clone(), e))?;
+            self.queue_plain(&sql)?;
         }
-        self.conn.queue_statement("COMMIT").map_err(|e| self.err("COMMIT".into(), e))?;
+        self.queue_plain("COMMIT")?;
         self.sync().await?;
         self.open = false;
         if let Some((lsn, _)) = self.last_commit.take() {
             self.pending.push_back((lsn, self.delivered));
         }
-        self.progress.applied.store(self.delivered.0, Ordering::Release);
+        self.progress
+            .applied
+            .store(self.delivered.0, Ordering::Release);
         let [i, u, d] = std::mem::take(&mut self.batch_counts);
         let c = &self.counters;
         c.cdc_insert_counter.fetch_add(i, Ordering::Relaxed);
@@ -384,12 +424,21 @@ impl Worker {
             .filter(|r| r.bool(1).unwrap_or(false))
             .filter_map(|r| r.str(0).ok().map(str::to_string))
             .collect();
-        let flags: Vec<bool> = rel.columns.iter().map(|c| always.contains(&c.name)).collect();
-        self.always_identity.insert((rel.id.0, rel.version), flags.clone());
+        let flags: Vec<bool> = rel
+            .columns
+            .iter()
+            .map(|c| always.contains(&c.name))
+            .collect();
+        self.always_identity
+            .insert((rel.id.0, rel.version), flags.clone());
         Ok(flags)
     }
 
-    fn statement_name(&mut self, key: StmtKey, build: impl FnOnce() -> String) -> Result<String, ApplyError> {
+    fn statement_name(
+        &mut self,
+        key: StmtKey,
+        build: impl FnOnce() -> String,
+    ) -> Result<String, ApplyError> {
         if let Some(n) = self.statements.get(&key) {
             return Ok(n.clone());
         }
@@ -412,7 +461,13 @@ impl Worker {
         match &change {
             Change::Insert { new, .. } => {
                 check_width(&rel, new, &self.cfg.db)?;
-                let key = StmtKey { rel: rel.id.0, version: rel.version, kind, set: None, matching: None };
+                let key = StmtKey {
+                    rel: rel.id.0,
+                    version: rel.version,
+                    kind,
+                    set: None,
+                    matching: None,
+                };
                 let name = self.statement_name(key, || statements::insert(&rel))?;
                 let params: Vec<OwnedParam> = new.iter().map(param).collect();
                 let params = to_params(&params);
@@ -426,8 +481,13 @@ impl Worker {
                 let always = self.identity_columns(&rel).await?;
                 // A key change (old key sent) must set the identity column
                 // too; otherwise leave GENERATED ALWAYS columns alone.
-                let skip: Vec<bool> = if old.is_some() && !rel.full_identity() { vec![] } else { always };
-                let set = ColumnMask::from_flags(new.iter().map(|v| v != ColumnValue::UnchangedToast));
+                let skip: Vec<bool> = if old.is_some() && !rel.full_identity() {
+                    vec![]
+                } else {
+                    always
+                };
+                let set =
+                    ColumnMask::from_flags(new.iter().map(|v| v != ColumnValue::UnchangedToast));
                 let identity_tuple: &TupleData = old.as_ref().map(OldTuple::tuple).unwrap_or(new);
                 let matching = match_mask(&rel, identity_tuple);
                 let key = StmtKey {
@@ -437,7 +497,8 @@ impl Worker {
                     set: Some(set.clone()),
                     matching: Some(matching.clone()),
                 };
-                let name = self.statement_name(key, || statements::update(&rel, &set, &matching, &skip))?;
+                let name =
+                    self.statement_name(key, || statements::update(&rel, &set, &matching, &skip))?;
                 let mut params: Vec<OwnedParam> = Vec::with_capacity(rel.columns.len() * 2);
                 for (i, v) in new.iter().enumerate() {
                     if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
@@ -448,7 +509,11 @@ impl Worker {
                     // statements::update keeps one no-op SET without a parameter.
                 }
                 for (i, v) in identity_tuple.iter().enumerate() {
-                    let used = if rel.full_identity() { matching.has(i) } else { rel.columns.get(i).is_some_and(|c| c.is_key) };
+                    let used = if rel.full_identity() {
+                        matching.has(i)
+                    } else {
+                        rel.columns.get(i).is_some_and(|c| c.is_key)
+                    };
                     if used {
                         params.push(param(v));
                     }
@@ -472,7 +537,11 @@ impl Worker {
                 let name = self.statement_name(key, || statements::delete(&rel, &matching))?;
                 let mut params: Vec<OwnedParam> = Vec::with_capacity(rel.columns.len());
                 for (i, v) in tuple.iter().enumerate() {
-                    let used = if rel.full_identity() { matching.has(i) } else { rel.columns.get(i).is_some_and(|c| c.is_key) };
+                    let used = if rel.full_identity() {
+                        matching.has(i)
+                    } else {
+                        rel.columns.get(i).is_some_and(|c| c.is_key)
+                    };
                     if used {
                         params.push(param(v));
                     }
@@ -484,9 +553,11 @@ impl Worker {
                 self.batch_counts[2] += 1;
             }
         }
-        self.queued_kinds.push((kind, rel));
+        self.queued_kinds.push(Some((kind, rel)));
         self.batch_changes += 1;
-        if self.conn.queued() >= PIPELINE_FLUSH_STATEMENTS || self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES {
+        if self.conn.queued() >= PIPELINE_FLUSH_STATEMENTS
+            || self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES
+        {
             self.sync().await?;
         }
         Ok(())

@@ -73,6 +73,8 @@ pub struct DatabaseCopy<'a> {
     pub progress: Arc<DbProgress>,
     /// Restore owners and grants (the roles exist on the target).
     pub keep_owners: bool,
+    /// The migration's own publication, left out of the restored schema.
+    pub exclude_publication: Option<&'a str>,
 }
 
 impl DatabaseCopy<'_> {
@@ -151,7 +153,9 @@ impl DatabaseCopy<'_> {
         archive.restore_pre_data(&mut target, db).await?;
 
         let copied: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
-        let plan = archive.post_data_plan(&owners, &copied, db).await?;
+        let plan = archive
+            .post_data_plan(&owners, &copied, self.exclude_publication, db)
+            .await?;
         let units = plan_units(&tables, self.options.split_bytes, block_size, can_split);
         let table_count = tables.len();
         tracing::info!(

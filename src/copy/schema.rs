@@ -87,6 +87,7 @@ impl SchemaArchive {
         &self,
         owners: &HashMap<u32, u32>,
         copied: &HashSet<u32>,
+        exclude_publication: Option<&str>,
         db: &str,
     ) -> Result<PostDataPlan, CopyError> {
         let list = self
@@ -96,7 +97,19 @@ impl SchemaArchive {
             .map_err(|e| CopyError::tool(db, e))?;
         let post: HashSet<String> = parse_toc(&list).into_iter().map(|e| e.line).collect();
         let mut plan = PostDataPlan::default();
-        for entry in self.toc.iter().filter(|e| post.contains(&e.line)) {
+        // Our own publication exists on the source while we dump; it must
+        // not be recreated on the target.
+        let ours = |e: &TocEntry| match exclude_publication {
+            Some(name) => {
+                e.kind.starts_with("PUBLICATION") && e.line.contains(&format!(" {name} "))
+            }
+            None => false,
+        };
+        for entry in self
+            .toc
+            .iter()
+            .filter(|e| post.contains(&e.line) && !ours(e))
+        {
             let table = owners.get(&entry.oid).filter(|t| copied.contains(t));
             match (entry.kind.as_str(), table) {
                 ("INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT", Some(&t)) => {

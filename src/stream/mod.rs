@@ -1,0 +1,278 @@
+//! The change stream of one database: the receiver thread (replication
+//! session, decoder, router) and the apply worker threads, started and
+//! watched from the async side, which also measures lag. Never applies;
+//! only routes.
+
+pub mod publication;
+mod receiver;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apply::{self, ApplyError, WorkerConfig, WorkerProgress};
+use crate::conn::{ConnError, ConnectParams};
+use crate::control::progress::DbProgress;
+use crate::protocol::lsn::Lsn;
+use crate::protocol::timestamp::PgTimestamp;
+
+pub use receiver::Shared;
+
+/// Messages queued per worker: bounds memory, and a full queue slows the
+/// receiver, which slows feedback: the backpressure the source sees.
+const QUEUE_DEPTH: usize = 20_000;
+/// Bytes of one transaction kept in memory before spilling.
+const TXN_MEMORY_BUDGET: usize = 64 << 20;
+
+/// Errors of the change stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The source failed.
+    #[error("database {db}: {context}: {source}")]
+    Source {
+        /// Database.
+        db: String,
+        /// What we were doing.
+        context: String,
+        /// The wire error.
+        #[source]
+        source: Box<ConnError>,
+    },
+    /// The stream carried something malformed or unexpected.
+    #[error("database {db}: replication stream: {message}")]
+    Protocol {
+        /// Database.
+        db: String,
+        /// What was wrong, with the LSN.
+        message: String,
+    },
+    /// An apply worker failed.
+    #[error("database {db}: apply: {message}")]
+    Apply {
+        /// Database.
+        db: String,
+        /// The worker's error.
+        message: String,
+    },
+    /// Stopped on request while waiting.
+    #[error("stream stopped")]
+    Stopped,
+    /// Anything else, named.
+    #[error("database {db}: {message}")]
+    Other {
+        /// Database.
+        db: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl StreamError {
+    fn source(db: &str, context: &str, e: ConnError) -> StreamError {
+        StreamError::Source {
+            db: db.to_string(),
+            context: context.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    fn protocol(db: &str, message: String) -> StreamError {
+        StreamError::Protocol {
+            db: db.to_string(),
+            message,
+        }
+    }
+}
+
+/// The pgoutput protocol version a source major offers.
+pub fn protocol_version(source_major: u32) -> u32 {
+    match source_major {
+        0..=13 => 1,
+        14 => 2,
+        15 => 3,
+        _ => 4,
+    }
+}
+
+/// What a stream needs.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Database.
+    pub db: String,
+    /// Source session for the database.
+    pub source: ConnectParams,
+    /// Target session for the database.
+    pub target: ConnectParams,
+    /// Slot.
+    pub slot: String,
+    /// Publication.
+    pub publication: String,
+    /// The slot's consistent point: the stream starts there (the server
+    /// moves it up to what it was last told is flushed).
+    pub start_lsn: Lsn,
+    /// One replication origin per worker; their number is the worker count.
+    pub origins: Vec<String>,
+    /// Batch bounds.
+    pub batch_max_changes: usize,
+    /// Batch bounds.
+    pub batch_max_delay: Duration,
+    /// Where large transactions spill.
+    pub spill_dir: PathBuf,
+    /// pgoutput protocol version.
+    pub protocol_version: u32,
+}
+
+/// A running stream.
+pub struct Stream {
+    db: String,
+    shared: Arc<Shared>,
+    workers: Vec<Arc<WorkerProgress>>,
+    receiver: Option<std::thread::JoinHandle<Result<(), StreamError>>>,
+    threads: Vec<std::thread::JoinHandle<Result<(), ApplyError>>>,
+}
+
+impl Stream {
+    /// Starts the workers and the receiver.
+    pub fn start(cfg: StreamConfig, counters: Arc<DbProgress>) -> Result<Stream, StreamError> {
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for (index, origin) in cfg.origins.iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
+            let progress = Arc::new(WorkerProgress::default());
+            let wc = WorkerConfig {
+                db: cfg.db.clone(),
+                index,
+                origin: origin.clone(),
+                target: cfg.target.clone(),
+                batch_max_changes: cfg.batch_max_changes,
+                batch_max_delay: cfg.batch_max_delay,
+                start_lsn: cfg.start_lsn,
+            };
+            let handle = apply::spawn(wc, rx, progress.clone(), counters.clone()).map_err(|e| {
+                StreamError::Other {
+                    db: cfg.db.clone(),
+                    message: format!("starting apply worker {index}: {e}"),
+                }
+            })?;
+            senders.push(tx);
+            workers.push(progress);
+            threads.push(handle);
+        }
+        let shared = Arc::new(Shared::default());
+        let rc = receiver::ReceiverConfig {
+            db: cfg.db.clone(),
+            source: cfg.source.clone(),
+            slot: cfg.slot.clone(),
+            publication: cfg.publication.clone(),
+            start_lsn: cfg.start_lsn,
+            protocol_version: cfg.protocol_version,
+            memory_budget: TXN_MEMORY_BUDGET,
+            spill_dir: cfg.spill_dir.clone(),
+        };
+        let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
+        let receiver = std::thread::Builder::new()
+            .name("receiver".into())
+            .spawn(move || receiver::run_thread(rc, senders, wp, cn, sh))
+            .map_err(|e| StreamError::Other {
+                db: cfg.db.clone(),
+                message: format!("starting the receiver: {e}"),
+            })?;
+        Ok(Stream {
+            db: cfg.db,
+            shared,
+            workers,
+            receiver: Some(receiver),
+            threads,
+        })
+    }
+
+    /// The LSN every worker has applied through.
+    pub fn applied(&self) -> Lsn {
+        self.workers
+            .iter()
+            .map(|w| w.applied())
+            .min()
+            .unwrap_or(Lsn(0))
+    }
+
+    /// Asks the server for a keepalive, so idle workers learn how far the
+    /// stream has gone.
+    pub fn poke(&self) {
+        self.shared.want_reply.store(true, Ordering::Release);
+    }
+
+    /// Seconds since the oldest source commit not yet applied; 0 when
+    /// everything received is applied.
+    pub fn latency_seconds(&self) -> f64 {
+        let applied = self.applied();
+        let Ok(mut q) = self.shared.unapplied.lock() else {
+            return 0.0;
+        };
+        while q.front().is_some_and(|(lsn, _)| *lsn <= applied) {
+            q.pop_front();
+        }
+        q.front()
+            .map(|(_, t)| t.elapsed_at(std::time::SystemTime::now()).as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// True while the receiver thread runs.
+    pub fn is_running(&self) -> bool {
+        self.receiver.as_ref().is_some_and(|r| !r.is_finished())
+    }
+
+    /// Stops the stream (committing what the workers hold) and waits for
+    /// every thread; returns the first error any of them hit.
+    pub async fn stop(mut self) -> Result<(), StreamError> {
+        self.shared.stop.store(true, Ordering::Release);
+        let receiver = self.receiver.take();
+        let threads = std::mem::take(&mut self.threads);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = match receiver {
+                Some(h) => h.join().unwrap_or_else(|_| {
+                    Err(StreamError::Other {
+                        db: db.clone(),
+                        message: "receiver thread panicked".into(),
+                    })
+                }),
+                None => Ok(()),
+            };
+            let mut first = r.err().filter(|e| !matches!(e, StreamError::Stopped));
+            for t in threads {
+                let w = t.join().unwrap_or_else(|_| {
+                    Err(ApplyError::Setup {
+                        db: db.clone(),
+                        worker: 0,
+                        message: "worker thread panicked".into(),
+                    })
+                });
+                if let (Err(e), None) = (w, &first) {
+                    first = Some(StreamError::Apply {
+                        db: db.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            first.map_or(Ok(()), Err)
+        })
+        .await
+        .map_err(|e| StreamError::Other {
+            db: self.db.clone(),
+            message: format!("joining the stream: {e}"),
+        })?
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Age of a commit timestamp, for tests and reports.
+pub fn age(t: PgTimestamp) -> Duration {
+    t.elapsed_at(std::time::SystemTime::now())
+}

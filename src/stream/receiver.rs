@@ -1,0 +1,582 @@
+//! The replication loop: START_REPLICATION on the slot, each transaction
+//! collected until its Commit (in memory, or spilled past the budget), then
+//! routed to the apply workers by table. Standby status updates go out on
+//! an interval, when the server asks, and while a full queue holds the
+//! loop back, so wal_sender_timeout is never reached.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{SendTimeoutError, Sender};
+
+use crate::apply::{ApplyMsg, Change, RelationInfo, WorkerProgress};
+use crate::conn::{ConnectParams, Connection, CopyBoth};
+use crate::control::progress::DbProgress;
+use crate::protocol::lsn::{Lsn, RelationId};
+use crate::protocol::pgoutput::{self, Begin, DecodeContext, PgOutputMessage};
+use crate::protocol::replication::{ReplicationMessage, StandbyStatusUpdate};
+use crate::protocol::timestamp::PgTimestamp;
+use crate::spill::{SpillReader, SpillWriter};
+
+use super::StreamError;
+
+/// Status update interval when nothing else prompts one.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a blocked send waits before sending a status update.
+const SEND_WAIT: Duration = Duration::from_millis(200);
+/// How often idle workers are told how far the stream has gone.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the receiver thread needs.
+pub struct ReceiverConfig {
+    /// Database.
+    pub db: String,
+    /// Source session parameters for the database (replication is set here).
+    pub source: ConnectParams,
+    /// Slot to stream from.
+    pub slot: String,
+    /// Publication to decode through.
+    pub publication: String,
+    /// Where to start.
+    pub start_lsn: Lsn,
+    /// pgoutput protocol version to request.
+    pub protocol_version: u32,
+    /// Bytes of one transaction kept in memory before it spills.
+    pub memory_budget: usize,
+    /// Directory for spill files.
+    pub spill_dir: PathBuf,
+}
+
+/// State shared between the receiver thread and the coordinator.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set to end the stream (cutover done, shutdown, cancel).
+    pub stop: AtomicBool,
+    /// Set by the coordinator to ask the server for a keepalive now.
+    pub want_reply: AtomicBool,
+    /// Highest WAL position received.
+    pub received: AtomicU64,
+    /// Dispatched transactions not yet applied everywhere: (end LSN, commit time).
+    pub unapplied: Mutex<VecDeque<(Lsn, PgTimestamp)>>,
+}
+
+/// A transaction being received.
+struct Txn {
+    begin: Begin,
+    messages: Vec<PgOutputMessage>,
+    raw: Vec<Bytes>,
+    bytes: usize,
+    spill: Option<SpillWriter>,
+    has_truncate: bool,
+}
+
+struct Receiver<'a> {
+    cfg: &'a ReceiverConfig,
+    stream: CopyBoth<'a>,
+    workers: Vec<Sender<ApplyMsg>>,
+    progress: Vec<Arc<WorkerProgress>>,
+    counters: Arc<DbProgress>,
+    shared: Arc<Shared>,
+    relations: HashMap<u32, Arc<RelationInfo>>,
+    version: u64,
+    last_status: Instant,
+    last_progress: Instant,
+    last_flush_sent: Lsn,
+    spill_seq: u64,
+}
+
+/// Runs the stream on the calling thread until `shared.stop` or an error.
+pub fn run_thread(
+    cfg: ReceiverConfig,
+    workers: Vec<Sender<ApplyMsg>>,
+    progress: Vec<Arc<WorkerProgress>>,
+    counters: Arc<DbProgress>,
+    shared: Arc<Shared>,
+) -> Result<(), StreamError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StreamError::Other {
+            db: cfg.db.clone(),
+            message: format!("runtime: {e}"),
+        })?;
+    rt.block_on(async move {
+        let mut params = cfg.source.clone();
+        params.replication = true;
+        let mut conn = Connection::connect(&params).await.map_err(|e| StreamError::source(&cfg.db, "opening the replication session", e))?;
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '\"{}\"')",
+            cfg.slot, cfg.start_lsn, cfg.protocol_version, cfg.publication
+        );
+        tracing::info!(db = %cfg.db, slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, "streaming changes");
+        let stream = conn
+            .copy_both(&sql)
+            .await
+            .map_err(|e| StreamError::source(&cfg.db, &format!("starting replication from {}", cfg.start_lsn), e))?;
+        shared.received.fetch_max(cfg.start_lsn.0, Ordering::AcqRel);
+        let mut r = Receiver {
+            cfg: &cfg,
+            stream,
+            workers,
+            progress,
+            counters,
+            shared,
+            relations: HashMap::new(),
+            version: 0,
+            last_status: Instant::now(),
+            last_progress: Instant::now(),
+            last_flush_sent: Lsn(0),
+            spill_seq: 0,
+        };
+        let result = r.run().await;
+        // Tell the server how far we got before going.
+        let _ = r.flush_workers().await;
+        let _ = r.send_status(false).await;
+        let _ = r.stream.finish().await;
+        result
+    })
+}
+
+impl Receiver<'_> {
+    fn db(&self) -> &str {
+        &self.cfg.db
+    }
+
+    fn check_workers(&self) -> Result<(), StreamError> {
+        for (i, p) in self.progress.iter().enumerate() {
+            if let Some(e) = p.error() {
+                return Err(StreamError::Apply {
+                    db: self.db().to_string(),
+                    message: format!("worker {i}: {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The LSN every worker has durably covered: what the source may forget.
+    fn flush_lsn(&self) -> Lsn {
+        self.progress
+            .iter()
+            .map(|p| p.durable())
+            .min()
+            .unwrap_or(self.cfg.start_lsn)
+            .max(self.cfg.start_lsn)
+    }
+
+    async fn send_status(&mut self, reply: bool) -> Result<(), StreamError> {
+        let flush = self.flush_lsn();
+        let write = Lsn(self.shared.received.load(Ordering::Acquire)).max(flush);
+        let mut buf = BytesMut::with_capacity(40);
+        StandbyStatusUpdate {
+            write,
+            flush,
+            apply: flush,
+            client_time: PgTimestamp::now(),
+            reply_requested: reply,
+        }
+        .encode(&mut buf);
+        self.stream
+            .send(&buf)
+            .await
+            .map_err(|e| StreamError::source(&self.cfg.db, "sending a standby status update", e))?;
+        self.last_status = Instant::now();
+        self.last_flush_sent = flush;
+        self.counters.set_confirmed_lsn(Some(flush.to_string()));
+        Ok(())
+    }
+
+    async fn run(&mut self) -> Result<(), StreamError> {
+        let mut txn: Option<Txn> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            tokio::select! {
+                msg = self.stream.recv() => {
+                    let Some(data) = msg.map_err(|e| StreamError::source(&self.cfg.db, "reading the replication stream", e))? else {
+                        return Err(StreamError::Other { db: self.db().to_string(), message: "the source ended the replication stream".into() });
+                    };
+                    self.handle(data, &mut txn).await?;
+                }
+                _ = tick.tick() => {
+                    self.check_workers()?;
+                    let want = self.shared.want_reply.swap(false, Ordering::AcqRel);
+                    if want || self.last_status.elapsed() >= STATUS_INTERVAL || self.flush_lsn() > self.last_flush_sent {
+                        self.send_status(want).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, data: Bytes, txn: &mut Option<Txn>) -> Result<(), StreamError> {
+        let msg = ReplicationMessage::parse(data)
+            .map_err(|e| StreamError::protocol(self.db(), e.to_string()))?;
+        match msg {
+            ReplicationMessage::PrimaryKeepalive(k) => {
+                self.shared
+                    .received
+                    .fetch_max(k.wal_end.0, Ordering::AcqRel);
+                if txn.is_none() {
+                    self.broadcast_progress(k.wal_end, true);
+                }
+                if k.reply_requested {
+                    self.send_status(false).await?;
+                }
+            }
+            ReplicationMessage::XLogData(x) => {
+                self.shared
+                    .received
+                    .fetch_max(x.wal_end.0, Ordering::AcqRel);
+                let raw = x.data;
+                let decoded =
+                    pgoutput::decode(raw.clone(), DecodeContext::new(self.cfg.protocol_version))
+                        .map_err(|e| {
+                            StreamError::protocol(self.db(), format!("at {}: {e}", x.wal_start))
+                        })?;
+                match decoded {
+                    PgOutputMessage::Begin(b) => {
+                        if txn.is_some() {
+                            return Err(StreamError::protocol(
+                                self.db(),
+                                format!("Begin at {} inside a transaction", x.wal_start),
+                            ));
+                        }
+                        *txn = Some(Txn {
+                            begin: b,
+                            messages: Vec::new(),
+                            raw: Vec::new(),
+                            bytes: 0,
+                            spill: None,
+                            has_truncate: false,
+                        });
+                    }
+                    PgOutputMessage::Commit(c) => {
+                        let Some(t) = txn.take() else {
+                            return Err(StreamError::protocol(
+                                self.db(),
+                                format!("Commit at {} without Begin", c.commit_lsn),
+                            ));
+                        };
+                        self.dispatch(t, c.commit_lsn, c.end_lsn, c.commit_time)
+                            .await?;
+                    }
+                    PgOutputMessage::StreamStart(_)
+                    | PgOutputMessage::StreamStop
+                    | PgOutputMessage::StreamCommit(_)
+                    | PgOutputMessage::StreamAbort(_)
+                    | PgOutputMessage::BeginPrepare(_)
+                    | PgOutputMessage::Prepare(_)
+                    | PgOutputMessage::CommitPrepared(_)
+                    | PgOutputMessage::RollbackPrepared(_)
+                    | PgOutputMessage::StreamPrepare(_) => {
+                        return Err(StreamError::protocol(
+                            self.db(),
+                            format!(
+                                "unexpected {} message: streaming and two-phase were not requested",
+                                decoded.name()
+                            ),
+                        ));
+                    }
+                    other => {
+                        let Some(t) = txn.as_mut() else {
+                            return Err(StreamError::protocol(
+                                self.db(),
+                                format!("{} outside a transaction", other.name()),
+                            ));
+                        };
+                        self.counters.incoming_changes.fetch_add(
+                            u64::from(matches!(
+                                other,
+                                PgOutputMessage::Insert(_)
+                                    | PgOutputMessage::Update(_)
+                                    | PgOutputMessage::Delete(_)
+                                    | PgOutputMessage::Truncate(_)
+                            )),
+                            Ordering::Relaxed,
+                        );
+                        t.has_truncate |= matches!(other, PgOutputMessage::Truncate(_));
+                        self.push(t, raw, other)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, t: &mut Txn, raw: Bytes, msg: PgOutputMessage) -> Result<(), StreamError> {
+        t.bytes += raw.len();
+        if let Some(w) = t.spill.as_mut() {
+            return w.push(&raw).map_err(|e| StreamError::Other {
+                db: self.cfg.db.clone(),
+                message: e.to_string(),
+            });
+        }
+        t.messages.push(msg);
+        t.raw.push(raw);
+        if t.bytes > self.cfg.memory_budget {
+            // Past the budget: everything of this transaction goes to disk.
+            std::fs::create_dir_all(&self.cfg.spill_dir).map_err(|e| StreamError::Other {
+                db: self.cfg.db.clone(),
+                message: format!("creating {}: {e}", self.cfg.spill_dir.display()),
+            })?;
+            self.spill_seq += 1;
+            let path = self
+                .cfg
+                .spill_dir
+                .join(format!("txn-{}-{}.spill", t.begin.xid.0, self.spill_seq));
+            let mut w = SpillWriter::create(&path).map_err(|e| StreamError::Other {
+                db: self.cfg.db.clone(),
+                message: e.to_string(),
+            })?;
+            for r in t.raw.drain(..) {
+                w.push(&r).map_err(|e| StreamError::Other {
+                    db: self.cfg.db.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            t.messages.clear();
+            tracing::info!(db = %self.cfg.db, xid = t.begin.xid.0, path = %path.display(), "large transaction spilled to disk");
+            t.spill = Some(w);
+        }
+        Ok(())
+    }
+
+    fn worker_of(&self, rel: RelationId) -> usize {
+        // The source OID is stable across restarts, and the worker count is
+        // fixed for a migration's life (origins are per worker), so a table
+        // always lands on the same worker.
+        (rel.0 as usize) % self.workers.len().max(1)
+    }
+
+    /// Sends to a worker, sending status updates while its queue is full.
+    async fn send_to(&mut self, worker: usize, mut msg: ApplyMsg) -> Result<(), StreamError> {
+        loop {
+            let Some(tx) = self.workers.get(worker) else {
+                return Err(StreamError::Other {
+                    db: self.cfg.db.clone(),
+                    message: format!("no worker {worker}"),
+                });
+            };
+            match tx.send_timeout(msg, SEND_WAIT) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(m)) => {
+                    msg = m;
+                    self.check_workers()?;
+                    if self.shared.stop.load(Ordering::Acquire) {
+                        return Err(StreamError::Stopped);
+                    }
+                    self.send_status(false).await?;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.check_workers()?;
+                    return Err(StreamError::Apply {
+                        db: self.cfg.db.clone(),
+                        message: format!("worker {worker} stopped"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn broadcast_progress(&mut self, upto: Lsn, force: bool) {
+        if !force && self.last_progress.elapsed() < PROGRESS_INTERVAL {
+            return;
+        }
+        self.last_progress = Instant::now();
+        for tx in &self.workers {
+            // Advisory: a full queue will carry a Commit soon enough.
+            let _ = tx.try_send(ApplyMsg::Progress { upto });
+        }
+    }
+
+    /// Commits every worker's open batch and waits for all of them.
+    async fn flush_workers(&mut self) -> Result<(), StreamError> {
+        let mut acks = Vec::new();
+        for w in 0..self.workers.len() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.send_to(w, ApplyMsg::Flush(tx)).await?;
+            acks.push(rx);
+        }
+        for rx in acks {
+            loop {
+                match rx.recv_timeout(SEND_WAIT) {
+                    Ok(()) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        self.check_workers()?;
+                        self.send_status(false).await?;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        self.check_workers()?;
+                        return Err(StreamError::Apply {
+                            db: self.cfg.db.clone(),
+                            message: "a worker stopped during a flush".into(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn relation(&self, id: RelationId) -> Result<Arc<RelationInfo>, StreamError> {
+        self.relations.get(&id.0).cloned().ok_or_else(|| {
+            StreamError::protocol(
+                &self.cfg.db,
+                format!("change for relation {} before its Relation message", id.0),
+            )
+        })
+    }
+
+    async fn dispatch(
+        &mut self,
+        mut t: Txn,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: PgTimestamp,
+    ) -> Result<(), StreamError> {
+        // A TRUNCATE may span tables of several workers: run the whole
+        // transaction on one worker, with every worker flushed before and
+        // that one after, so each table still sees its changes in order.
+        let serial = t.has_truncate;
+        if serial {
+            self.flush_workers().await?;
+        }
+        let mut begun = vec![false; self.workers.len()];
+        let mut serial_worker: Option<usize> = None;
+        let mut reader: Option<SpillReader> = match t.spill.take() {
+            Some(w) => Some(w.into_reader().map_err(|e| StreamError::Other {
+                db: self.cfg.db.clone(),
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        let mut mem = std::mem::take(&mut t.messages).into_iter();
+        if let Ok(mut q) = self.shared.unapplied.lock() {
+            q.push_back((end_lsn, commit_time));
+        }
+        loop {
+            let msg = match reader.as_mut() {
+                Some(r) => match r.next_record().map_err(|e| StreamError::Other {
+                    db: self.cfg.db.clone(),
+                    message: e.to_string(),
+                })? {
+                    Some(raw) => {
+                        pgoutput::decode(raw, DecodeContext::new(self.cfg.protocol_version))
+                            .map_err(|e| {
+                                StreamError::protocol(
+                                    &self.cfg.db,
+                                    format!("spilled transaction {}: {e}", t.begin.xid.0),
+                                )
+                            })?
+                    }
+                    None => break,
+                },
+                None => match mem.next() {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let (rel_id, item) = match msg {
+                PgOutputMessage::Relation(r) => {
+                    self.version += 1;
+                    self.relations.insert(
+                        r.relation_id.0,
+                        RelationInfo::from_message(&r, self.version),
+                    );
+                    continue;
+                }
+                PgOutputMessage::Insert(i) => {
+                    let rel = self.relation(i.relation_id)?;
+                    (
+                        i.relation_id,
+                        ApplyMsg::Change(Change::Insert {
+                            rel,
+                            new: i.new_tuple,
+                        }),
+                    )
+                }
+                PgOutputMessage::Update(u) => {
+                    let rel = self.relation(u.relation_id)?;
+                    (
+                        u.relation_id,
+                        ApplyMsg::Change(Change::Update {
+                            rel,
+                            old: u.old_tuple,
+                            new: u.new_tuple,
+                        }),
+                    )
+                }
+                PgOutputMessage::Delete(d) => {
+                    let rel = self.relation(d.relation_id)?;
+                    (
+                        d.relation_id,
+                        ApplyMsg::Change(Change::Delete {
+                            rel,
+                            old: d.old_tuple,
+                        }),
+                    )
+                }
+                PgOutputMessage::Truncate(tr) => {
+                    let rels = tr
+                        .relation_ids
+                        .iter()
+                        .map(|id| self.relation(*id))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let Some(first) = tr.relation_ids.first().copied() else {
+                        continue;
+                    };
+                    (
+                        first,
+                        ApplyMsg::Truncate {
+                            rels,
+                            cascade: tr.flags.cascade,
+                            restart_identity: tr.flags.restart_identity,
+                        },
+                    )
+                }
+                // Types, origins and logical messages need no action.
+                _ => continue,
+            };
+            let w = if serial {
+                *serial_worker.get_or_insert_with(|| self.worker_of(rel_id))
+            } else {
+                self.worker_of(rel_id)
+            };
+            if !begun.get(w).copied().unwrap_or(true) {
+                self.send_to(w, ApplyMsg::Begin { commit_lsn }).await?;
+                if let Some(b) = begun.get_mut(w) {
+                    *b = true;
+                }
+            }
+            self.send_to(w, item).await?;
+        }
+        if let Some(r) = reader {
+            r.remove();
+        }
+        for w in 0..self.workers.len() {
+            if begun.get(w).copied().unwrap_or(false) {
+                self.send_to(
+                    w,
+                    ApplyMsg::Commit {
+                        commit_lsn,
+                        end_lsn,
+                        commit_time,
+                    },
+                )
+                .await?;
+            }
+        }
+        if serial {
+            self.flush_workers().await?;
+        }
+        self.broadcast_progress(end_lsn, begun.iter().all(|b| !b));
+        Ok(())
+    }
+}
