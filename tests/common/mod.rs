@@ -32,7 +32,7 @@ mod versions;
 use std::path::PathBuf;
 
 pub use cluster::{conninfo_value, quote_ident, Cluster, ClusterBuilder};
-pub use compare::{assert_same, fingerprint};
+pub use compare::{assert_same, assert_same_except, fingerprint};
 pub use config::write_config;
 pub use run::{running_as_root, SERVER_USER};
 pub use versions::{

@@ -1,0 +1,223 @@
+//! Online migration: copy, then stream under load until the target is
+//! identical; kill -9 at several moments and resume with nothing lost or
+//! applied twice; the awkward cases of logical replication.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_except, pgmigrate_bin, tmp_dir, write_config, Cluster};
+
+fn start(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(pgmigrate_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("PGMIGRATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start pgmigrate run")
+}
+
+fn show(state: &Path, name: &str) -> serde_json::Value {
+    let out = Command::new(pgmigrate_bin())
+        .args(["show", name, "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("show");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until every database streams with no lag (and the migration
+/// waits for cutover), or panics with the daemon's log.
+fn wait_caught_up(state: &Path, name: &str, child: &mut Child, log: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "pgmigrate exited early ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let doc = show(state, name);
+        let dbs = doc["databases"].as_array().cloned().unwrap_or_default();
+        let caught_up = doc["status"] == "WaitingForUserAction"
+            && !dbs.is_empty()
+            && dbs.iter().all(|d| {
+                d["lag_bytes"].as_u64() == Some(0) && d["latency_seconds"].as_f64() == Some(0.0)
+            });
+        if caught_up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not caught up in time: {doc}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "graceful stop must exit 0, got {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("pgmigrate did not stop on SIGTERM");
+}
+
+fn kill9(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn verify(cfg: &Path) {
+    let out = Command::new(pgmigrate_bin())
+        .args(["verify", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("verify");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn streams_under_pgbench_load_and_survives_kill_9() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("bench");
+    src.pgbench(&["-i", "-s", "4", "-q", "bench"]);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "online-load",
+        &src,
+        &dst,
+        &["bench"],
+        "option = \"migrate\"\n[copy]\njobs = 2\n[apply]\nworkers = 3\nbatch_max_changes = 500\n",
+    );
+    let log = state.path().join("run.log");
+    // Load from before the copy to after several kills.
+    let (src_port, sock) = (src.port(), src.socket_dir().to_path_buf());
+    let load = std::thread::spawn(move || {
+        let bin = common::newest_client_bin_dir();
+        Command::new(bin.join("pgbench"))
+            .args(["-n", "-c", "4", "-j", "2", "-T", "25", "-h"])
+            .arg(&sock)
+            .args(["-p", &src_port.to_string(), "-U", "postgres", "bench"])
+            .output()
+            .expect("pgbench")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = start(&cfg, &log);
+    // Kill during the copy, during streaming, and again right after a restart.
+    std::thread::sleep(Duration::from_millis(1200));
+    kill9(child);
+    for pause in [4000, 2500, 300, 3000] {
+        child = start(&cfg, &log);
+        std::thread::sleep(Duration::from_millis(pause));
+        kill9(child);
+    }
+    child = start(&cfg, &log);
+    let out = load.join().expect("load thread");
+    assert!(
+        out.status.success(),
+        "pgbench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_caught_up(
+        state.path(),
+        "online-load",
+        &mut child,
+        &log,
+        Duration::from_secs(120),
+    );
+    assert_same_except(&src, &dst, "bench", &["sequences"]);
+    verify(&cfg);
+    // Nothing lost, nothing doubled: history rows are one per transaction.
+    let tx = src.psql("bench", "SELECT count(*) FROM pgbench_history");
+    assert!(
+        tx.parse::<u64>().unwrap_or(0) > 1000,
+        "too little load: {tx}"
+    );
+    assert_eq!(
+        dst.psql("bench", "SELECT count(*) FROM pgbench_history"),
+        tx
+    );
+    stop(child);
+    // A graceful stop keeps the slot for the next run.
+    assert_eq!(
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "1"
+    );
+}
+
+#[test]
+fn streams_awkward_changes_intact() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("cases");
+    src.psql("cases", include_str!("sql/stream_cases.sql"));
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "online-cases",
+        &src,
+        &dst,
+        &["cases"],
+        "option = \"migrate\"\n[apply]\nworkers = 4\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "online-cases",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    src.psql("cases", include_str!("sql/stream_changes.sql"));
+    // Stop in the middle of the big transaction's apply, then resume.
+    std::thread::sleep(Duration::from_millis(1500));
+    kill9(child);
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "online-cases",
+        &mut child,
+        &log,
+        Duration::from_secs(180),
+    );
+    assert_same_except(&src, &dst, "cases", &["sequences"]);
+    assert_eq!(dst.psql("cases", "SELECT count(*) FROM bulk"), "1000000");
+    assert_eq!(
+        dst.psql(
+            "cases",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM trunc_me"
+        ),
+        "1000"
+    );
+    assert_eq!(dst.psql("cases", "SELECT count(*) FROM parts_hi"), "10");
+    assert_eq!(
+        dst.psql("cases", "SELECT count(*) FROM nokey WHERE b = 'changed'"),
+        "1"
+    );
+    stop(child);
+}

@@ -1,0 +1,25 @@
+-- Tables for the awkward streaming cases; changes to them are made while
+-- the migration streams (see tests/online.rs).
+CREATE TABLE toasty (id int PRIMARY KEY, big text, small int);
+ALTER TABLE toasty ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO toasty SELECT g, repeat(md5(g::text), 400), 0 FROM generate_series(1, 20) g;
+CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
+CREATE TABLE nokey (a int, b text);
+ALTER TABLE nokey REPLICA IDENTITY FULL;
+INSERT INTO nokey VALUES (1, 'dup'), (1, 'dup'), (2, 'x');
+CREATE TABLE byindex (a int NOT NULL, b int NOT NULL, v text);
+CREATE UNIQUE INDEX byindex_ab ON byindex (a, b);
+ALTER TABLE byindex REPLICA IDENTITY USING INDEX byindex_ab;
+INSERT INTO byindex SELECT g, g, 'v' FROM generate_series(1, 10) g;
+CREATE TABLE parts (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+CREATE TABLE parts_lo PARTITION OF parts FOR VALUES FROM (0) TO (100);
+CREATE TABLE parts_hi PARTITION OF parts FOR VALUES FROM (100) TO (200);
+INSERT INTO parts SELECT g, g % 100, 'p' FROM generate_series(1, 50) g;
+CREATE TABLE fk_parent (id int PRIMARY KEY);
+CREATE TABLE fk_child (id int PRIMARY KEY, parent int REFERENCES fk_parent (id));
+CREATE TABLE trunc_me (id int PRIMARY KEY);
+INSERT INTO trunc_me SELECT generate_series(1, 100);
+CREATE TABLE jsonful (id serial PRIMARY KEY, doc json, pt point);
+ALTER TABLE jsonful REPLICA IDENTITY FULL;
+INSERT INTO jsonful (doc, pt) VALUES ('{"a": 1}', '(1,2)'), ('{"b": 2}', '(3,4)');
+CREATE TABLE bulk (id bigint PRIMARY KEY, v text);
