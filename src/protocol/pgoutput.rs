@@ -13,6 +13,8 @@ mod messages;
 mod tuple;
 
 #[cfg(test)]
+mod test_messages;
+#[cfg(test)]
 mod tests;
 
 use bytes::Bytes;
@@ -23,7 +25,7 @@ pub use self::messages::{
     RollbackPrepared, StreamAbort, StreamCommit, StreamStart, Truncate, TruncateFlags, TypeMessage,
     Update,
 };
-pub use self::tuple::{ColumnValue, TupleData, TupleIter};
+pub use self::tuple::{ColumnRef, ColumnValue, TupleData, TupleIter, TupleRefIter};
 use super::error::ProtocolError;
 use super::lsn::{Lsn, Oid, RelationId, Xid};
 use super::reader::Reader;

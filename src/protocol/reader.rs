@@ -20,15 +20,18 @@ impl<'a> Reader<'a> {
     }
 
     /// Offset of the next byte to read, relative to the start of the buffer.
+    #[inline]
     pub(crate) fn offset(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
 
     /// Takes the next `N` bytes as an array.
+    #[inline]
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ProtocolError> {
         let bytes = self
             .pos
@@ -46,26 +49,32 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, ProtocolError> {
         self.array::<1>(field).map(|[b]| b)
     }
 
+    #[inline]
     pub(crate) fn i16(&mut self, field: &'static str) -> Result<i16, ProtocolError> {
         self.array(field).map(i16::from_be_bytes)
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, ProtocolError> {
         self.array(field).map(u32::from_be_bytes)
     }
 
+    #[inline]
     pub(crate) fn i32(&mut self, field: &'static str) -> Result<i32, ProtocolError> {
         self.array(field).map(i32::from_be_bytes)
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, ProtocolError> {
         self.array(field).map(u64::from_be_bytes)
     }
 
+    #[inline]
     pub(crate) fn i64(&mut self, field: &'static str) -> Result<i64, ProtocolError> {
         self.array(field).map(i64::from_be_bytes)
     }
@@ -106,6 +115,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips `len` bytes (a value whose view is taken later).
+    #[inline]
     pub(crate) fn skip(&mut self, len: usize, field: &'static str) -> Result<(), ProtocolError> {
         let end = self
             .pos

@@ -5,6 +5,8 @@
 //! row costs no allocation at all, and each value handed out is a slice of
 //! the buffer, never a copy.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use crate::protocol::error::ProtocolError;
@@ -95,12 +97,21 @@ impl TupleData {
         &self.raw
     }
 
-    /// The column values in order, each a view of the received buffer.
+    /// The column values in order, each a `Bytes` view of the received
+    /// buffer: for values that outlive the tuple (one reference-count
+    /// increment each).
     pub fn iter(&self) -> TupleIter<'_> {
         TupleIter {
-            raw: &self.raw,
-            pos: 0,
-            remaining: self.column_count,
+            bytes: &self.raw,
+            walker: Walker::new(&self.raw, self.column_count),
+        }
+    }
+
+    /// The column values in order, borrowed from the tuple: the cheapest
+    /// walk, for encoding them straight into an outgoing buffer.
+    pub fn iter_ref(&self) -> TupleRefIter<'_> {
+        TupleRefIter {
+            walker: Walker::new(&self.raw, self.column_count),
         }
     }
 }
@@ -114,66 +125,148 @@ impl<'a> IntoIterator for &'a TupleData {
     }
 }
 
-/// Iterator over a [`TupleData`]'s values.
+/// A column value borrowed from its [`TupleData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnRef<'a> {
+    /// `n`: SQL NULL.
+    Null,
+    /// `u`: an unchanged TOASTed value, not sent.
+    UnchangedToast,
+    /// `t`: text format.
+    Text(&'a [u8]),
+    /// `b`: binary format.
+    Binary(&'a [u8]),
+}
+
+impl ColumnValue {
+    /// The same value, borrowed.
+    pub fn borrowed(&self) -> ColumnRef<'_> {
+        match self {
+            ColumnValue::Null => ColumnRef::Null,
+            ColumnValue::UnchangedToast => ColumnRef::UnchangedToast,
+            ColumnValue::Text(b) => ColumnRef::Text(b),
+            ColumnValue::Binary(b) => ColumnRef::Binary(b),
+        }
+    }
+}
+
+/// One column located in the raw tuple bytes.
+enum RawColumn {
+    Null,
+    UnchangedToast,
+    Text(Range<usize>),
+    Binary(Range<usize>),
+}
+
+/// Walks validated tuple bytes; shared by both iterators.
 #[derive(Debug, Clone)]
-pub struct TupleIter<'a> {
-    raw: &'a Bytes,
+struct Walker<'a> {
+    raw: &'a [u8],
     pos: usize,
     remaining: u16,
 }
 
-impl TupleIter<'_> {
-    /// Reads a 4-byte length at `at`; the tuple was validated, so `None`
-    /// only if that invariant were broken.
-    fn len_at(&self, at: usize) -> Option<usize> {
-        let bytes: [u8; 4] = self.raw.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(i32::from_be_bytes(bytes)).ok()
+impl<'a> Walker<'a> {
+    fn new(raw: &'a [u8], column_count: u16) -> Self {
+        Walker {
+            raw,
+            pos: 0,
+            remaining: column_count,
+        }
     }
+
+    /// The next column; `None` at the end, or if the validated bytes were
+    /// somehow inconsistent (ends the walk instead of panicking).
+    fn next(&mut self) -> Option<RawColumn> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let kind = *self.raw.get(self.pos)?;
+        let after_kind = self.pos + 1;
+        let column = match kind {
+            NULL => {
+                self.pos = after_kind;
+                RawColumn::Null
+            }
+            UNCHANGED_TOAST => {
+                self.pos = after_kind;
+                RawColumn::UnchangedToast
+            }
+            TEXT | BINARY => {
+                let len_bytes: [u8; 4] =
+                    self.raw.get(after_kind..after_kind + 4)?.try_into().ok()?;
+                let len = usize::try_from(i32::from_be_bytes(len_bytes)).ok()?;
+                let start = after_kind + 4;
+                let end = start
+                    .checked_add(len)
+                    .filter(|end| *end <= self.raw.len())?;
+                self.pos = end;
+                if kind == TEXT {
+                    RawColumn::Text(start..end)
+                } else {
+                    RawColumn::Binary(start..end)
+                }
+            }
+            _ => return None,
+        };
+        Some(column)
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.remaining)
+    }
+}
+
+/// Iterator over a [`TupleData`]'s values as `Bytes` views.
+#[derive(Debug, Clone)]
+pub struct TupleIter<'a> {
+    bytes: &'a Bytes,
+    walker: Walker<'a>,
 }
 
 impl Iterator for TupleIter<'_> {
     type Item = ColumnValue;
 
     fn next(&mut self) -> Option<ColumnValue> {
-        self.remaining = self.remaining.checked_sub(1)?;
-        let kind = *self.raw.get(self.pos)?;
-        let after_kind = self.pos + 1;
-        let value = match kind {
-            NULL => {
-                self.pos = after_kind;
-                ColumnValue::Null
-            }
-            UNCHANGED_TOAST => {
-                self.pos = after_kind;
-                ColumnValue::UnchangedToast
-            }
-            TEXT | BINARY => {
-                let len = self.len_at(after_kind)?;
-                let start = after_kind + 4;
-                let end = start
-                    .checked_add(len)
-                    .filter(|end| *end <= self.raw.len())?;
-                self.pos = end;
-                let bytes = self.raw.slice(start..end);
-                if kind == TEXT {
-                    ColumnValue::Text(bytes)
-                } else {
-                    ColumnValue::Binary(bytes)
-                }
-            }
-            _ => return None,
-        };
-        Some(value)
+        Some(match self.walker.next()? {
+            RawColumn::Null => ColumnValue::Null,
+            RawColumn::UnchangedToast => ColumnValue::UnchangedToast,
+            RawColumn::Text(range) => ColumnValue::Text(self.bytes.slice(range)),
+            RawColumn::Binary(range) => ColumnValue::Binary(self.bytes.slice(range)),
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        // Validation at decode time guarantees exactly `remaining` values.
-        let n = usize::from(self.remaining);
-        (n, Some(n))
+        // Validation at decode time guarantees exactly this many values.
+        (self.walker.len(), Some(self.walker.len()))
     }
 }
 
 impl ExactSizeIterator for TupleIter<'_> {}
+
+/// Iterator over a [`TupleData`]'s values as borrowed slices.
+#[derive(Debug, Clone)]
+pub struct TupleRefIter<'a> {
+    walker: Walker<'a>,
+}
+
+impl<'a> Iterator for TupleRefIter<'a> {
+    type Item = ColumnRef<'a>;
+
+    fn next(&mut self) -> Option<ColumnRef<'a>> {
+        let raw = self.walker.raw;
+        Some(match self.walker.next()? {
+            RawColumn::Null => ColumnRef::Null,
+            RawColumn::UnchangedToast => ColumnRef::UnchangedToast,
+            RawColumn::Text(range) => ColumnRef::Text(raw.get(range)?),
+            RawColumn::Binary(range) => ColumnRef::Binary(raw.get(range)?),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.walker.len(), Some(self.walker.len()))
+    }
+}
+
+impl ExactSizeIterator for TupleRefIter<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -222,6 +315,9 @@ mod tests {
         assert_eq!(tuple.len(), 5);
         assert_eq!(tuple.iter().len(), 5);
         assert_eq!(tuple.iter().collect::<Vec<_>>(), columns);
+        let borrowed: Vec<ColumnRef<'_>> = columns.iter().map(ColumnValue::borrowed).collect();
+        assert_eq!(tuple.iter_ref().collect::<Vec<_>>(), borrowed);
+        assert_eq!(tuple.iter_ref().len(), 5);
         Ok(())
     }
 
