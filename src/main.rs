@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -152,6 +153,7 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -165,7 +167,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                     tracing::warn!("metrics on {addr} disabled: {e}");
                 }
             }
-            let outcome = migration::run(config, shutdown)
+            let requests = Arc::new(migration::Requests::default());
+            cutover_on_sigusr1(requests.clone())?;
+            let outcome = migration::run(config, &config_path, shutdown, requests)
                 .await
                 .context("migration")?;
             Ok(match outcome {
@@ -249,6 +253,19 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// SIGUSR1 asks for cutover, as `pgmigrate cutover` does.
+fn cutover_on_sigusr1(requests: Arc<migration::Requests>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: cutover requested");
+            requests.cutover();
+        }
+    });
+    Ok(())
 }
 
 /// SIGTERM and SIGINT ask for a graceful stop.
