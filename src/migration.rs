@@ -885,7 +885,8 @@ pub async fn clean_up_database(
             Err(e) => return Err(CopyError::source(db, "connecting to clean up", e)),
         }
     }
-    if !r.origin_names.is_empty() && !(drop_target && r.target_database_created) {
+    let target_dropped = drop_target && r.target_database_created;
+    if !r.origin_names.is_empty() && !target_dropped {
         match Connection::connect(&connect_params(&config.target, db)).await {
             Ok(mut target) => drop_origins(&mut target, db, &r.origin_names).await?,
             Err(e) if e.code() == Some("3D000") => {}
