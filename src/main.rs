@@ -42,6 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start throwaway servers, migrate sample data online under writes, cut over, verify.
+    Demo,
     /// Run (or resume) the migration described by a config file.
     Run {
         /// The migration's TOML config.
@@ -152,6 +154,13 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Demo => match pgmigrate::demo::run().await {
+            Ok(()) => Ok(exit::OK),
+            Err(e) => {
+                eprintln!("pgmigrate: {e}");
+                Ok(exit::FAILED)
+            }
+        },
         Command::Run { config } => {
             let config_path = config.clone();
             let config = match load_config(&config) {
