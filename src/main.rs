@@ -169,10 +169,8 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             };
             let shutdown = shutdown_on_signals()?;
             if let Some(addr) = config.metrics_listen {
-                if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .install()
-                {
+                // A busy port must not stop a migration: metrics are a view.
+                if let Err(e) = pgmigrate::metrics::install(addr) {
                     tracing::warn!("metrics on {addr} disabled: {e}");
                 }
             }
@@ -288,6 +286,7 @@ fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        pgmigrate::control::notify::stopping();
         let _ = tx.send(true);
     });
     Ok(rx)

@@ -128,6 +128,13 @@ pub async fn run(
         s.set_status(Status::InProgress, Substatus::PerformingPreRequisiteSteps);
     })?;
     let progress = Arc::new(MigrationProgress::from_state(&store.snapshot()));
+    // Ready as soon as state is loaded and locked: the migration itself
+    // may take hours, and systemd must not time out the start.
+    crate::control::notify::ready(&format!(
+        "{} / {}",
+        store.snapshot().status,
+        store.snapshot().substatus
+    ));
     let (flush_tx, flush_rx) = watch::channel(false);
     let flusher = spawn_state_flusher(
         store.clone(),
@@ -271,6 +278,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                publish(&store, &progress);
                 let all_ready = config.mode == Mode::Online && ready.values().all(|r| r.load(Ordering::Acquire));
                 if all_ready && !waiting && failures.is_empty() && canceling.is_none() {
                     waiting = true;
@@ -345,7 +353,25 @@ pub async fn run(
             _ => {}
         }
     })?;
+    publish(&store, &progress);
     Ok(outcome)
+}
+
+/// Mirrors the status and table counts into the metrics and systemd.
+fn publish(store: &StateStore, progress: &MigrationProgress) {
+    let s = store.snapshot();
+    crate::metrics::set_status(s.status.as_str(), s.substatus.as_str());
+    crate::metrics::set_cutover_ready(s.status == Status::WaitingForUserAction);
+    for d in &progress.dbs {
+        crate::metrics::set_tables(
+            &d.name,
+            d.full_load_queued_tables.load(Ordering::Relaxed),
+            d.full_load_loading_tables.load(Ordering::Relaxed),
+            d.full_load_completed_tables.load(Ordering::Relaxed),
+            d.full_load_errored_tables.load(Ordering::Relaxed),
+        );
+    }
+    crate::control::notify::status(&format!("{} / {}", s.status, s.substatus));
 }
 
 /// Operator requests reaching a running migration from the console or a
