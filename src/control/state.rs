@@ -229,9 +229,11 @@ mod tests {
             "started_on",
             "ended_on",
             "validation",
-            // Beyond DESIGN.md's list: the migration-level message and the daemon pid.
+            // Beyond DESIGN.md's list: the migration-level message, the
+            // daemon pid and the config file (for `cancel` without a daemon).
             "message",
             "pid",
+            "config_path",
             "databases",
         ];
         top.sort();

@@ -24,18 +24,27 @@ pub async fn create(conn: &mut Connection, db: &str, name: &str) -> Result<(), C
         .first()
         .and_then(|r| r.bool(0).ok())
         .unwrap_or(false);
+    // publish_via_partition_root arrived in 13; a 12 source publishes
+    // partitions as themselves, which exist under the same names on the
+    // target.
+    let via_root = conn.server_major() >= 13;
     let what = if superuser {
         "FOR ALL TABLES".to_string()
     } else {
+        let kinds = if via_root {
+            "c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        } else {
+            "c.relkind = 'r'"
+        };
         let rows = conn
-            .simple_query(
+            .simple_query(&format!(
                 "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
+                 WHERE {kinds} AND c.relpersistence = 'p' \
                  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass \
-                                 AND d.objid = c.oid AND d.deptype = 'e') ORDER BY 1",
-            )
+                                 AND d.objid = c.oid AND d.deptype = 'e') ORDER BY 1"
+            ))
             .await
             .map_err(|e| CopyError::source(db, "listing tables to publish", e))?;
         let names: Vec<String> = rows
@@ -50,8 +59,13 @@ pub async fn create(conn: &mut Connection, db: &str, name: &str) -> Result<(), C
             format!("FOR TABLE {}", names.join(", "))
         }
     };
+    let with = if via_root {
+        " WITH (publish_via_partition_root = true)"
+    } else {
+        ""
+    };
     conn.execute(&format!(
-        "CREATE PUBLICATION {} {what} WITH (publish_via_partition_root = true)",
+        "CREATE PUBLICATION {} {what}{with}",
         quote_ident(name)
     ))
     .await

@@ -34,7 +34,7 @@ pub fn fingerprint(c: &Cluster, db: &str) -> BTreeMap<String, String> {
     for (key, sql) in [
         ("sequences", "SELECT coalesce(string_agg(schemaname || '.' || sequencename || '=' || coalesce(last_value::text, 'null'), ',' ORDER BY schemaname, sequencename), '') FROM pg_sequences"),
         ("indexes", "SELECT count(*) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog')"),
-        ("constraints", "SELECT coalesce(string_agg(contype || '=' || n, ',' ORDER BY contype), '') FROM (SELECT contype::text, count(*) n FROM pg_constraint c JOIN pg_namespace s ON s.oid = c.connamespace WHERE s.nspname NOT IN ('pg_catalog', 'information_schema') GROUP BY 1) x"),
+        ("constraints", "SELECT coalesce(string_agg(contype || '=' || n, ',' ORDER BY contype), '') FROM (SELECT contype::text, count(*) n FROM pg_constraint c JOIN pg_namespace s ON s.oid = c.connamespace WHERE s.nspname NOT IN ('pg_catalog', 'information_schema') AND contype <> 'n' GROUP BY 1) x"),
         ("triggers", "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"),
         ("views", "SELECT count(*) FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"),
         ("matviews", "SELECT coalesce(string_agg(matviewname || ':' || ispopulated, ','), '') FROM pg_matviews"),
