@@ -147,7 +147,14 @@ pub async fn run(
     // Validation runs before anything is created; a resumed migration
     // already passed it (and its own target databases would now fail the
     // "absent" check).
-    let resuming = store.existed() && previous.status.is_active();
+    // Past validation already: an interrupted or failed run that created
+    // something (its own target databases would now fail the checks).
+    let resuming = store.existed()
+        && previous.status != Status::ValidationFailed
+        && previous
+            .databases
+            .iter()
+            .any(|d| d.resume.target_database_created || d.resume.slot_name.is_some());
     if config.option != RunOption::Migrate && !resuming {
         store.update(|s| s.set_status(Status::InProgress, Substatus::ValidationInProgress))?;
         for p in &progress.dbs {
@@ -691,10 +698,17 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         protocol_version: stream::protocol_version(source.server_major()),
     };
     ctx.progress.set_phase(Phase::Streaming);
-    let stream = Stream::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
+    let mut stream =
+        Stream::start(stream_cfg.clone(), ctx.progress.clone()).map_err(DbError::Stream)?;
     let catch_up = current_wal_lsn(&mut source, db).await?;
     let mut shutdown = ctx.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A server restart or a network cut must not end a migration that can
+    // resume: the stream restarts from the origins, with backoff, until it
+    // fails this many times in a row without applying anything.
+    const MAX_RETRIES: u32 = 20;
+    let mut retries = 0u32;
+    let mut applied_at_restart = stream.applied();
     loop {
         let mut cutover = ctx.cutover.clone();
         let (stop, cut) = tokio::select! {
@@ -711,16 +725,61 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             return Ok(DbEnd::Done);
         }
         if !stream.is_running() {
-            return match stream.stop().await {
-                Err(e) => Err(DbError::Stream(e)),
-                Ok(()) => Err(DbError::Stream(StreamError::Other {
+            let err = match stream.stop().await {
+                Err(e) => e,
+                Ok(()) => StreamError::Other {
                     db: db.to_string(),
                     message: "the stream ended unexpectedly".into(),
-                })),
+                },
             };
+            retries += 1;
+            if retries > MAX_RETRIES {
+                return Err(DbError::Stream(err));
+            }
+            let wait = Duration::from_secs((1u64 << retries.min(5)).min(30));
+            tracing::warn!(
+                db,
+                retry = retries,
+                wait_s = wait.as_secs(),
+                "stream interrupted, restarting: {err}"
+            );
+            ctx.progress
+                .set_message(Some(format!("stream interrupted (retry {retries}): {err}")));
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                r = shutdown.wait_for(|s| *s) => r.is_ok(),
+            };
+            if stopped {
+                return Ok(DbEnd::Stopped);
+            }
+            if let Ok(c) = Connection::connect(&source_params).await {
+                source = c;
+            }
+            match Stream::start(stream_cfg.clone(), ctx.progress.clone()) {
+                Ok(s) => {
+                    stream = s;
+                    applied_at_restart = stream.applied();
+                }
+                Err(e) => return Err(DbError::Stream(e)),
+            }
+            continue;
+        }
+        if retries > 0 && stream.applied() > applied_at_restart {
+            retries = 0;
+            ctx.progress.set_message(None);
         }
         stream.poke();
-        let now = current_wal_lsn(&mut source, db).await?;
+        let now = match current_wal_lsn(&mut source, db).await {
+            Ok(l) => l,
+            Err(e) => {
+                // Lag is a view: reconnect next time, keep streaming.
+                tracing::warn!(db, "cannot read the source's WAL position: {e}");
+                if let Ok(c) = Connection::connect(&source_params).await {
+                    source = c;
+                }
+                continue;
+            }
+        };
         let applied = stream.applied();
         let lag = now.saturating_sub(applied);
         ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);

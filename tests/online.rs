@@ -294,3 +294,61 @@ fn cutover_by_sigusr1_syncs_sequences_and_leaves_nothing_behind() {
     dst.psql("shop", "INSERT INTO orders (item) VALUES ('after cutover')");
     assert_eq!(dst.psql("shop", "SELECT max(id) FROM orders"), "1501");
 }
+
+#[test]
+fn survives_source_and_target_restarts() {
+    let mut src = Cluster::start_default();
+    let mut dst = Cluster::start_default();
+    src.create_db("app");
+    src.psql("app", "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 1000) g;");
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "restarts",
+        &src,
+        &dst,
+        &["app"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "restarts",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    src.psql("app", "UPDATE t SET v = v + 1 WHERE id <= 500");
+    src.restart();
+    src.psql("app", "UPDATE t SET v = v + 1 WHERE id > 500");
+    dst.restart();
+    src.psql(
+        "app",
+        "INSERT INTO t SELECT g, 7 FROM generate_series(1001, 1100) g",
+    );
+    // The state may still show the lag of before the restarts: wait for the
+    // last change itself.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while dst
+        .try_psql("app", "SELECT count(*) FROM t")
+        .unwrap_or_default()
+        != "1100"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not applied after restarts: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_caught_up(
+        state.path(),
+        "restarts",
+        &mut child,
+        &log,
+        Duration::from_secs(120),
+    );
+    common::assert_same(&src, &dst, "app");
+    stop(child);
+}
