@@ -649,7 +649,7 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         .database(db)
         .map(|d| d.resume.clone())
         .unwrap_or_default();
-    let (Some(slot_name), Some(publication), Some(lsn)) = (
+    let (Some(slot_name), Some(publication_name), Some(lsn)) = (
         resume.slot_name.clone(),
         resume.publication_name.clone(),
         resume.consistent_lsn.clone(),
@@ -689,13 +689,14 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         source: source_params.clone(),
         target: connect_params(&cfg.target, db),
         slot: slot_name.clone(),
-        publication,
+        publication: publication_name.clone(),
         start_lsn,
         origins,
         batch_max_changes: cfg.apply.batch_max_changes,
         batch_max_delay: cfg.apply.batch_max_delay,
         spill_dir: ctx.work_dir.join("spill"),
         protocol_version: stream::protocol_version(source.server_major()),
+        binary: stream::binary_possible(&mut source, &publication_name).await,
     };
     ctx.progress.set_phase(Phase::Streaming);
     let mut stream =

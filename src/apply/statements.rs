@@ -8,7 +8,7 @@ use super::relation::RelationInfo;
 /// Built-in types without a usable equality operator (or whose `=` is not
 /// identity, like box's area comparison): REPLICA IDENTITY FULL matches
 /// them by their text form instead.
-const NO_EQUALITY: &[u32] = &[
+pub const NO_EQUALITY: &[u32] = &[
     114, 142, 600, 601, 602, 603, 604, 628,
     718, // json xml point lseg path box polygon line circle
     199, 143, 1017, 1018, 1019, 1020, 1027, 629, 719, // and their arrays

@@ -16,6 +16,12 @@ const OID_BEARING_TYPES: &[u32] = &[
     1008, 2207, 2208, 2209, 2210, 2211, 3735, 3770, 4090, 4097, 4192, // their arrays
 ];
 
+/// True when values of the type have the same binary form on every server
+/// (built in, and carrying no OIDs).
+pub fn type_binary_safe(type_oid: u32) -> bool {
+    type_oid < FIRST_NORMAL_OID && !OID_BEARING_TYPES.contains(&type_oid)
+}
+
 /// A column that is copied.
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -53,9 +59,7 @@ impl Table {
 
     /// True when every column can use binary COPY between any two servers.
     pub fn binary_safe(&self) -> bool {
-        self.columns
-            .iter()
-            .all(|c| c.type_oid < FIRST_NORMAL_OID && !OID_BEARING_TYPES.contains(&c.type_oid))
+        self.columns.iter().all(|c| type_binary_safe(c.type_oid))
     }
 
     /// `("a", "b")` or an empty string for a table without stored columns.

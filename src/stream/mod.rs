@@ -95,6 +95,35 @@ pub fn protocol_version(source_major: u32) -> u32 {
     }
 }
 
+/// Whether the published tables of `publication` can stream in binary:
+/// the source offers it (14+) and every column is of a built-in type with
+/// one binary form everywhere, and none that REPLICA IDENTITY FULL must
+/// compare as text.
+pub async fn binary_possible(source: &mut crate::conn::Connection, publication: &str) -> bool {
+    if source.server_major() < 14 {
+        return false;
+    }
+    let rows = source
+        .query(
+            "SELECT DISTINCT a.atttypid FROM pg_catalog.pg_publication_tables pt \
+             JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE pt.pubname = $1",
+            &[publication.into()],
+        )
+        .await;
+    match rows {
+        Ok(rows) => rows.iter().all(|r| {
+            r.parse::<u32>(0).is_ok_and(|t| {
+                crate::copy::catalog::type_binary_safe(t)
+                    && !crate::apply::statements::NO_EQUALITY.contains(&t)
+            })
+        }),
+        Err(_) => false,
+    }
+}
+
 /// What a stream needs.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -121,6 +150,9 @@ pub struct StreamConfig {
     pub spill_dir: PathBuf,
     /// pgoutput protocol version.
     pub protocol_version: u32,
+    /// Ask for values in binary format (only when every published column
+    /// is of a built-in type both servers encode alike).
+    pub binary: bool,
 }
 
 /// A running stream.
@@ -168,6 +200,7 @@ impl Stream {
             publication: cfg.publication.clone(),
             start_lsn: cfg.start_lsn,
             protocol_version: cfg.protocol_version,
+            binary: cfg.binary,
             memory_budget: TXN_MEMORY_BUDGET,
             spill_dir: cfg.spill_dir.clone(),
         };

@@ -45,6 +45,8 @@ pub struct ReceiverConfig {
     pub start_lsn: Lsn,
     /// pgoutput protocol version to request.
     pub protocol_version: u32,
+    /// Request binary values.
+    pub binary: bool,
     /// Bytes of one transaction kept in memory before it spills.
     pub memory_budget: usize,
     /// Directory for spill files.
@@ -109,10 +111,14 @@ pub fn run_thread(
         params.replication = true;
         let mut conn = Connection::connect(&params).await.map_err(|e| StreamError::source(&cfg.db, "opening the replication session", e))?;
         let sql = format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '\"{}\"')",
-            cfg.slot, cfg.start_lsn, cfg.protocol_version, cfg.publication
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '\"{}\"'{})",
+            cfg.slot,
+            cfg.start_lsn,
+            cfg.protocol_version,
+            cfg.publication,
+            if cfg.binary { ", binary 'true'" } else { "" }
         );
-        tracing::info!(db = %cfg.db, slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, "streaming changes");
+        tracing::info!(db = %cfg.db, slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, binary = cfg.binary, "streaming changes");
         let stream = conn
             .copy_both(&sql)
             .await
