@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod copy;
+pub mod demo;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;

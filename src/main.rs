@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start throwaway servers, migrate sample data online under writes, cut over, verify.
+    Demo,
     /// Run (or resume) the migration described by a config file.
     Run {
         /// The migration's TOML config.
@@ -151,21 +154,29 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Demo => match pgmigrate::demo::run().await {
+            Ok(()) => Ok(exit::OK),
+            Err(e) => {
+                eprintln!("pgmigrate: {e}");
+                Ok(exit::FAILED)
+            }
+        },
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             let shutdown = shutdown_on_signals()?;
             if let Some(addr) = config.metrics_listen {
-                if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .install()
-                {
+                // A busy port must not stop a migration: metrics are a view.
+                if let Err(e) = pgmigrate::metrics::install(addr) {
                     tracing::warn!("metrics on {addr} disabled: {e}");
                 }
             }
-            let outcome = migration::run(config, shutdown)
+            let requests = Arc::new(migration::Requests::default());
+            cutover_on_sigusr1(requests.clone())?;
+            let outcome = migration::run(config, &config_path, shutdown, requests)
                 .await
                 .context("migration")?;
             Ok(match outcome {
@@ -251,6 +262,19 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
     }
 }
 
+/// SIGUSR1 asks for cutover, as `pgmigrate cutover` does.
+fn cutover_on_sigusr1(requests: Arc<migration::Requests>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: cutover requested");
+            requests.cutover();
+        }
+    });
+    Ok(())
+}
+
 /// SIGTERM and SIGINT ask for a graceful stop.
 fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -262,6 +286,7 @@ fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        pgmigrate::control::notify::stopping();
         let _ = tx.send(true);
     });
     Ok(rx)

@@ -1,7 +1,16 @@
 //! The metric names of the contract, in one place, and the helpers that
 //! update them where the work happens.
+//!
+//! Without [`install`] the helpers record into `metrics`' no-op recorder, so
+//! library code and tests call them freely; `run` installs the Prometheus
+//! exporter once, when `metrics_listen` is set.
 
-use metrics::{counter, gauge};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
+use thiserror::Error;
 
 /// Bytes of WAL the target is behind the source.
 pub const REPLICATION_LAG_BYTES: &str = "pgmigrate_replication_lag_bytes";
@@ -51,4 +60,136 @@ pub fn applied(db: &str, inserts: u64, updates: u64, deletes: u64) {
         }
     }
     counter!(APPLY_TRANSACTIONS_TOTAL, "database" => db.to_string()).increment(1);
+}
+
+/// Publishes the copy state of every table of `db` at once
+/// (`pgmigrate_tables{database,state}` for queued, loading, completed and
+/// errored).
+pub fn set_tables(db: &str, queued: u64, loading: u64, completed: u64, errored: u64) {
+    for (state, count) in [
+        ("queued", queued),
+        ("loading", loading),
+        ("completed", completed),
+        ("errored", errored),
+    ] {
+        tables(db, state, count);
+    }
+}
+
+/// Publishes how far the target is behind the source for `db`.
+pub fn set_replication_lag(db: &str, bytes: u64, seconds: f64) {
+    gauge!(REPLICATION_LAG_BYTES, "database" => db.to_string()).set(bytes as f64);
+    gauge!(REPLICATION_LAG_SECONDS, "database" => db.to_string()).set(seconds);
+}
+
+/// Publishes the WAL the source retains for the slot of `db`.
+pub fn set_source_retained_wal(db: &str, bytes: u64) {
+    gauge!(SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes as f64);
+}
+
+/// Publishes whether cutover may be triggered now.
+pub fn set_cutover_ready(ready: bool) {
+    gauge!(CUTOVER_READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// The status/substatus pair last published, so the next change can zero it.
+static CURRENT_STATUS: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+/// Publishes the migration's status: `pgmigrate_status{status,substatus}`
+/// becomes 1 for this pair and 0 for the pair published before, so a query
+/// for `== 1` always finds exactly one series.
+pub fn set_status(status: &str, substatus: &str) {
+    // A poisoned lock only means another thread panicked mid-update; the
+    // stored pair is still a complete value.
+    let mut current = CURRENT_STATUS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((old_status, old_substatus)) = current.take() {
+        if old_status != status || old_substatus != substatus {
+            gauge!(STATUS, "status" => old_status, "substatus" => old_substatus).set(0.0);
+        }
+    }
+    gauge!(STATUS, "status" => status.to_string(), "substatus" => substatus.to_string()).set(1.0);
+    *current = Some((status.to_owned(), substatus.to_owned()));
+}
+
+/// Registers the help text (and unit) of every contract metric, so a scrape
+/// explains each series. Call after [`install`]; descriptions given before a
+/// recorder is installed are lost.
+pub fn describe() {
+    describe_gauge!(
+        REPLICATION_LAG_BYTES,
+        Unit::Bytes,
+        "Bytes of source WAL not yet applied to the target, per database."
+    );
+    describe_gauge!(
+        REPLICATION_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest source commit not yet applied to the target, per database."
+    );
+    describe_gauge!(
+        SOURCE_RETAINED_WAL_BYTES,
+        Unit::Bytes,
+        "WAL the source keeps on disk for the migration's replication slot, per database."
+    );
+    describe_counter!(
+        COPY_ROWS_TOTAL,
+        Unit::Count,
+        "Rows copied by the snapshot copy, per database."
+    );
+    describe_counter!(
+        COPY_BYTES_TOTAL,
+        Unit::Bytes,
+        "COPY data bytes copied by the snapshot copy, per database."
+    );
+    describe_gauge!(
+        TABLES,
+        Unit::Count,
+        "Tables per snapshot copy state (queued, loading, completed, errored), per database."
+    );
+    describe_counter!(
+        APPLY_CHANGES_TOTAL,
+        Unit::Count,
+        "Replicated changes applied to the target, per database and operation."
+    );
+    describe_counter!(
+        APPLY_TRANSACTIONS_TOTAL,
+        Unit::Count,
+        "Target transactions committed by the apply workers, per database."
+    );
+    describe_gauge!(
+        STATUS,
+        "1 for the migration's current status and substatus, 0 for earlier ones."
+    );
+    describe_gauge!(
+        CUTOVER_READY,
+        "1 when the migration waits for the cutover trigger, else 0."
+    );
+}
+
+/// The Prometheus exporter could not start.
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    /// Binding the listener or installing the global recorder failed (the
+    /// address is in use, or a recorder is already installed).
+    #[error("cannot serve Prometheus metrics on {listen}: {error}")]
+    Install {
+        /// The `metrics_listen` address.
+        listen: SocketAddr,
+        /// The exporter's reason.
+        error: BuildError,
+    },
+}
+
+/// Serves `http://<listen>/metrics` and makes it the process's recorder, then
+/// registers the help texts. Once per process. Called inside a tokio runtime
+/// the HTTP server runs as a task of that runtime (and stops with it);
+/// outside one, the exporter starts its own thread.
+pub fn install(listen: SocketAddr) -> Result<(), MetricsError> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install()
+        .map_err(|error| MetricsError::Install { listen, error })?;
+    describe();
+    Ok(())
 }

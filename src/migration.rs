@@ -76,6 +76,8 @@ pub async fn connect_maintenance(endpoint: &Endpoint) -> Result<Connection, Conn
 struct DbContext {
     config: Arc<Config>,
     shutdown: watch::Receiver<bool>,
+    /// Turns true when the operator's cutover is accepted.
+    cutover: watch::Receiver<bool>,
     /// Online: copy done and initial backlog applied.
     ready: Arc<std::sync::atomic::AtomicBool>,
     store: Arc<StateStore>,
@@ -88,7 +90,9 @@ struct DbContext {
 /// `shutdown` turns true.
 pub async fn run(
     config: Config,
+    config_path: &std::path::Path,
     mut shutdown: watch::Receiver<bool>,
+    requests: Arc<Requests>,
 ) -> Result<Outcome, MigrationError> {
     let config = Arc::new(config);
     let store = Arc::new(StateStore::open(&config.state_dir, &config.name)?);
@@ -117,10 +121,20 @@ pub async fn run(
         }
         s.mode = config.mode;
         s.pid = Some(std::process::id());
+        s.config_path = std::fs::canonicalize(config_path)
+            .ok()
+            .map(|p| p.display().to_string());
         s.message = None;
         s.set_status(Status::InProgress, Substatus::PerformingPreRequisiteSteps);
     })?;
     let progress = Arc::new(MigrationProgress::from_state(&store.snapshot()));
+    // Ready as soon as state is loaded and locked: the migration itself
+    // may take hours, and systemd must not time out the start.
+    crate::control::notify::ready(&format!(
+        "{} / {}",
+        store.snapshot().status,
+        store.snapshot().substatus
+    ));
     let (flush_tx, flush_rx) = watch::channel(false);
     let flusher = spawn_state_flusher(
         store.clone(),
@@ -179,6 +193,7 @@ pub async fn run(
     store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
     // Databases stop on the operator's signal or when another one fails.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (cutover_tx, cutover_rx) = watch::channel(false);
     let ready: std::collections::HashMap<String, Arc<AtomicBool>> = config
         .databases
         .iter()
@@ -192,6 +207,7 @@ pub async fn run(
         let ctx = DbContext {
             config: config.clone(),
             shutdown: stop_rx.clone(),
+            cutover: cutover_rx.clone(),
             ready: ready.get(db).cloned().unwrap_or_default(),
             store: store.clone(),
             progress: p,
@@ -206,6 +222,7 @@ pub async fn run(
 
     let mut failures = Vec::new();
     let mut stopped = false;
+    let mut canceling: Option<bool> = None;
     let mut waiting = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -217,7 +234,7 @@ pub async fn run(
                     tracing::info!(db = %ctx.db, "database migrated");
                 }
                 Some(Ok((ctx, Ok(DbEnd::Stopped)))) => {
-                    tracing::info!(db = %ctx.db, "stopped; run again to resume");
+                    tracing::info!(db = %ctx.db, "stopped");
                     stopped = true;
                 }
                 Some(Ok((ctx, Err(e)))) => {
@@ -239,9 +256,31 @@ pub async fn run(
                     let _ = stop_tx.send(true);
                 }
             }
+            _ = requests.notify.notified() => {
+                let status = store.snapshot().status;
+                if let Some(drop_target) = requests.take_cancel() {
+                    if canceling.is_none() && matches!(status, Status::InProgress | Status::WaitingForUserAction) {
+                        tracing::info!(drop_target, "cancel requested");
+                        canceling = Some(drop_target);
+                        store.update(|s| s.set_status(Status::CleaningUp, Substatus::CancelingRequestedDBMigrations))?;
+                        let _ = stop_tx.send(true);
+                    }
+                }
+                if requests.take_cutover() && canceling.is_none() {
+                    if status == Status::WaitingForUserAction {
+                        tracing::info!("cutover requested");
+                        store.update(|s| s.set_status(Status::InProgress, Substatus::CompletingMigration))?;
+                        metrics::gauge!(crate::metrics::CUTOVER_READY).set(0.0);
+                        let _ = cutover_tx.send(true);
+                    } else {
+                        tracing::warn!(status = %status, "cutover refused: accepted only in WaitingForUserAction");
+                    }
+                }
+            }
             _ = tick.tick() => {
+                publish(&store, &progress);
                 let all_ready = config.mode == Mode::Online && ready.values().all(|r| r.load(Ordering::Acquire));
-                if all_ready && !waiting && failures.is_empty() {
+                if all_ready && !waiting && failures.is_empty() && canceling.is_none() {
                     waiting = true;
                     store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
                     metrics::gauge!(crate::metrics::CUTOVER_READY).set(1.0);
@@ -255,28 +294,117 @@ pub async fn run(
     if let Ok(Err(e)) = flusher.await {
         tracing::warn!("final progress write failed: {e}");
     }
-    let outcome = if !failures.is_empty() {
+    let state = store.snapshot();
+    let outcome = if let Some(drop_target) = canceling {
+        for d in &state.databases {
+            if let Err(e) = clean_up_database(&config, d, drop_target).await {
+                failures.push(format!("cancel: {e}"));
+            }
+        }
+        if failures.is_empty() {
+            Outcome::Canceled
+        } else {
+            Outcome::Failed
+        }
+    } else if !failures.is_empty() {
+        // A database whose copy did not finish cannot resume (its snapshot
+        // is gone): its slot and publication would only pin WAL.
+        for d in state.databases.iter().filter(|d| !d.resume.copy_completed) {
+            if let Err(e) = clean_up_database(&config, d, false).await {
+                tracing::warn!(db = %d.name, "cleanup after failure: {e}");
+            }
+        }
         Outcome::Failed
     } else if stopped {
         Outcome::Stopped
-    } else if failures.is_empty() {
-        Outcome::Succeeded
     } else {
-        Outcome::Failed
+        Outcome::Succeeded
     };
     store.update(|s| {
         progress.apply_to(s);
         s.pid = None;
         match outcome {
             Outcome::Succeeded => s.set_status(Status::Succeeded, Substatus::Completed),
+            Outcome::Canceled => {
+                for d in &mut s.databases {
+                    d.resume.slot_name = None;
+                    d.resume.publication_name = None;
+                    d.resume.origin_names.clear();
+                    d.phase = Phase::Canceled;
+                }
+                s.set_status(Status::Canceled, Substatus::Canceled);
+            }
             Outcome::Failed => {
+                let substatus = if s.status == Status::CleaningUp {
+                    Substatus::CancelingRequestedDBMigrations
+                } else {
+                    s.substatus
+                };
+                for d in &mut s.databases {
+                    if !d.resume.copy_completed {
+                        d.resume.slot_name = None;
+                        d.resume.publication_name = None;
+                        d.resume.origin_names.clear();
+                    }
+                }
                 s.message = Some(failures.join("; "));
-                s.set_status(Status::Failed, Substatus::MigratingData);
+                s.set_status(Status::Failed, substatus);
             }
             _ => {}
         }
     })?;
+    publish(&store, &progress);
     Ok(outcome)
+}
+
+/// Mirrors the status and table counts into the metrics and systemd.
+fn publish(store: &StateStore, progress: &MigrationProgress) {
+    let s = store.snapshot();
+    crate::metrics::set_status(s.status.as_str(), s.substatus.as_str());
+    crate::metrics::set_cutover_ready(s.status == Status::WaitingForUserAction);
+    for d in &progress.dbs {
+        crate::metrics::set_tables(
+            &d.name,
+            d.full_load_queued_tables.load(Ordering::Relaxed),
+            d.full_load_loading_tables.load(Ordering::Relaxed),
+            d.full_load_completed_tables.load(Ordering::Relaxed),
+            d.full_load_errored_tables.load(Ordering::Relaxed),
+        );
+    }
+    crate::control::notify::status(&format!("{} / {}", s.status, s.substatus));
+}
+
+/// Operator requests reaching a running migration from the console or a
+/// signal; the run loop acts on them in its own order.
+#[derive(Debug, Default)]
+pub struct Requests {
+    cutover: AtomicBool,
+    cancel: std::sync::Mutex<Option<bool>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Requests {
+    /// Asks for cutover (ignored unless the migration waits for it).
+    pub fn cutover(&self) {
+        self.cutover.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Asks to cancel, dropping the target databases when `drop_target`.
+    pub fn cancel(&self, drop_target: bool) {
+        if let Ok(mut c) = self.cancel.lock() {
+            *c = Some(c.unwrap_or(false) || drop_target);
+        }
+        self.notify.notify_one();
+    }
+
+    fn take_cutover(&self) -> bool {
+        self.cutover.swap(false, Ordering::AcqRel)
+    }
+
+    fn take_cancel(&self) -> Option<bool> {
+        self.cancel.lock().ok().and_then(|mut c| c.take())
+    }
 }
 
 fn sanitize(db: &str) -> String {
@@ -568,13 +696,19 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let mut shutdown = ctx.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let stop = tokio::select! {
-            _ = tick.tick() => false,
-            r = shutdown.wait_for(|s| *s) => r.is_ok(),
+        let mut cutover = ctx.cutover.clone();
+        let (stop, cut) = tokio::select! {
+            _ = tick.tick() => (false, false),
+            r = shutdown.wait_for(|s| *s) => (r.is_ok(), false),
+            r = cutover.wait_for(|c| *c) => (false, r.is_ok()),
         };
         if stop {
             stream.stop().await.map_err(DbError::Stream)?;
             return Ok(DbEnd::Stopped);
+        }
+        if cut {
+            cut_over(ctx, &mut source, stream, &slot_name).await?;
+            return Ok(DbEnd::Done);
         }
         if !stream.is_running() {
             return match stream.stop().await {
@@ -611,6 +745,254 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
         }
     }
+}
+
+/// Cutover of one database: optionally make the source read-only, record
+/// its WAL position, wait until every worker applied through it, stop the
+/// stream, set the target's sequences, and remove slot, publication and
+/// origins.
+async fn cut_over(
+    ctx: &DbContext,
+    source: &mut Connection,
+    stream: Stream,
+    slot_name: &str,
+) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    ctx.progress.set_phase(Phase::CuttingOver);
+    if cfg.cutover.lock_source {
+        source
+            .execute(&format!(
+                "ALTER DATABASE {} SET default_transaction_read_only = on",
+                crate::conn::quote_ident(db)
+            ))
+            .await
+            .map_err(|e| CopyError::source(db, "making the source database read-only", e))?;
+        // Sessions opened before the ALTER keep writing: end them. Our own
+        // replication session is a walsender and is left alone.
+        source
+            .query(
+                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'",
+                &[db.into()],
+            )
+            .await
+            .map_err(|e| CopyError::source(db, "ending the source's sessions", e))?;
+        tracing::info!(db, "source database is read-only now");
+    }
+    let target_lsn = current_wal_lsn(source, db).await?;
+    tracing::info!(db, lsn = %target_lsn, "cutover: applying everything up to the source's current position");
+    let started = Instant::now();
+    loop {
+        if !stream.is_running() {
+            stream.stop().await.map_err(DbError::Stream)?;
+            return Err(DbError::Stream(StreamError::Other {
+                db: db.to_string(),
+                message: "the stream ended during cutover".into(),
+            }));
+        }
+        let applied = stream.applied();
+        ctx.progress
+            .lag_bytes
+            .store(target_lsn.saturating_sub(applied), Ordering::Relaxed);
+        if applied >= target_lsn {
+            break;
+        }
+        if started.elapsed().as_secs() % 10 == 0 {
+            tracing::debug!(db, %applied, target = %target_lsn, "cutover: waiting for apply");
+        }
+        stream.poke();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stream.stop().await.map_err(DbError::Stream)?;
+    ctx.progress.lag_bytes.store(0, Ordering::Relaxed);
+    ctx.progress.set_latency_seconds(0.0);
+    let target_params = connect_params(&cfg.target, db);
+    let mut target = Connection::connect(&target_params)
+        .await
+        .map_err(|e| CopyError::target(db, "connecting for sequences", e))?;
+    let sequences = copy::catalog::sequences(source, db).await?;
+    let n = copy::sequences::sync(source, &mut target, &sequences, db).await?;
+    tracing::info!(db, sequences = n, "sequences set to the source's values");
+    drop_source_objects(source, db, Some(slot_name), Some(slot_name)).await?;
+    let origins = ctx
+        .store
+        .snapshot()
+        .database(db)
+        .map(|d| d.resume.origin_names.clone())
+        .unwrap_or_default();
+    drop_origins(&mut target, db, &origins).await?;
+    ctx.store.update(|s| {
+        if let Some(d) = s.database_mut(db) {
+            d.resume.slot_name = None;
+            d.resume.publication_name = None;
+            d.resume.origin_names.clear();
+        }
+    })?;
+    tracing::info!(
+        db,
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "cutover done"
+    );
+    Ok(())
+}
+
+/// Drops the slot (waiting for its walsender to let go) and publication.
+async fn drop_source_objects(
+    source: &mut Connection,
+    db: &str,
+    slot_name: Option<&str>,
+    publication: Option<&str>,
+) -> Result<(), CopyError> {
+    if let Some(slot_name) = slot_name {
+        let mut tries = 0;
+        loop {
+            match slot::drop_if_exists(source, db, slot_name).await {
+                Ok(_) => break,
+                // 55006: still active — the walsender is exiting.
+                Err(CopyError::Source { source: e, .. })
+                    if e.code() == Some("55006") && tries < 100 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if let Some(p) = publication {
+        publication::drop_if_exists(source, db, p).await?;
+    }
+    Ok(())
+}
+
+/// Drops the apply workers' replication origins on the target.
+async fn drop_origins(
+    target: &mut Connection,
+    db: &str,
+    origins: &[String],
+) -> Result<(), CopyError> {
+    for o in origins {
+        let lit = crate::conn::quote_literal(o);
+        target
+            .execute(&format!(
+                "SELECT pg_catalog.pg_replication_origin_drop(roname) FROM pg_catalog.pg_replication_origin WHERE roname = {lit}"
+            ))
+            .await
+            .map_err(|e| CopyError::target(db, &format!("dropping replication origin {o}"), e))?;
+    }
+    Ok(())
+}
+
+/// Removes what a migration created for one database: slot and
+/// publication on the source, origins on the target, and with
+/// `drop_target` the target database if the migration created it.
+pub async fn clean_up_database(
+    config: &Config,
+    state: &crate::control::state::DatabaseState,
+    drop_target: bool,
+) -> Result<(), CopyError> {
+    let db = state.name.as_str();
+    let r = &state.resume;
+    if r.slot_name.is_some() || r.publication_name.is_some() {
+        let params = connect_params(&config.source, db);
+        match Connection::connect(&params).await {
+            Ok(mut source) => {
+                drop_source_objects(
+                    &mut source,
+                    db,
+                    r.slot_name.as_deref(),
+                    r.publication_name.as_deref(),
+                )
+                .await?
+            }
+            // The database itself is gone: so are its slot and publication.
+            Err(e) if e.code() == Some("3D000") => {}
+            Err(e) => return Err(CopyError::source(db, "connecting to clean up", e)),
+        }
+    }
+    let target_dropped = drop_target && r.target_database_created;
+    if !r.origin_names.is_empty() && !target_dropped {
+        match Connection::connect(&connect_params(&config.target, db)).await {
+            Ok(mut target) => drop_origins(&mut target, db, &r.origin_names).await?,
+            Err(e) if e.code() == Some("3D000") => {}
+            Err(e) => return Err(CopyError::target(db, "connecting to clean up", e)),
+        }
+    }
+    if drop_target && r.target_database_created {
+        let mut maint = connect_maintenance(&config.target)
+            .await
+            .map_err(|e| CopyError::target(db, "connecting to drop the database", e))?;
+        target_db::drop(&mut maint, db).await?;
+        // Origins are cluster-wide: drop them even with the database gone.
+        drop_origins(&mut maint, db, &r.origin_names).await?;
+    }
+    Ok(())
+}
+
+/// Cancels a migration whose daemon is not running: removes slot,
+/// publication and origins (and with `drop_target` the target databases),
+/// then records `Canceled`. Uses the config file of the last run.
+pub async fn cancel_offline(
+    state_dir: &std::path::Path,
+    name: &config::MigrationName,
+    drop_target: bool,
+) -> Result<(), CancelError> {
+    let store = StateStore::open(state_dir, name)?;
+    if !store.existed() {
+        return Err(CancelError::NotCancelable(format!(
+            "no migration named {name}"
+        )));
+    }
+    store.lock()?;
+    let state = store.snapshot();
+    if matches!(state.status, Status::Succeeded | Status::Canceled) {
+        return Err(CancelError::NotCancelable(format!(
+            "migration {name} is {}",
+            state.status
+        )));
+    }
+    let path = state.config_path.clone().ok_or_else(|| {
+        CancelError::NotCancelable("state.json does not name its config file".into())
+    })?;
+    let config = Config::from_file(std::path::Path::new(&path))
+        .map_err(|e| CancelError::Config(e.to_string()))?;
+    store.update(|s| {
+        s.set_status(
+            Status::CleaningUp,
+            Substatus::CancelingRequestedDBMigrations,
+        )
+    })?;
+    for d in &state.databases {
+        clean_up_database(&config, d, drop_target).await?;
+    }
+    store.update(|s| {
+        for d in &mut s.databases {
+            d.resume.slot_name = None;
+            d.resume.publication_name = None;
+            d.resume.origin_names.clear();
+            d.phase = Phase::Canceled;
+        }
+        s.set_status(Status::Canceled, Substatus::Canceled);
+    })?;
+    Ok(())
+}
+
+/// Why `cancel` without a daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// The migration is finished or unknown.
+    #[error("{0}")]
+    NotCancelable(String),
+    /// The config file of the last run cannot be read.
+    #[error("{0}")]
+    Config(String),
+    /// state.json failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Dropping something failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
 }
 
 async fn current_wal_lsn(source: &mut Connection, db: &str) -> Result<Lsn, DbError> {

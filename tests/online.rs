@@ -221,3 +221,76 @@ fn streams_awkward_changes_intact() {
     );
     stop(child);
 }
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "pgmigrate did not exit in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn cutover_by_sigusr1_syncs_sequences_and_leaves_nothing_behind() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("shop");
+    src.psql(
+        "shop",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, item text); \
+         INSERT INTO orders (item) SELECT 'o' || g FROM generate_series(1, 1000) g;",
+    );
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "cutover-usr1",
+        &src,
+        &dst,
+        &["shop"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "cutover-usr1",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    src.psql(
+        "shop",
+        "INSERT INTO orders (item) SELECT 'late' || g FROM generate_series(1, 500) g",
+    );
+    // Cut over right away: cutover itself must apply what is still in flight.
+    let _ = Command::new("kill")
+        .arg("-USR1")
+        .arg(child.id().to_string())
+        .status();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "cutover run exit {status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let doc = show(state.path(), "cutover-usr1");
+    assert_eq!(doc["status"], "Succeeded");
+    assert_eq!(doc["substatus"], "Completed");
+    assert_eq!(
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(src.psql("shop", "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(
+        dst.psql("postgres", "SELECT count(*) FROM pg_replication_origin"),
+        "0"
+    );
+    common::assert_same(&src, &dst, "shop");
+    verify(&cfg);
+    // The target's sequence continues after the source's last value.
+    dst.psql("shop", "INSERT INTO orders (item) VALUES ('after cutover')");
+    assert_eq!(dst.psql("shop", "SELECT max(id) FROM orders"), "1501");
+}

@@ -1,7 +1,8 @@
 //! Control of a running migration: the status vocabulary, the state.json
-//! document and its single writer, live progress counters, and the human
-//! reports of `show` and `list`.
+//! document and its single writer, live progress counters, the human
+//! reports of `show` and `list`, and readiness reports to systemd.
 
+pub mod notify;
 pub mod progress;
 pub mod report;
 pub mod state;

@@ -36,6 +36,10 @@ pub struct MigrationState {
     /// Process id of the `run` daemon that last wrote the file; a reader
     /// must check the store's lock to know whether it still runs.
     pub pid: Option<u32>,
+    /// The config file of the last `run`, so `cancel` can clean up with no
+    /// daemon running.
+    #[serde(default)]
+    pub config_path: Option<String>,
 }
 
 /// One premigration check's outcome.

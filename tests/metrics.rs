@@ -1,0 +1,178 @@
+//! The Prometheus exporter serves every metric name of DESIGN.md's
+//! "Metrics" section, with help text, once the helpers of `src/metrics.rs`
+//! have recorded a value.
+//!
+//! The exporter installs a process-wide recorder, which can happen once per
+//! process: everything is checked in one test function.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use pgmigrate::metrics;
+
+/// Every metric name the contract promises.
+const CONTRACT_METRICS: [&str; 10] = [
+    "pgmigrate_replication_lag_bytes",
+    "pgmigrate_replication_lag_seconds",
+    "pgmigrate_source_retained_wal_bytes",
+    "pgmigrate_copy_rows_total",
+    "pgmigrate_copy_bytes_total",
+    "pgmigrate_tables",
+    "pgmigrate_apply_changes_total",
+    "pgmigrate_apply_transactions_total",
+    "pgmigrate_status",
+    "pgmigrate_cutover_ready",
+];
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address")
+}
+
+/// `GET /metrics` over HTTP/1.0, so the server closes the connection and the
+/// body ends at EOF.
+fn scrape(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_scrape(addr) {
+            Ok(body) => return body,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("scrape {addr}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("scrape {addr}: {e}"),
+        }
+    }
+}
+
+fn try_scrape(addr: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no end of headers in {response:?}"),
+        )
+    })?;
+    assert!(head.starts_with("HTTP/1."), "not an HTTP response: {head}");
+    assert!(head.contains(" 200 "), "scrape failed: {head}");
+    Ok(body.to_owned())
+}
+
+/// The value of the sample line that starts with `series` (name and labels
+/// exactly as rendered).
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn exporter_serves_every_contract_metric() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // The exporter's HTTP server becomes a task of this runtime, whose
+    // worker thread serves the scrapes made from this (non-runtime) thread.
+    let _guard = runtime.enter();
+    let addr = free_port();
+    metrics::install(addr).expect("install the exporter");
+
+    metrics::copy_rows("ticketdb", 1200);
+    metrics::copy_bytes("ticketdb", 65536);
+    metrics::set_tables("ticketdb", 3, 2, 7, 1);
+    metrics::applied("ticketdb", 5, 4, 3);
+    metrics::set_replication_lag("ticketdb", 4096, 1.5);
+    metrics::set_source_retained_wal("ticketdb", 1 << 20);
+    metrics::set_status("InProgress", "MigratingData");
+    metrics::set_status("WaitingForUserAction", "WaitingForCutoverTrigger");
+    metrics::set_cutover_ready(true);
+
+    let body = scrape(addr);
+    for name in CONTRACT_METRICS {
+        assert!(
+            body.lines().any(|l| l
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))),
+            "no sample of {name} in:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("# HELP {name} ")),
+            "no help text for {name} in:\n{body}"
+        );
+    }
+
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&body, series), Some(value), "{series} in:\n{body}");
+    };
+    expect(r#"pgmigrate_copy_rows_total{database="ticketdb"}"#, 1200.0);
+    expect(
+        r#"pgmigrate_copy_bytes_total{database="ticketdb"}"#,
+        65536.0,
+    );
+    expect(
+        r#"pgmigrate_tables{database="ticketdb",state="queued"}"#,
+        3.0,
+    );
+    expect(
+        r#"pgmigrate_tables{database="ticketdb",state="loading"}"#,
+        2.0,
+    );
+    expect(
+        r#"pgmigrate_tables{database="ticketdb",state="completed"}"#,
+        7.0,
+    );
+    expect(
+        r#"pgmigrate_tables{database="ticketdb",state="errored"}"#,
+        1.0,
+    );
+    expect(
+        r#"pgmigrate_apply_changes_total{database="ticketdb",op="insert"}"#,
+        5.0,
+    );
+    expect(
+        r#"pgmigrate_apply_changes_total{database="ticketdb",op="update"}"#,
+        4.0,
+    );
+    expect(
+        r#"pgmigrate_apply_changes_total{database="ticketdb",op="delete"}"#,
+        3.0,
+    );
+    expect(
+        r#"pgmigrate_apply_transactions_total{database="ticketdb"}"#,
+        1.0,
+    );
+    expect(
+        r#"pgmigrate_replication_lag_bytes{database="ticketdb"}"#,
+        4096.0,
+    );
+    expect(
+        r#"pgmigrate_replication_lag_seconds{database="ticketdb"}"#,
+        1.5,
+    );
+    expect(
+        r#"pgmigrate_source_retained_wal_bytes{database="ticketdb"}"#,
+        1048576.0,
+    );
+    // The status moved on: the earlier pair reads 0, only the current one 1.
+    expect(
+        r#"pgmigrate_status{status="InProgress",substatus="MigratingData"}"#,
+        0.0,
+    );
+    expect(
+        r#"pgmigrate_status{status="WaitingForUserAction",substatus="WaitingForCutoverTrigger"}"#,
+        1.0,
+    );
+    expect("pgmigrate_cutover_ready", 1.0);
+
+    // A second exporter in the same process is refused with the address named.
+    let err = metrics::install(free_port()).expect_err("second install must fail");
+    assert!(err.to_string().contains("127.0.0.1:"), "{err}");
+}
