@@ -22,9 +22,7 @@ use async_trait::async_trait;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{
-    DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
-};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -501,7 +499,10 @@ mod tests {
 
     #[test]
     fn accepted_replies_carry_the_command_tag() {
-        assert_eq!(ConsoleReply::accepted(ConsoleCommand::Cutover).tag, "CUTOVER");
+        assert_eq!(
+            ConsoleReply::accepted(ConsoleCommand::Cutover).tag,
+            "CUTOVER"
+        );
         let cancel = ConsoleReply::accepted(ConsoleCommand::Cancel { drop_target: true });
         assert_eq!(cancel.tag, "CANCEL");
         assert!(cancel.columns.is_empty() && cancel.rows.is_empty());

@@ -105,7 +105,14 @@ fn database_row(d: &DatabaseState) -> Vec<Option<String>> {
 /// each state. Per-table detail is not tracked, so these are counts.
 pub fn tables_reply(state: &MigrationState) -> ConsoleReply {
     ConsoleReply {
-        columns: columns(&["database", "queued", "loading", "completed", "errored", "total"]),
+        columns: columns(&[
+            "database",
+            "queued",
+            "loading",
+            "completed",
+            "errored",
+            "total",
+        ]),
         rows: state
             .databases
             .iter()
