@@ -5,16 +5,19 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use pgmigrate::config::{Config, MigrationName, DEFAULT_STATE_DIR, STATE_DIR_ENV};
+use pgmigrate::control::console_client::{self, ConsoleClientError};
 use pgmigrate::control::report::{
     list_migrations, render_json, render_list, render_show, ListFilter,
 };
-use pgmigrate::control::store::StateStore;
+use pgmigrate::control::status::Status;
+use pgmigrate::control::ConsoleCommand;
 use pgmigrate::migration::{self, Outcome};
 use pgmigrate::validate;
 use pgmigrate::verify;
@@ -26,6 +29,7 @@ mod exit {
     pub const USAGE: u8 = 2;
     pub const CANCELED: u8 = 3;
     pub const VALIDATION_FAILED: u8 = 4;
+    pub const NOT_ALLOWED: u8 = 5;
     pub const DIFFERENCES: u8 = 6;
 }
 
@@ -81,6 +85,31 @@ enum Command {
         /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Trigger the cutover of a migration waiting for it.
+    Cutover {
+        /// Migration name.
+        name: String,
+        /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Return only when the migration has Succeeded (0) or Failed (1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 1).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Cancel a migration that is in progress.
+    Cancel {
+        /// Migration name.
+        name: String,
+        /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Also drop the target databases this migration created.
+        #[arg(long)]
+        drop_target_databases: bool,
     },
     /// Compare source and target: schema objects, row counts and a content
     /// checksum per table.
@@ -221,11 +250,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             state_dir: dir,
             json,
         } => {
-            let Ok(name) = MigrationName::new(&name) else {
-                eprintln!("pgmigrate: {name:?} is not a valid migration name");
+            let Some(name) = migration_name(&name) else {
                 return Ok(exit::USAGE);
             };
-            let Some(state) = StateStore::read(&state_dir(dir), &name)? else {
+            let Some((state, _)) = console_client::read_state(&state_dir(dir), &name).await? else {
                 eprintln!("pgmigrate: no migration named {name}");
                 return Ok(exit::USAGE);
             };
@@ -235,6 +263,28 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 print!("{}", render_show(&state));
             }
             Ok(exit::OK)
+        }
+        Command::Cutover {
+            name,
+            state_dir: dir,
+            wait,
+            timeout,
+        } => {
+            let Some(name) = migration_name(&name) else {
+                return Ok(exit::USAGE);
+            };
+            let timeout = timeout.map(Duration::from_secs);
+            cutover(&state_dir(dir), &name, wait.then_some(timeout)).await
+        }
+        Command::Cancel {
+            name,
+            state_dir: dir,
+            drop_target_databases,
+        } => {
+            let Some(name) = migration_name(&name) else {
+                return Ok(exit::USAGE);
+            };
+            cancel(&state_dir(dir), &name, drop_target_databases).await
         }
         Command::Verify { config, json } => {
             let config = match load_config(&config) {
@@ -258,6 +308,144 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             } else {
                 exit::DIFFERENCES
             })
+        }
+    }
+}
+
+fn migration_name(text: &str) -> Option<MigrationName> {
+    let name = MigrationName::new(text).ok();
+    if name.is_none() {
+        eprintln!("pgmigrate: {text:?} is not a valid migration name");
+    }
+    name
+}
+
+/// How long `cancel` waits for the daemon to finish canceling.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `cutover`: asks the daemon over its console; with `wait` (holding the
+/// optional timeout) polls until the migration ends.
+async fn cutover(
+    state_dir: &Path,
+    name: &MigrationName,
+    wait: Option<Option<Duration>>,
+) -> anyhow::Result<u8> {
+    if let Some(code) = request(state_dir, name, ConsoleCommand::Cutover).await? {
+        return Ok(code);
+    }
+    let Some(timeout) = wait else {
+        println!("cutover of migration {name} accepted");
+        return Ok(exit::OK);
+    };
+    await_end(
+        state_dir,
+        name,
+        &[Status::Succeeded, Status::Failed],
+        timeout,
+    )
+    .await
+}
+
+/// `cancel`: asks the daemon over its console and waits for it to finish;
+/// with no daemon running, cancels offline.
+async fn cancel(state_dir: &Path, name: &MigrationName, drop_target: bool) -> anyhow::Result<u8> {
+    let command = ConsoleCommand::Cancel { drop_target };
+    match console_client::send(state_dir, name, command).await {
+        Ok(_) => {
+            await_end(
+                state_dir,
+                name,
+                &[Status::Canceled, Status::Failed],
+                Some(CANCEL_TIMEOUT),
+            )
+            .await
+        }
+        Err(ConsoleClientError::NotRunning { .. }) => {
+            cancel_without_daemon(state_dir, name, drop_target).await
+        }
+        Err(e @ ConsoleClientError::Refused { .. }) => {
+            eprintln!("pgmigrate: {e}");
+            Ok(exit::NOT_ALLOWED)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn cancel_without_daemon(
+    state_dir: &Path,
+    name: &MigrationName,
+    drop_target: bool,
+) -> anyhow::Result<u8> {
+    use pgmigrate::control::store::{StateError, StateStore};
+    use pgmigrate::migration::CancelError;
+    match StateStore::read(state_dir, name)? {
+        Some(state) if matches!(state.status, Status::Succeeded | Status::Canceled) => {
+            eprintln!(
+                "pgmigrate: migration {name} is {} and not cancelable",
+                state.status
+            );
+            return Ok(exit::NOT_ALLOWED);
+        }
+        _ => {}
+    }
+    match migration::cancel_offline(state_dir, name, drop_target).await {
+        Ok(()) => {
+            println!("migration {name} canceled");
+            Ok(exit::OK)
+        }
+        Err(
+            e @ (CancelError::NotCancelable(_)
+            | CancelError::State(StateError::AlreadyRunning { .. })),
+        ) => {
+            eprintln!("pgmigrate: {e}");
+            Ok(exit::NOT_ALLOWED)
+        }
+        Err(e) => {
+            eprintln!("pgmigrate: canceling migration {name}: {e}");
+            Ok(exit::FAILED)
+        }
+    }
+}
+
+/// Sends `command`; `Some(exit status)` when it was not accepted.
+async fn request(
+    state_dir: &Path,
+    name: &MigrationName,
+    command: ConsoleCommand,
+) -> anyhow::Result<Option<u8>> {
+    match console_client::send(state_dir, name, command).await {
+        Ok(_) => Ok(None),
+        Err(e @ (ConsoleClientError::NotRunning { .. } | ConsoleClientError::Refused { .. })) => {
+            eprintln!("pgmigrate: {e}");
+            Ok(Some(exit::NOT_ALLOWED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits for one of `ends` (the first is success, exit 0; else exit 1).
+async fn await_end(
+    state_dir: &Path,
+    name: &MigrationName,
+    ends: &[Status],
+    timeout: Option<Duration>,
+) -> anyhow::Result<u8> {
+    match console_client::wait_for_status(state_dir, name, ends, timeout).await {
+        Ok(state) if Some(&state.status) == ends.first() => {
+            println!("migration {name} {}", state.status);
+            Ok(exit::OK)
+        }
+        Ok(state) => {
+            let why = state.message.as_deref().unwrap_or("see pgmigrate show");
+            eprintln!(
+                "pgmigrate: migration {name} {}/{}: {why}",
+                state.status, state.substatus
+            );
+            Ok(exit::FAILED)
+        }
+        Err(e) => {
+            eprintln!("pgmigrate: {e}");
+            Ok(exit::FAILED)
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Control of a running migration: the status vocabulary, the state.json
 //! document and its single writer, live progress counters, the human
-//! reports of `show` and `list`, and readiness reports to systemd.
+//! reports of `show` and `list`, readiness reports to systemd, and the
+//! admin console with its clients.
 
+pub mod console;
+pub mod console_client;
+pub mod console_show;
 pub mod notify;
 pub mod progress;
 pub mod report;
@@ -10,6 +14,11 @@ pub mod status;
 pub mod store;
 mod table;
 
+pub use console::{
+    serve as serve_console, ConsoleCommand, ConsoleError, ConsoleHandler, ConsoleRefusal,
+    ConsoleReply,
+};
+pub use console_show::{databases_reply, show_reply, status_reply, tables_reply};
 pub use progress::{spawn_state_flusher, DbProgress, MigrationProgress};
 pub use report::{list_migrations, render_json, render_list, render_show, ListFilter};
 pub use state::{now_rfc3339, DatabaseState, MigrationState, ResumeState, ValidationCheck};
