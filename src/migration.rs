@@ -128,6 +128,20 @@ pub async fn run(
         s.set_status(Status::InProgress, Substatus::PerformingPreRequisiteSteps);
     })?;
     let progress = Arc::new(MigrationProgress::from_state(&store.snapshot()));
+    let (console_stop, console_rx) = watch::channel(false);
+    {
+        let handler = Arc::new(Console {
+            store: store.clone(),
+            progress: progress.clone(),
+            requests: requests.clone(),
+        });
+        let dir = store.dir().to_path_buf();
+        tokio::spawn(async move {
+            if let Err(e) = crate::control::serve_console(&dir, handler, console_rx).await {
+                tracing::warn!("admin console unavailable: {e}");
+            }
+        });
+    }
     // Ready as soon as state is loaded and locked: the migration itself
     // may take hours, and systemd must not time out the start.
     crate::control::notify::ready(&format!(
@@ -361,7 +375,58 @@ pub async fn run(
         }
     })?;
     publish(&store, &progress);
+    let _ = console_stop.send(true);
     Ok(outcome)
+}
+
+/// The daemon's side of the admin console: answers from live state and
+/// registers cutover and cancel requests for the run loop.
+struct Console {
+    store: Arc<StateStore>,
+    progress: Arc<MigrationProgress>,
+    requests: Arc<Requests>,
+}
+
+impl crate::control::ConsoleHandler for Console {
+    fn handle(
+        &self,
+        cmd: crate::control::ConsoleCommand,
+    ) -> Result<crate::control::ConsoleReply, crate::control::ConsoleRefusal> {
+        use crate::control::{ConsoleCommand, ConsoleRefusal, ConsoleReply};
+        let mut state = self.store.snapshot();
+        self.progress.apply_to(&mut state);
+        if let Some(reply) = crate::control::show_reply(cmd, &state) {
+            return Ok(reply);
+        }
+        match cmd {
+            ConsoleCommand::Cutover if state.status != Status::WaitingForUserAction => {
+                Err(ConsoleRefusal::not_in_state(format!(
+                    "cutover is accepted only in WaitingForUserAction; the migration is {}/{}",
+                    state.status, state.substatus
+                )))
+            }
+            ConsoleCommand::Cutover => {
+                self.requests.cutover();
+                Ok(ConsoleReply::accepted(cmd))
+            }
+            ConsoleCommand::Cancel { drop_target } => {
+                if matches!(
+                    state.status,
+                    Status::InProgress | Status::WaitingForUserAction
+                ) && state.substatus != Substatus::CompletingMigration
+                {
+                    self.requests.cancel(drop_target);
+                    Ok(ConsoleReply::accepted(cmd))
+                } else {
+                    Err(ConsoleRefusal::not_in_state(format!(
+                        "cancel is accepted while in progress or waiting for cutover; the migration is {}/{}",
+                        state.status, state.substatus
+                    )))
+                }
+            }
+            _ => Err(ConsoleRefusal::not_in_state("unexpected command")),
+        }
+    }
 }
 
 /// Mirrors the status and table counts into the metrics and systemd.

@@ -1,0 +1,355 @@
+//! The online lifecycle through each trigger: cutover by CLI and by psql
+//! on the admin console (SIGUSR1 is in tests/online.rs), cancel during
+//! copy and during streaming, cancel with no daemon, SIGTERM then resume.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_same, newest_client_bin_dir, pgmigrate_bin, tmp_dir, write_config, Cluster};
+
+fn start(config: &Path, log: &Path) -> Child {
+    Command::new(pgmigrate_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("run")
+}
+
+fn cli(args: &[&str], state: &Path) -> Output {
+    Command::new(pgmigrate_bin())
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("pgmigrate")
+}
+
+fn show(state: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&cli(&["show", name, "--json"], state).stdout)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn wait_status(
+    state: &Path,
+    name: &str,
+    child: &mut Child,
+    log: &Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let doc = show(state, name);
+        if pred(&doc) {
+            return doc;
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!(
+                "pgmigrate exited ({s}): {doc}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {doc}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ready(doc: &serde_json::Value) -> bool {
+    doc["status"] == "WaitingForUserAction"
+        && doc["pid"].as_u64().is_some()
+        && doc["databases"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["lag_bytes"] == 0))
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "daemon did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn console_psql(state: &Path, name: &str, sql: &str) -> Output {
+    Command::new(newest_client_bin_dir().join("psql"))
+        .arg("-h")
+        .arg(state.join(name))
+        .args([
+            "-p",
+            "6543",
+            "-U",
+            "admin",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            sql,
+            "pgmigrate",
+        ])
+        .output()
+        .expect("psql")
+}
+
+fn leftovers(src: &Cluster, dst: &Cluster, db: &str) -> (String, String, String) {
+    (
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        src.try_psql(db, "SELECT count(*) FROM pg_publication")
+            .unwrap_or_else(|_| "no db".into()),
+        dst.psql("postgres", "SELECT count(*) FROM pg_replication_origin"),
+    )
+}
+
+fn pair(db: &str, rows: u32) -> (Cluster, Cluster) {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db(db);
+    src.psql(
+        db,
+        &format!(
+            "CREATE TABLE items (id bigserial PRIMARY KEY, v text, n int); \
+             INSERT INTO items (v, n) SELECT md5(g::text), g FROM generate_series(1, {rows}) g;"
+        ),
+    );
+    (src, dst)
+}
+
+#[test]
+fn cutover_by_cli_and_by_console() {
+    for via in ["cli", "console"] {
+        let (src, dst) = pair("app", 5000);
+        let state = tmp_dir();
+        let name = format!("cut-{via}");
+        let cfg = write_config(
+            state.path(),
+            &name,
+            &src,
+            &dst,
+            &["app"],
+            "option = \"migrate\"\n",
+        );
+        let log: PathBuf = state.path().join("run.log");
+        let mut child = start(&cfg, &log);
+        // Refused while copying or catching up (exit 5), unless already ready.
+        let early = cli(&["cutover", &name], state.path());
+        if early.status.code() == Some(5) {
+            assert!(!String::from_utf8_lossy(&early.stderr).is_empty());
+        }
+        wait_status(state.path(), &name, &mut child, &log, ready);
+        src.psql("app", "INSERT INTO items (v, n) SELECT 'late', g FROM generate_series(1, 100) g; UPDATE items SET n = -n WHERE id < 50;");
+        match via {
+            "cli" => {
+                let out = cli(
+                    &["cutover", &name, "--wait", "--timeout", "60"],
+                    state.path(),
+                );
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "cutover --wait: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            _ => {
+                let out = console_psql(state.path(), &name, "CUTOVER");
+                assert!(
+                    out.status.success(),
+                    "psql CUTOVER: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        assert!(
+            wait_exit(&mut child).success(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert_eq!(show(state.path(), &name)["status"], "Succeeded");
+        assert_same(&src, &dst, "app");
+        assert_eq!(
+            leftovers(&src, &dst, "app"),
+            ("0".into(), "0".into(), "0".into())
+        );
+        dst.psql("app", "INSERT INTO items (v) VALUES ('after')");
+        assert_eq!(dst.psql("app", "SELECT max(id) FROM items"), "5101");
+        // A finished migration cannot be cut over or canceled.
+        assert_eq!(
+            cli(&["cutover", &name], state.path()).status.code(),
+            Some(5)
+        );
+        assert_eq!(cli(&["cancel", &name], state.path()).status.code(), Some(5));
+    }
+}
+
+#[test]
+fn cancel_during_copy_drops_everything_it_created() {
+    let (src, dst) = pair("big", 2_000_000);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "cancel-copy",
+        &src,
+        &dst,
+        &["big"],
+        "option = \"migrate\"\n[copy]\njobs = 1\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_status(state.path(), "cancel-copy", &mut child, &log, |d| {
+        d["databases"][0]["phase"] == "CopyingData"
+            || d["databases"][0]["phase"] == "BuildingIndexes"
+    });
+    let out = cli(
+        &["cancel", "cancel-copy", "--drop-target-databases"],
+        state.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cancel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wait_exit(&mut child).code(), Some(3));
+    assert_eq!(show(state.path(), "cancel-copy")["status"], "Canceled");
+    let (slots, pubs, origins) = leftovers(&src, &dst, "big");
+    assert_eq!(
+        (slots.as_str(), pubs.as_str(), origins.as_str()),
+        ("0", "0", "0")
+    );
+    assert_eq!(
+        dst.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'big'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn cancel_while_streaming_by_console_keeps_the_target() {
+    let (src, dst) = pair("app", 1000);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "cancel-stream",
+        &src,
+        &dst,
+        &["app"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_status(state.path(), "cancel-stream", &mut child, &log, ready);
+    let out = console_psql(state.path(), "cancel-stream", "CANCEL");
+    assert!(
+        out.status.success(),
+        "psql CANCEL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wait_exit(&mut child).code(), Some(3));
+    assert_eq!(show(state.path(), "cancel-stream")["status"], "Canceled");
+    assert_eq!(
+        leftovers(&src, &dst, "app"),
+        ("0".into(), "0".into(), "0".into())
+    );
+    assert_eq!(dst.psql("app", "SELECT count(*) FROM items"), "1000");
+}
+
+#[test]
+fn sigterm_resume_cutover_and_cancel_without_daemon() {
+    let (src, dst) = pair("app", 1000);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "term",
+        &src,
+        &dst,
+        &["app"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_status(state.path(), "term", &mut child, &log, ready);
+    src.psql("app", "UPDATE items SET n = n + 1");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(wait_exit(&mut child).success(), "SIGTERM must exit 0");
+    src.psql("app", "DELETE FROM items WHERE id % 3 = 0");
+    let mut child = start(&cfg, &log);
+    wait_status(state.path(), "term", &mut child, &log, ready);
+    let out = cli(&["cutover", "term", "--wait"], state.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_exit(&mut child).success());
+    assert_same(&src, &dst, "app");
+
+    // A stopped migration is canceled from state.json alone.
+    let (src2, dst2) = pair("other", 100);
+    let cfg2 = write_config(
+        state.path(),
+        "offline-cancel",
+        &src2,
+        &dst2,
+        &["other"],
+        "option = \"migrate\"\n",
+    );
+    let mut child = start(&cfg2, &log);
+    wait_status(state.path(), "offline-cancel", &mut child, &log, ready);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(wait_exit(&mut child).success());
+    assert_eq!(
+        src2.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "1"
+    );
+    let out = cli(
+        &["cancel", "offline-cancel", "--drop-target-databases"],
+        state.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(show(state.path(), "offline-cancel")["status"], "Canceled");
+    assert_eq!(
+        src2.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(
+        src2.psql("other", "SELECT count(*) FROM pg_publication"),
+        "0"
+    );
+    assert_eq!(
+        dst2.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'other'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        dst2.psql("postgres", "SELECT count(*) FROM pg_replication_origin"),
+        "0"
+    );
+}
