@@ -908,6 +908,7 @@ async fn cut_over(
     let target_lsn = current_wal_lsn(source, db).await?;
     tracing::info!(db, lsn = %target_lsn, "cutover: applying everything up to the source's current position");
     let started = Instant::now();
+    let mut last_log = Instant::now();
     loop {
         if !stream.is_running() {
             stream.stop().await.map_err(DbError::Stream)?;
@@ -923,8 +924,9 @@ async fn cut_over(
         if applied >= target_lsn {
             break;
         }
-        if started.elapsed().as_secs() % 10 == 0 {
-            tracing::debug!(db, %applied, target = %target_lsn, "cutover: waiting for apply");
+        if last_log.elapsed() >= Duration::from_secs(10) {
+            last_log = Instant::now();
+            tracing::info!(db, %applied, target = %target_lsn, "cutover: waiting for apply");
         }
         stream.poke();
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -675,7 +675,7 @@ fn random_garbage_never_panics() {
         // Start most inputs with a real tag so the message bodies get
         // exercised, not just the unknown-tag path.
         if let Some(first) = bytes.first_mut() {
-            if next() % 4 != 0 {
+            if !next().is_multiple_of(4) {
                 *first = known[(next() as usize) % known.len()];
             }
         }
