@@ -107,7 +107,7 @@ fn pgbench_transaction() -> Vec<Bytes> {
 fn wide_insert() -> Vec<Bytes> {
     let big = vec![b'x'; 2048];
     let mut cols: Vec<Option<&[u8]>> = vec![Some(b"123456789"), Some(b"2026-04-20 10:11:12+00")];
-    cols.extend(std::iter::repeat(Some(&b"some short text"[..])).take(16));
+    cols.extend(std::iter::repeat_n(Some(&b"some short text"[..]), 16));
     cols.push(None);
     cols.push(Some(&big));
     vec![W::tag(b'I').u32(16_500).u8(b'N').tuple(&cols).done()]
