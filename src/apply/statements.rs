@@ -46,13 +46,24 @@ impl ColumnMask {
 /// INSERT of every column. `OVERRIDING SYSTEM VALUE` keeps the source's
 /// values for identity columns (a no-op for tables without them).
 pub fn insert(rel: &RelationInfo) -> String {
+    insert_rows(rel, 1)
+}
+
+/// INSERT of `rows` rows at once, parameters row after row.
+pub fn insert_rows(rel: &RelationInfo, rows: usize) -> String {
     let cols: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let params: Vec<String> = (1..=rel.columns.len()).map(|i| format!("${i}")).collect();
+    let width = rel.columns.len();
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p: Vec<String> = (1..=width).map(|i| format!("${}", r * width + i)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect();
     format!(
-        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})",
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES {}",
         rel.qualified,
         cols.join(", "),
-        params.join(", ")
+        values.join(", ")
     )
 }
 
@@ -202,6 +213,15 @@ mod tests {
         assert_eq!(
             delete(&r, &all),
             "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1"
+        );
+    }
+
+    #[test]
+    fn multi_row_insert_numbers_parameters_row_by_row() {
+        let r = rel(ReplicaIdentity::Default);
+        assert_eq!(
+            insert_rows(&r, 2),
+            "INSERT INTO \"s\".\"t\" (\"id\", \"doc\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)"
         );
     }
 

@@ -94,7 +94,14 @@ struct StmtKey {
     kind: Kind,
     set: Option<ColumnMask>,
     matching: Option<ColumnMask>,
+    /// Rows of a multi-row INSERT; 1 otherwise.
+    rows: usize,
 }
+
+/// Most rows in one multi-row INSERT: a run of inserts into one table goes
+/// out as few statements (PostgreSQL's limit of 65535 parameters bounds it
+/// further for wide tables).
+const INSERT_RUN: usize = 64;
 
 struct Worker {
     cfg: WorkerConfig,
@@ -115,11 +122,16 @@ struct Worker {
     batch_counts: [u64; 3],
     last_commit: Option<(Lsn, PgTimestamp)>,
     skipping: bool,
+    /// Between a Begin and its Commit: the batch must not end here, or a
+    /// part of a source transaction would commit without its origin.
+    in_txn: bool,
     current: Lsn,
     delivered: Lsn,
     /// Commits not yet known durable: (origin LSN recorded, LSN covered).
     pending: VecDeque<(Lsn, Lsn)>,
     last_check: Instant,
+    /// Consecutive inserts into one table, not yet queued.
+    run: Option<(Arc<RelationInfo>, Vec<TupleData>)>,
     /// Kinds of queued executions, to spot updates/deletes that found no row.
     queued_kinds: Vec<Option<(Kind, Arc<RelationInfo>)>>,
 }
@@ -182,17 +194,44 @@ impl Worker {
             batch_counts: [0; 3],
             last_commit: None,
             skipping: false,
+            in_txn: false,
             current: start,
             delivered: start,
             pending: VecDeque::new(),
             last_check: Instant::now(),
             queued_kinds: Vec::new(),
+            run: None,
             cfg,
         })
     }
 
+    /// Queues the pending run of inserts as multi-row INSERTs.
+    fn flush_run(&mut self) -> Result<(), ApplyError> {
+        let Some((rel, rows)) = self.run.take() else {
+            return Ok(());
+        };
+        let key = StmtKey {
+            rel: rel.id.0,
+            version: rel.version,
+            kind: Kind::Insert,
+            set: None,
+            matching: None,
+            rows: rows.len(),
+        };
+        let n = rows.len();
+        let name = self.statement_name(key, || statements::insert_rows(&rel, n))?;
+        let params: Vec<OwnedParam> = rows.iter().flat_map(|t| t.iter().map(param)).collect();
+        let params = to_params(&params);
+        self.conn
+            .queue_execute(&name, &params)
+            .map_err(|e| self.err(format!("insert into {}", rel.display()), e))?;
+        self.queued_kinds.push(Some((Kind::Insert, rel)));
+        Ok(())
+    }
+
     /// Queues a statement that is not a row change.
     fn queue_plain(&mut self, sql: &str) -> Result<(), ApplyError> {
+        self.flush_run()?;
         self.conn
             .queue_statement(sql)
             .map_err(|e| self.err(sql.to_string(), e))?;
@@ -211,7 +250,7 @@ impl Worker {
 
     async fn run(&mut self, rx: Receiver<ApplyMsg>) -> Result<(), ApplyError> {
         loop {
-            let wait = if self.open {
+            let wait = if self.open && !self.in_txn {
                 self.cfg
                     .batch_max_delay
                     .saturating_sub(self.batch_started.elapsed())
@@ -224,6 +263,12 @@ impl Worker {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
+                    if self.in_txn {
+                        // The stream stopped inside a transaction: keep
+                        // nothing of the batch; it is delivered again.
+                        self.abandon_batch().await;
+                        return Ok(());
+                    }
                     self.commit_batch().await?;
                     self.check_durability().await?;
                     return Ok(());
@@ -231,7 +276,7 @@ impl Worker {
             };
             match msg {
                 None => {
-                    if self.open {
+                    if self.open && !self.in_txn {
                         self.commit_batch().await?;
                     }
                 }
@@ -240,6 +285,7 @@ impl Worker {
                     // The origin holds the end of the last applied commit
                     // record: a transaction committed before it is done.
                     self.skipping = commit_lsn < self.origin_lsn;
+                    self.in_txn = !self.skipping;
                     if !self.skipping && !self.open {
                         self.queue_plain("BEGIN")?;
                         self.open = true;
@@ -273,6 +319,7 @@ impl Worker {
                     if end_lsn > self.delivered {
                         self.delivered = end_lsn;
                     }
+                    self.in_txn = false;
                     if self.skipping {
                         self.skipping = false;
                     } else {
@@ -297,6 +344,12 @@ impl Worker {
                     }
                 }
                 Some(ApplyMsg::Flush(ack)) => {
+                    if self.in_txn {
+                        // Only a stopping stream flushes mid-transaction.
+                        self.abandon_batch().await;
+                        let _ = ack.send(());
+                        return Ok(());
+                    }
                     self.commit_batch().await?;
                     let _ = ack.send(());
                 }
@@ -351,6 +404,7 @@ impl Worker {
     }
 
     async fn sync(&mut self) -> Result<(), ApplyError> {
+        self.flush_run()?;
         if self.conn.queued() == 0 {
             return Ok(());
         }
@@ -371,6 +425,20 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Rolls the open batch back without recording progress: used only
+    /// when the stream stops inside a source transaction, which is then
+    /// delivered again from the origin's position.
+    async fn abandon_batch(&mut self) {
+        self.run = None;
+        if self.open {
+            let _ = self.conn.sync().await;
+            let _ = self.conn.execute("ROLLBACK").await;
+        }
+        self.open = false;
+        self.in_txn = false;
+        self.last_commit = None;
     }
 
     async fn commit_batch(&mut self) -> Result<(), ApplyError> {
@@ -453,28 +521,51 @@ impl Worker {
     }
 
     async fn apply(&mut self, change: Change) -> Result<(), ApplyError> {
+        if !self.open {
+            // Every change belongs to a batch opened at its Begin; one
+            // outside would autocommit without origin progress.
+            return Err(ApplyError::Setup {
+                db: self.cfg.db.clone(),
+                worker: self.cfg.index,
+                message: format!(
+                    "a change of the transaction committed at {} arrived outside a batch",
+                    self.current
+                ),
+            });
+        }
         let (kind, rel) = match &change {
             Change::Insert { rel, .. } => (Kind::Insert, rel.clone()),
             Change::Update { rel, .. } => (Kind::Update, rel.clone()),
             Change::Delete { rel, .. } => (Kind::Delete, rel.clone()),
         };
+        if kind != Kind::Insert {
+            self.flush_run()?;
+        }
         match &change {
             Change::Insert { new, .. } => {
                 check_width(&rel, new, &self.cfg.db)?;
-                let key = StmtKey {
-                    rel: rel.id.0,
-                    version: rel.version,
-                    kind,
-                    set: None,
-                    matching: None,
-                };
-                let name = self.statement_name(key, || statements::insert(&rel))?;
-                let params: Vec<OwnedParam> = new.iter().map(param).collect();
-                let params = to_params(&params);
-                self.conn
-                    .queue_execute(&name, &params)
-                    .map_err(|e| self.err(format!("insert into {}", rel.display()), e))?;
+                let limit = INSERT_RUN.min(65535 / rel.columns.len().max(1)).max(1);
+                let same =
+                    matches!(&self.run, Some((r, _)) if r.id == rel.id && r.version == rel.version);
+                if !same {
+                    self.flush_run()?;
+                }
+                let (_, rows) = self
+                    .run
+                    .get_or_insert_with(|| (rel.clone(), Vec::with_capacity(limit)));
+                rows.push(new.clone());
+                let full = rows.len() >= limit;
+                if full {
+                    self.flush_run()?;
+                }
                 self.batch_counts[0] += 1;
+                self.batch_changes += 1;
+                if self.conn.queued() >= PIPELINE_FLUSH_STATEMENTS
+                    || self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES
+                {
+                    self.sync().await?;
+                }
+                return Ok(());
             }
             Change::Update { old, new, .. } => {
                 check_width(&rel, new, &self.cfg.db)?;
@@ -496,6 +587,7 @@ impl Worker {
                     kind,
                     set: Some(set.clone()),
                     matching: Some(matching.clone()),
+                    rows: 1,
                 };
                 let name =
                     self.statement_name(key, || statements::update(&rel, &set, &matching, &skip))?;
@@ -533,6 +625,7 @@ impl Worker {
                     kind,
                     set: None,
                     matching: Some(matching.clone()),
+                    rows: 1,
                 };
                 let name = self.statement_name(key, || statements::delete(&rel, &matching))?;
                 let mut params: Vec<OwnedParam> = Vec::with_capacity(rel.columns.len());
