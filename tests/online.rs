@@ -352,3 +352,68 @@ fn survives_source_and_target_restarts() {
     common::assert_same(&src, &dst, "app");
     stop(child);
 }
+
+fn vm_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_large_transaction_keeps_memory_bounded() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("big");
+    src.psql(
+        "big",
+        "CREATE TABLE wide (id bigint PRIMARY KEY, payload text)",
+    );
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "bigtx",
+        &src,
+        &dst,
+        &["big"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "bigtx",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    // About 400 MB of WAL in one transaction: several times the 64 MB
+    // in-memory budget, so it goes through the spill file.
+    src.psql(
+        "big",
+        "INSERT INTO wide SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 700000) g",
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while dst.psql("big", "SELECT count(*) FROM wide") != "700000" {
+        assert!(
+            Instant::now() < deadline,
+            "large transaction not applied: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let peak_mb = vm_kb(child.id(), "VmHWM:") / 1024;
+    assert!(peak_mb > 0, "cannot read the daemon's memory");
+    assert!(
+        peak_mb < 256,
+        "daemon peak RSS {peak_mb} MB for a 400 MB transaction"
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("spilled to disk"));
+    common::assert_same(&src, &dst, "big");
+    stop(child);
+}
