@@ -463,19 +463,24 @@ fn cutover_on_sigusr1(requests: Arc<migration::Requests>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// SIGTERM and SIGINT ask for a graceful stop.
+/// SIGTERM and SIGINT ask for a graceful stop. The sender stays alive
+/// with the handler, so receivers see one change, not a closed channel.
 fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if !*tx.borrow() {
+                pgmigrate::control::notify::stopping();
+                let _ = tx.send(true);
+            }
         }
-        pgmigrate::control::notify::stopping();
-        let _ = tx.send(true);
     });
     Ok(rx)
 }

@@ -271,11 +271,12 @@ pub async fn run(
                     let _ = stop_tx.send(true);
                 }
             },
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
+            r = shutdown.wait_for(|s| *s), if !*stop_tx.borrow() => {
+                if r.is_ok() {
                     tracing::info!("stopping: progress is kept, run again to resume");
-                    let _ = stop_tx.send(true);
                 }
+                // A closed signal channel also means: stop.
+                let _ = stop_tx.send(true);
             }
             _ = requests.notify.notified() => {
                 let status = store.snapshot().status;

@@ -40,8 +40,11 @@ pub struct Table {
     pub schema: String,
     /// Table name.
     pub name: String,
-    /// Size of the main fork in bytes (the split decision).
+    /// Size of the main fork in bytes (the split decision: ctid ranges
+    /// cut the main fork).
     pub bytes: u64,
+    /// Size with TOAST: the copy's real work, which orders the units.
+    pub total_bytes: u64,
     /// Stored columns in attnum order (generated and dropped ones left out).
     pub columns: Vec<Column>,
 }
@@ -99,7 +102,7 @@ pub(crate) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'informa
 /// The tables with rows to copy: plain tables and leaf partitions.
 pub async fn tables(conn: &mut Connection, db: &str) -> Result<Vec<Table>, CopyError> {
     let sql = format!(
-        "SELECT c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid) \
+        "SELECT c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid), pg_catalog.pg_table_size(c.oid) \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'r' AND {USER_RELATION} ORDER BY c.oid"
     );
@@ -123,6 +126,9 @@ pub async fn tables(conn: &mut Connection, db: &str) -> Result<Vec<Table>, CopyE
                 .to_string(),
             bytes: r
                 .parse(3)
+                .map_err(|e| CopyError::source(db, "listing tables", e))?,
+            total_bytes: r
+                .parse(4)
                 .map_err(|e| CopyError::source(db, "listing tables", e))?,
             columns: Vec::new(),
         });

@@ -48,8 +48,9 @@ pub fn plan_units(
             while start < pages {
                 let end = start + per;
                 let last = end >= pages;
+                // Each range carries its share of the TOAST too.
                 units.push((
-                    per * block_size,
+                    t.total_bytes / parts.max(1),
                     CopyUnit {
                         table: i,
                         pages: Some((start, if last { None } else { Some(end) })),
@@ -59,7 +60,7 @@ pub fn plan_units(
             }
         } else {
             units.push((
-                t.bytes,
+                t.total_bytes,
                 CopyUnit {
                     table: i,
                     pages: None,
@@ -350,6 +351,7 @@ mod tests {
             schema: "s".into(),
             name: "t".into(),
             bytes,
+            total_bytes: bytes,
             columns: vec![],
         }
     }
