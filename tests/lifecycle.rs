@@ -353,3 +353,88 @@ fn sigterm_resume_cutover_and_cancel_without_daemon() {
         "0"
     );
 }
+
+#[test]
+fn cutover_with_lock_source_makes_the_source_read_only() {
+    let (src, dst) = pair("app", 500);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "locked",
+        &src,
+        &dst,
+        &["app"],
+        "option = \"migrate\"\n[cutover]\nlock_source = true\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_status(state.path(), "locked", &mut child, &log, ready);
+    let out = cli(&["cutover", "locked", "--wait"], state.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_exit(&mut child).success());
+    let err = src
+        .try_psql("app", "INSERT INTO items (v) VALUES ('too late')")
+        .expect_err("the source must refuse writes");
+    assert!(err.contains("read-only"), "{err}");
+    assert_same(&src, &dst, "app");
+}
+
+#[test]
+fn option_validate_checks_and_changes_nothing() {
+    let (src, dst) = pair("app", 10);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "check-only",
+        &src,
+        &dst,
+        &["app"],
+        "option = \"validate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    let status = wait_exit(&mut child);
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let doc = show(state.path(), "check-only");
+    assert_eq!(doc["status"], "Succeeded");
+    assert!(doc["validation"].as_array().is_some_and(|v| !v.is_empty()));
+    assert_eq!(
+        dst.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+
+    // A table without a key fails online validation: exit 4, nothing created.
+    src.psql("app", "CREATE TABLE loose (a int)");
+    let cfg = write_config(state.path(), "check-fail", &src, &dst, &["app"], "");
+    let mut child = start(&cfg, &log);
+    assert_eq!(wait_exit(&mut child).code(), Some(4));
+    let doc = show(state.path(), "check-fail");
+    assert_eq!(doc["status"], "ValidationFailed");
+    assert_eq!(
+        dst.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+}

@@ -25,8 +25,10 @@ use super::{ApplyError, ApplyMsg, Change, WorkerProgress};
 /// batch to end: bounds the send buffer.
 const PIPELINE_FLUSH_STATEMENTS: usize = 2000;
 const PIPELINE_FLUSH_BYTES: usize = 4 << 20;
-/// How often a worker with commits not yet known durable asks the target.
-const DURABILITY_CHECK: Duration = Duration::from_millis(200);
+/// How often a worker with commits not yet known durable asks the target:
+/// the source learns what it may forget no later than this after the
+/// target flushed it.
+const DURABILITY_CHECK: Duration = Duration::from_millis(50);
 
 /// Everything a worker needs.
 #[derive(Debug, Clone)]

@@ -198,7 +198,7 @@ impl Receiver<'_> {
 
     async fn run(&mut self) -> Result<(), StreamError> {
         let mut txn: Option<Txn> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 return Ok(());
