@@ -599,19 +599,7 @@ impl Worker {
                         params.push(param(v));
                     }
                 }
-                if params.is_empty() {
-                    // statements::update keeps one no-op SET without a parameter.
-                }
-                for (i, v) in identity_tuple.iter().enumerate() {
-                    let used = if rel.full_identity() {
-                        matching.has(i)
-                    } else {
-                        rel.columns.get(i).is_some_and(|c| c.is_key)
-                    };
-                    if used {
-                        params.push(param(v));
-                    }
-                }
+                push_identity(&mut params, identity_tuple, &matching);
                 let params = to_params(&params);
                 self.conn
                     .queue_execute(&name, &params)
@@ -631,16 +619,7 @@ impl Worker {
                 };
                 let name = self.statement_name(key, || statements::delete(&rel, &matching))?;
                 let mut params: Vec<OwnedParam> = Vec::with_capacity(rel.columns.len());
-                for (i, v) in tuple.iter().enumerate() {
-                    let used = if rel.full_identity() {
-                        matching.has(i)
-                    } else {
-                        rel.columns.get(i).is_some_and(|c| c.is_key)
-                    };
-                    if used {
-                        params.push(param(v));
-                    }
-                }
+                push_identity(&mut params, tuple, &matching);
                 let params = to_params(&params);
                 self.conn
                     .queue_execute(&name, &params)
@@ -659,8 +638,18 @@ impl Worker {
     }
 }
 
-/// Columns used to find the old row under FULL identity: every column the
-/// old tuple actually carries (not an unchanged TOAST placeholder).
+/// The values that find the old row, in the order of the WHERE clause.
+fn push_identity(params: &mut Vec<OwnedParam>, tuple: &TupleData, matching: &ColumnMask) {
+    for (i, v) in tuple.iter().enumerate() {
+        if matching.has(i) {
+            params.push(param(v));
+        }
+    }
+}
+
+/// Columns that find the old row: the key columns, or under FULL identity
+/// every column the old tuple actually carries (not an unchanged TOAST
+/// placeholder).
 fn match_mask(rel: &RelationInfo, tuple: &TupleData) -> ColumnMask {
     if rel.full_identity() {
         ColumnMask::from_flags(tuple.iter().map(|v| v != ColumnValue::UnchangedToast))
