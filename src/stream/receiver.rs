@@ -370,7 +370,13 @@ impl Receiver<'_> {
                     message: format!("no worker {worker}"),
                 });
             };
-            match tx.send_timeout(msg, SEND_WAIT) {
+            // try_send first: send_timeout reads the clock on every call.
+            let sent = match tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(crossbeam_channel::TrySendError::Full(m)) => tx.send_timeout(m, SEND_WAIT),
+                Err(crossbeam_channel::TrySendError::Disconnected(m)) => Err(SendTimeoutError::Disconnected(m)),
+            };
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(m)) => {
                     msg = m;
