@@ -580,8 +580,10 @@ impl Worker {
                 } else {
                     always
                 };
-                let set =
-                    ColumnMask::from_flags(new.iter_ref().map(|v| !matches!(v, ColumnRef::UnchangedToast)));
+                let set = ColumnMask::from_flags(
+                    new.iter_ref()
+                        .map(|v| !matches!(v, ColumnRef::UnchangedToast)),
+                );
                 let identity_tuple: &TupleData = old.as_ref().map(OldTuple::tuple).unwrap_or(new);
                 let matching = match_mask(&rel, identity_tuple);
                 let key = StmtKey {
@@ -651,7 +653,11 @@ fn push_identity<'a>(params: &mut Vec<Param<'a>>, tuple: &'a TupleData, matching
 /// placeholder).
 fn match_mask(rel: &RelationInfo, tuple: &TupleData) -> ColumnMask {
     if rel.full_identity() {
-        ColumnMask::from_flags(tuple.iter_ref().map(|v| !matches!(v, ColumnRef::UnchangedToast)))
+        ColumnMask::from_flags(
+            tuple
+                .iter_ref()
+                .map(|v| !matches!(v, ColumnRef::UnchangedToast)),
+        )
     } else {
         ColumnMask::from_flags(rel.columns.iter().map(|c| c.is_key))
     }

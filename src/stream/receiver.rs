@@ -374,7 +374,9 @@ impl Receiver<'_> {
             let sent = match tx.try_send(msg) {
                 Ok(()) => Ok(()),
                 Err(crossbeam_channel::TrySendError::Full(m)) => tx.send_timeout(m, SEND_WAIT),
-                Err(crossbeam_channel::TrySendError::Disconnected(m)) => Err(SendTimeoutError::Disconnected(m)),
+                Err(crossbeam_channel::TrySendError::Disconnected(m)) => {
+                    Err(SendTimeoutError::Disconnected(m))
+                }
             };
             match sent {
                 Ok(()) => return Ok(()),
