@@ -511,15 +511,21 @@ enum DbError {
     },
 }
 
+impl DbContext {
+    /// This database's resume bookkeeping as state.json has it now.
+    fn resume(&self) -> crate::control::state::ResumeState {
+        self.store
+            .snapshot()
+            .database(&self.db)
+            .map(|d| d.resume.clone())
+            .unwrap_or_default()
+    }
+}
+
 async fn migrate_database(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
     let cfg = &ctx.config;
-    let resume = ctx
-        .store
-        .snapshot()
-        .database(db)
-        .map(|d| d.resume.clone())
-        .unwrap_or_default();
+    let resume = ctx.resume();
     if !resume.copy_completed {
         let mut shutdown = ctx.shutdown.clone();
         tokio::select! {
@@ -703,18 +709,13 @@ async fn copy_phase(
     Ok(())
 }
 
-/// Streams changes until shutdown (or, later, cutover): lag measured every
+/// Streams changes until shutdown or cutover: lag measured every
 /// second, and the database marked ready once the backlog since the
 /// snapshot is applied.
 async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
     let cfg = &ctx.config;
-    let resume = ctx
-        .store
-        .snapshot()
-        .database(db)
-        .map(|d| d.resume.clone())
-        .unwrap_or_default();
+    let resume = ctx.resume();
     let (Some(slot_name), Some(publication_name), Some(lsn)) = (
         resume.slot_name.clone(),
         resume.publication_name.clone(),
