@@ -63,7 +63,10 @@ pub async fn copy_missing(
                 );
                 return Ok(false);
             }
-            Err(e) if e.code() == Some("42710") => {}
+            // 42710: exists; 23505: another database of this migration
+            // created it at the same moment (CREATE ROLE races surface as
+            // a unique violation on pg_authid).
+            Err(e) if matches!(e.code(), Some("42710" | "23505")) => {}
             Err(e) => return Err(CopyError::target(db, &format!("creating role {name}"), e)),
         }
     }
