@@ -5,20 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+use common::daemon::{show, signal, start, wait_exit};
 use common::{assert_same, newest_client_bin_dir, pgmigrate_bin, tmp_dir, write_config, Cluster};
-
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(pgmigrate_bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("run")
-}
 
 fn cli(args: &[&str], state: &Path) -> Output {
     Command::new(pgmigrate_bin())
@@ -27,11 +18,6 @@ fn cli(args: &[&str], state: &Path) -> Output {
         .arg(state)
         .output()
         .expect("pgmigrate")
-}
-
-fn show(state: &Path, name: &str) -> serde_json::Value {
-    serde_json::from_slice(&cli(&["show", name, "--json"], state).stdout)
-        .unwrap_or(serde_json::Value::Null)
 }
 
 fn wait_status(
@@ -68,17 +54,6 @@ fn ready(doc: &serde_json::Value) -> bool {
         && doc["databases"]
             .as_array()
             .is_some_and(|d| d.iter().all(|d| d["lag_bytes"] == 0))
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "daemon did not exit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn console_psql(state: &Path, name: &str, sql: &str) -> Output {
@@ -143,10 +118,14 @@ fn cutover_by_cli_and_by_console() {
         let log: PathBuf = state.path().join("run.log");
         let mut child = start(&cfg, &log);
         // Refused while copying or catching up (exit 5), unless already ready.
+        // Refused before the copy is done (or before the console is up).
         let early = cli(&["cutover", &name], state.path());
-        if early.status.code() == Some(5) {
-            assert!(!String::from_utf8_lossy(&early.stderr).is_empty());
-        }
+        let why = String::from_utf8_lossy(&early.stderr);
+        assert_eq!(early.status.code(), Some(5), "{why}");
+        assert!(
+            why.contains("WaitingForUserAction") || why.contains("not running"),
+            "{why}"
+        );
         wait_status(state.path(), &name, &mut child, &log, ready);
         src.psql("app", "INSERT INTO items (v, n) SELECT 'late', g FROM generate_series(1, 100) g; UPDATE items SET n = -n WHERE id < 50;");
         match via {
@@ -172,7 +151,7 @@ fn cutover_by_cli_and_by_console() {
             }
         }
         assert!(
-            wait_exit(&mut child).success(),
+            wait_exit(&mut child, Duration::from_secs(90)).success(),
             "{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
@@ -221,7 +200,10 @@ fn cancel_during_copy_drops_everything_it_created() {
         "cancel: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(wait_exit(&mut child).code(), Some(3));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(90)).code(),
+        Some(3)
+    );
     assert_eq!(show(state.path(), "cancel-copy")["status"], "Canceled");
     let (slots, pubs, origins) = leftovers(&src, &dst, "big");
     assert_eq!(
@@ -258,7 +240,10 @@ fn cancel_while_streaming_by_console_keeps_the_target() {
         "psql CANCEL: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(wait_exit(&mut child).code(), Some(3));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(90)).code(),
+        Some(3)
+    );
     assert_eq!(show(state.path(), "cancel-stream")["status"], "Canceled");
     assert_eq!(
         leftovers(&src, &dst, "app"),
@@ -283,11 +268,11 @@ fn sigterm_resume_cutover_and_cancel_without_daemon() {
     let mut child = start(&cfg, &log);
     wait_status(state.path(), "term", &mut child, &log, ready);
     src.psql("app", "UPDATE items SET n = n + 1");
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    assert!(wait_exit(&mut child).success(), "SIGTERM must exit 0");
+    signal(&child, "-TERM");
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(90)).success(),
+        "SIGTERM must exit 0"
+    );
     src.psql("app", "DELETE FROM items WHERE id % 3 = 0");
     let mut child = start(&cfg, &log);
     wait_status(state.path(), "term", &mut child, &log, ready);
@@ -298,7 +283,7 @@ fn sigterm_resume_cutover_and_cancel_without_daemon() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(wait_exit(&mut child).success());
+    assert!(wait_exit(&mut child, Duration::from_secs(90)).success());
     assert_same(&src, &dst, "app");
 
     // A stopped migration is canceled from state.json alone.
@@ -313,11 +298,8 @@ fn sigterm_resume_cutover_and_cancel_without_daemon() {
     );
     let mut child = start(&cfg2, &log);
     wait_status(state.path(), "offline-cancel", &mut child, &log, ready);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    assert!(wait_exit(&mut child).success());
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(90)).success());
     assert_eq!(
         src2.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
         "1"
@@ -376,7 +358,7 @@ fn cutover_with_lock_source_makes_the_source_read_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(wait_exit(&mut child).success());
+    assert!(wait_exit(&mut child, Duration::from_secs(90)).success());
     let err = src
         .try_psql("app", "INSERT INTO items (v) VALUES ('too late')")
         .expect_err("the source must refuse writes");
@@ -398,7 +380,7 @@ fn option_validate_checks_and_changes_nothing() {
     );
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child, Duration::from_secs(90));
     assert!(
         status.success(),
         "{}",
@@ -423,7 +405,10 @@ fn option_validate_checks_and_changes_nothing() {
     src.psql("app", "CREATE TABLE loose (a int)");
     let cfg = write_config(state.path(), "check-fail", &src, &dst, &["app"], "");
     let mut child = start(&cfg, &log);
-    assert_eq!(wait_exit(&mut child).code(), Some(4));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(90)).code(),
+        Some(4)
+    );
     let doc = show(state.path(), "check-fail");
     assert_eq!(doc["status"], "ValidationFailed");
     assert_eq!(

@@ -6,6 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::daemon::show;
 use common::{assert_same, pgmigrate_bin, tmp_dir, write_config, Cluster};
 
 const AWKWARD: &str = include_str!("sql/awkward.sql");
@@ -18,20 +19,6 @@ fn pgmigrate(args: &[&str], config: &std::path::Path) -> Output {
         .env("PGMIGRATE_LOG", "info")
         .output()
         .expect("run pgmigrate")
-}
-
-fn show_json(state_dir: &std::path::Path, name: &str) -> serde_json::Value {
-    let out = Command::new(pgmigrate_bin())
-        .args(["show", name, "--json", "--state-dir"])
-        .arg(state_dir)
-        .output()
-        .expect("run pgmigrate show");
-    assert!(
-        out.status.success(),
-        "show: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("show --json is JSON")
 }
 
 fn slots(c: &Cluster) -> String {
@@ -111,7 +98,7 @@ fn offline_migrates_two_databases_identically() {
     );
     assert_eq!(slots(&src), "", "the slot must be gone");
 
-    let doc = show_json(state.path(), "offline-1");
+    let doc = show(state.path(), "offline-1");
     assert_eq!(doc["status"], "Succeeded");
     assert_eq!(doc["substatus"], "Completed");
     let dbs = doc["databases"].as_array().expect("databases");
@@ -206,7 +193,7 @@ fn failures_name_their_cause_and_leave_no_slot() {
             stderr.contains(expected),
             "{name}: expected {expected:?} in {stderr}"
         );
-        let doc = show_json(state.path(), name);
+        let doc = show(state.path(), name);
         assert_eq!(doc["status"], "Failed", "{name}");
         let msg = doc["message"].as_str().unwrap_or("");
         assert!(msg.contains(expected), "{name}: state message {msg:?}");

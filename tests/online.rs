@@ -5,31 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_except, pgmigrate_bin, tmp_dir, write_config, Cluster};
-
-fn start(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(pgmigrate_bin())
-        .args(["run", "--config"])
-        .arg(config)
-        .env("PGMIGRATE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start pgmigrate run")
-}
-
-fn show(state: &Path, name: &str) -> serde_json::Value {
-    let out = Command::new(pgmigrate_bin())
-        .args(["show", name, "--json", "--state-dir"])
-        .arg(state)
-        .output()
-        .expect("show");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
+use common::daemon::{kill9, show, signal, start, stop, verify_ok as verify, wait_exit};
+use common::{assert_same_except, tmp_dir, write_config, Cluster};
 
 /// Waits until every database streams with no lag (and the migration
 /// waits for cutover), or panics with the daemon's log.
@@ -59,43 +39,6 @@ fn wait_caught_up(state: &Path, name: &str, child: &mut Child, log: &Path, limit
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            assert!(status.success(), "graceful stop must exit 0, got {status}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("pgmigrate did not stop on SIGTERM");
-}
-
-fn kill9(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn verify(cfg: &Path) {
-    let out = Command::new(pgmigrate_bin())
-        .args(["verify", "--config"])
-        .arg(cfg)
-        .output()
-        .expect("verify");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -222,17 +165,6 @@ fn streams_awkward_changes_intact() {
     stop(child);
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "pgmigrate did not exit in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn cutover_by_sigusr1_syncs_sequences_and_leaves_nothing_behind() {
     let src = Cluster::start_default();
@@ -266,10 +198,7 @@ fn cutover_by_sigusr1_syncs_sequences_and_leaves_nothing_behind() {
         "INSERT INTO orders (item) SELECT 'late' || g FROM generate_series(1, 500) g",
     );
     // Cut over right away: cutover itself must apply what is still in flight.
-    let _ = Command::new("kill")
-        .arg("-USR1")
-        .arg(child.id().to_string())
-        .status();
+    signal(&child, "-USR1");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(
         status.success(),

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{
-    assert_same, dump_bin_dir, pgmigrate_bin, tmp_dir, write_config, Cluster, FULL_18_DIR,
-};
+use common::daemon::{show, signal, start, verify_ok, wait_exit};
+use common::{assert_same, dump_bin_dir, tmp_dir, write_config, Cluster, FULL_18_DIR};
 
 const SCHEMA: &str = "
 CREATE TYPE state AS ENUM ('new', 'paid', 'shipped');
@@ -32,15 +31,6 @@ DELETE FROM orders WHERE id % 11 = 0;
 UPDATE events SET at = at + 365 WHERE id % 5 = 0 AND at < '2026-01-01';
 INSERT INTO orders (customer, amount, placed) VALUES (1, 9.99, '2026-02-02');
 ";
-
-fn show(state: &std::path::Path, name: &str) -> serde_json::Value {
-    let out = Command::new(pgmigrate_bin())
-        .args(["show", name, "--json", "--state-dir"])
-        .arg(state)
-        .output()
-        .expect("show");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
 
 fn wait_for(
     state: &std::path::Path,
@@ -92,13 +82,7 @@ fn migrate(source: u32, target: u32, pg_bin: Option<&str>) {
         &format!("pg_bin_dir = \"{bin}\"\n[apply]\nworkers = 2\n"),
     );
     let log = state.path().join("run.log");
-    let mut child = Command::new(pgmigrate_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("run");
+    let mut child = start(&cfg, &log);
     wait_for(
         state.path(),
         &name,
@@ -107,18 +91,8 @@ fn migrate(source: u32, target: u32, pg_bin: Option<&str>) {
         "WaitingForUserAction",
     );
     src.psql("app", CHANGES);
-    let _ = Command::new("kill")
-        .arg("-USR1")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "cutover did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    signal(&child, "-USR1");
+    let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(
         status.success(),
         "{source} -> {target}: {}",
@@ -129,16 +103,7 @@ fn migrate(source: u32, target: u32, pg_bin: Option<&str>) {
         src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
         "0"
     );
-    let out = Command::new(pgmigrate_bin())
-        .args(["verify", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "verify {source} -> {target}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    verify_ok(&cfg);
 }
 
 #[test]

@@ -25,6 +25,7 @@
 mod cluster;
 mod compare;
 mod config;
+pub mod daemon;
 mod run;
 mod tls;
 mod versions;

@@ -1,0 +1,83 @@
+//! Driving `pgmigrate run` as a daemon from tests: start it, read its
+//! state, stop it gracefully or with kill -9, and run `verify`.
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::pgmigrate_bin;
+
+/// Starts `pgmigrate run --config <config>` with its log (stderr) in `log`.
+pub fn start(config: &Path, log: &Path) -> Child {
+    Command::new(pgmigrate_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("PGMIGRATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start pgmigrate run")
+}
+
+/// `pgmigrate show NAME --json` (console first, state.json otherwise);
+/// `Null` when there is nothing to show yet.
+pub fn show(state: &Path, name: &str) -> serde_json::Value {
+    let out = Command::new(pgmigrate_bin())
+        .args(["show", name, "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("run pgmigrate show");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits for the daemon to exit, panicking after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "pgmigrate did not exit in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM, which must end the daemon with exit 0 within 30 s.
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "graceful stop must exit 0, got {status}");
+}
+
+/// kill -9, as a crash.
+pub fn kill9(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends `signal` (e.g. "-USR1") to the daemon.
+pub fn signal(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// `pgmigrate verify --config <cfg>` must report no difference.
+pub fn verify_ok(cfg: &Path) {
+    let out = Command::new(pgmigrate_bin())
+        .args(["verify", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("run pgmigrate verify");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
