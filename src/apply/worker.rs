@@ -115,7 +115,7 @@ struct Worker {
     statements: HashMap<StmtKey, String>,
     /// Per table and schema version: which columns are GENERATED ALWAYS
     /// AS IDENTITY on the target (they cannot be SET by an UPDATE).
-    always_identity: HashMap<(u32, u64), Vec<bool>>,
+    always_identity: HashMap<(u32, u64), Arc<[bool]>>,
     next_stmt: u64,
     // Batch state.
     open: bool,
@@ -221,7 +221,7 @@ impl Worker {
             rows: rows.len(),
         };
         let n = rows.len();
-        let name = self.statement_name(key, || statements::insert_rows(&rel, n))?;
+        let name = self.statement_name(&key, || statements::insert_rows(&rel, n))?;
         let params: Vec<Param<'_>> = rows.iter().flat_map(|t| t.iter_ref().map(param)).collect();
         self.conn
             .queue_execute(&name, &params)
@@ -476,9 +476,12 @@ impl Worker {
         Ok(())
     }
 
-    async fn identity_columns(&mut self, rel: &Arc<RelationInfo>) -> Result<Vec<bool>, ApplyError> {
+    async fn identity_columns(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+    ) -> Result<Arc<[bool]>, ApplyError> {
         if let Some(v) = self.always_identity.get(&(rel.id.0, rel.version)) {
-            return Ok(v.clone());
+            return Ok(Arc::clone(v));
         }
         self.sync().await?;
         let rows = self
@@ -500,17 +503,18 @@ impl Worker {
             .iter()
             .map(|c| always.contains(&c.name))
             .collect();
+        let flags: Arc<[bool]> = flags.into();
         self.always_identity
-            .insert((rel.id.0, rel.version), flags.clone());
+            .insert((rel.id.0, rel.version), Arc::clone(&flags));
         Ok(flags)
     }
 
     fn statement_name(
         &mut self,
-        key: StmtKey,
+        key: &StmtKey,
         build: impl FnOnce() -> String,
     ) -> Result<String, ApplyError> {
-        if let Some(n) = self.statements.get(&key) {
+        if let Some(n) = self.statements.get(key) {
             return Ok(n.clone());
         }
         let name = format!("pgm{}", self.next_stmt);
@@ -519,7 +523,7 @@ impl Worker {
         self.conn
             .queue_parse(&name, &sql)
             .map_err(|e| self.err(format!("preparing {sql}"), e))?;
-        self.statements.insert(key, name.clone());
+        self.statements.insert(key.clone(), name.clone());
         Ok(name)
     }
 
@@ -575,10 +579,10 @@ impl Worker {
                 let always = self.identity_columns(&rel).await?;
                 // A key change (old key sent) must set the identity column
                 // too; otherwise leave GENERATED ALWAYS columns alone.
-                let skip: Vec<bool> = if old.is_some() && !rel.full_identity() {
-                    vec![]
+                let skip: &[bool] = if old.is_some() && !rel.full_identity() {
+                    &[]
                 } else {
-                    always
+                    &always
                 };
                 let set = ColumnMask::from_flags(
                     new.iter_ref()
@@ -590,19 +594,22 @@ impl Worker {
                     rel: rel.id.0,
                     version: rel.version,
                     kind,
-                    set: Some(set.clone()),
-                    matching: Some(matching.clone()),
+                    set: Some(set),
+                    matching: Some(matching),
                     rows: 1,
                 };
+                let (Some(set), Some(matching)) = (&key.set, &key.matching) else {
+                    unreachable!("both masks were just set")
+                };
                 let name =
-                    self.statement_name(key, || statements::update(&rel, &set, &matching, &skip))?;
+                    self.statement_name(&key, || statements::update(&rel, set, matching, skip))?;
                 let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len() * 2);
                 for (i, v) in new.iter_ref().enumerate() {
                     if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
                         params.push(param(v));
                     }
                 }
-                push_identity(&mut params, identity_tuple, &matching);
+                push_identity(&mut params, identity_tuple, matching);
                 self.conn
                     .queue_execute(&name, &params)
                     .map_err(|e| self.err(format!("update of {}", rel.display()), e))?;
@@ -616,12 +623,15 @@ impl Worker {
                     version: rel.version,
                     kind,
                     set: None,
-                    matching: Some(matching.clone()),
+                    matching: Some(matching),
                     rows: 1,
                 };
-                let name = self.statement_name(key, || statements::delete(&rel, &matching))?;
+                let Some(matching) = &key.matching else {
+                    unreachable!("the mask was just set")
+                };
+                let name = self.statement_name(&key, || statements::delete(&rel, matching))?;
                 let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len());
-                push_identity(&mut params, tuple, &matching);
+                push_identity(&mut params, tuple, matching);
                 self.conn
                     .queue_execute(&name, &params)
                     .map_err(|e| self.err(format!("delete from {}", rel.display()), e))?;
