@@ -3,8 +3,11 @@
 //! recording progress in the same transaction through a replication
 //! origin. Never reads from the source.
 
+pub mod arrays;
 pub mod relation;
 pub mod statements;
+pub mod target_table;
+pub mod window;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};

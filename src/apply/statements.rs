@@ -146,6 +146,84 @@ pub fn delete(rel: &RelationInfo, match_cols: &ColumnMask) -> String {
     format!("DELETE FROM {} WHERE {clause}", rel.qualified)
 }
 
+/// The set-based UPDATE of a window's rows: one array parameter per key
+/// column (`$1…`), then one per column in `set_cols` (in column order),
+/// joined to the table by key. Keys are distinct (the window folded them),
+/// so each row is updated at most once.
+pub fn update_set(rel: &RelationInfo, set_cols: &[usize]) -> String {
+    let keys: Vec<usize> = key_columns(rel);
+    let mut aliases = Vec::new();
+    let mut conds = Vec::new();
+    for (n, &i) in keys.iter().enumerate() {
+        aliases.push(format!("c{n}"));
+        conds.push(format!(
+            "pgm_t.{} = pgm_v.c{n}",
+            quote_ident(&rel.columns[i].name)
+        ));
+    }
+    let mut sets = Vec::new();
+    for (n, &i) in set_cols.iter().enumerate() {
+        let a = keys.len() + n;
+        aliases.push(format!("c{a}"));
+        sets.push(format!("{} = pgm_v.c{a}", quote_ident(&rel.columns[i].name)));
+    }
+    format!(
+        "UPDATE {} AS pgm_t SET {} FROM {} AS pgm_v({}) WHERE {}",
+        rel.qualified,
+        sets.join(", "),
+        params(aliases.len()),
+        aliases.join(", "),
+        conds.join(" AND ")
+    )
+}
+
+/// The set-based DELETE of a window's rows: one array per key column.
+pub fn delete_set(rel: &RelationInfo) -> String {
+    let keys = key_columns(rel);
+    let aliases: Vec<String> = (0..keys.len()).map(|n| format!("c{n}")).collect();
+    let conds: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| format!("pgm_t.{} = pgm_v.c{n}", quote_ident(&rel.columns[i].name)))
+        .collect();
+    format!(
+        "DELETE FROM {} AS pgm_t USING {} AS pgm_v({}) WHERE {}",
+        rel.qualified,
+        params(keys.len()),
+        aliases.join(", "),
+        conds.join(" AND ")
+    )
+}
+
+/// The set-based INSERT of many rows: one array per column.
+pub fn insert_set(rel: &RelationInfo) -> String {
+    let cols: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    format!(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT * FROM {}",
+        rel.qualified,
+        cols.join(", "),
+        params(cols.len())
+    )
+}
+
+/// Indexes of the replica identity key columns.
+pub fn key_columns(rel: &RelationInfo) -> Vec<usize> {
+    rel.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_key)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The arrays side by side as rows. Written out as ROWS FROM: the
+/// multi-argument `unnest(a, b)` shorthand exists only unqualified, which
+/// a search_path could redirect.
+fn params(n: usize) -> String {
+    let calls: Vec<String> = (1..=n).map(|i| format!("pg_catalog.unnest(${i})")).collect();
+    format!("ROWS FROM ({})", calls.join(", "))
+}
+
 /// TRUNCATE of every listed table at once, as the source did it.
 pub fn truncate(
     rels: &[std::sync::Arc<RelationInfo>],
@@ -232,6 +310,23 @@ mod tests {
         assert_eq!(
             delete(&r, &m),
             "DELETE FROM \"s\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"s\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \"doc\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
+        );
+    }
+
+    #[test]
+    fn set_based_statements_join_arrays_by_key() {
+        let r = rel(ReplicaIdentity::Default);
+        assert_eq!(
+            update_set(&r, &[2]),
+            "UPDATE \"s\".\"t\" AS pgm_t SET \"v\" = pgm_v.c1 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS pgm_v(c0, c1) WHERE pgm_t.\"id\" = pgm_v.c0"
+        );
+        assert_eq!(
+            delete_set(&r),
+            "DELETE FROM \"s\".\"t\" AS pgm_t USING ROWS FROM (pg_catalog.unnest($1)) AS pgm_v(c0) WHERE pgm_t.\"id\" = pgm_v.c0"
+        );
+        assert_eq!(
+            insert_set(&r),
+            "INSERT INTO \"s\".\"t\" (\"id\", \"doc\", \"v\") OVERRIDING SYSTEM VALUE SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
         );
     }
 

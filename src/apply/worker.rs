@@ -17,8 +17,11 @@ use crate::protocol::lsn::Lsn;
 use crate::protocol::pgoutput::{ColumnRef, OldTuple, TupleData};
 use crate::protocol::timestamp::PgTimestamp;
 
+use super::arrays::{ArrayBuilder, ArrayFormat};
 use super::relation::RelationInfo;
 use super::statements::{self, ColumnMask};
+use super::target_table::TargetTable;
+use super::window::{NetChanges, TableWindow};
 use super::{ApplyError, ApplyMsg, Change, WorkerProgress};
 
 /// Statements queued before the pipeline is sent without waiting for the
@@ -96,14 +99,26 @@ struct StmtKey {
     kind: Kind,
     set: Option<ColumnMask>,
     matching: Option<ColumnMask>,
-    /// Rows of a multi-row INSERT; 1 otherwise.
+    /// Rows of a multi-row INSERT; 1 for one row; 0 for a set-based
+    /// statement taking arrays, whatever their length.
     rows: usize,
+    /// Set-based UPDATE: the columns it sets.
+    set_cols: Vec<usize>,
 }
 
 /// Most rows in one multi-row INSERT: a run of inserts into one table goes
 /// out as few statements (PostgreSQL's limit of 65535 parameters bounds it
 /// further for wide tables).
 const INSERT_RUN: usize = 64;
+/// Rows and bytes held in windows (and in a set-based insert run) before
+/// they are written out inside the open transaction: bounds memory, also
+/// for a source transaction of any size.
+const WINDOW_MAX_ROWS: usize = 4096;
+const WINDOW_MAX_BYTES: usize = 16 << 20;
+
+/// A queued execution whose row count is checked: the kind, the table,
+/// and how many rows it should have touched.
+type Expected = Option<(Kind, Arc<RelationInfo>, u64)>;
 
 struct Worker {
     cfg: WorkerConfig,
@@ -113,9 +128,13 @@ struct Worker {
     /// Transactions at or before this LSN were applied in an earlier run.
     origin_lsn: Lsn,
     statements: HashMap<StmtKey, String>,
-    /// Per table and schema version: which columns are GENERATED ALWAYS
-    /// AS IDENTITY on the target (they cannot be SET by an UPDATE).
-    always_identity: HashMap<(u32, u64), Arc<[bool]>>,
+    /// Per table and schema version: how the target lets us write it.
+    tables: HashMap<(u32, u64), Arc<TargetTable>>,
+    /// Per table: the net effect of its changes not yet written out.
+    windows: HashMap<u32, (Arc<RelationInfo>, TableWindow)>,
+    /// Rows and bytes folded into windows since they were last emptied.
+    windowed_rows: usize,
+    windowed_bytes: usize,
     next_stmt: u64,
     // Batch state.
     open: bool,
@@ -135,7 +154,7 @@ struct Worker {
     /// Consecutive inserts into one table, not yet queued.
     run: Option<(Arc<RelationInfo>, Vec<TupleData>)>,
     /// Kinds of queued executions, to spot updates/deletes that found no row.
-    queued_kinds: Vec<Option<(Kind, Arc<RelationInfo>)>>,
+    queued_kinds: Vec<Expected>,
 }
 
 impl Worker {
@@ -188,7 +207,10 @@ impl Worker {
             counters,
             origin_lsn,
             statements: HashMap::new(),
-            always_identity: HashMap::new(),
+            tables: HashMap::new(),
+            windows: HashMap::new(),
+            windowed_rows: 0,
+            windowed_bytes: 0,
             next_stmt: 0,
             open: false,
             batch_started: Instant::now(),
@@ -207,11 +229,22 @@ impl Worker {
         })
     }
 
-    /// Queues the pending run of inserts as multi-row INSERTs.
+    /// Queues the pending run of inserts: one set-based INSERT when the
+    /// table's types allow, else a multi-row INSERT.
     fn flush_run(&mut self) -> Result<(), ApplyError> {
         let Some((rel, rows)) = self.run.take() else {
             return Ok(());
         };
+        let table = self.tables.get(&(rel.id.0, rel.version)).cloned();
+        if rows.len() > 1 {
+            if let Some(types) = table.as_ref().and_then(|t| t.array_types.clone()) {
+                let refs: Vec<&TupleData> = rows.iter().collect();
+                let all: Vec<usize> = (0..rel.columns.len()).collect();
+                if self.queue_set(&rel, Kind::Insert, &types, &all, &refs, Vec::new())? {
+                    return Ok(());
+                }
+            }
+        }
         let key = StmtKey {
             rel: rel.id.0,
             version: rel.version,
@@ -219,25 +252,209 @@ impl Worker {
             set: None,
             matching: None,
             rows: rows.len(),
+            set_cols: Vec::new(),
         };
         let n = rows.len();
-        let name = self.statement_name(&key, || statements::insert_rows(&rel, n))?;
+        let name = self.statement_name(&key, &[], || statements::insert_rows(&rel, n))?;
         let params: Vec<Param<'_>> = rows.iter().flat_map(|t| t.iter_ref().map(param)).collect();
         self.conn
             .queue_execute(&name, &params)
             .map_err(|e| self.err(format!("insert into {}", rel.display()), e))?;
-        self.queued_kinds.push(Some((Kind::Insert, rel)));
+        self.queued_kinds.push(Some((Kind::Insert, rel, n as u64)));
         Ok(())
+    }
+
+    /// Queues one set-based statement over `rows`: an array per column of
+    /// `cols` (the key columns first for UPDATE and DELETE). Returns false,
+    /// queuing nothing, when a column mixes value formats.
+    fn queue_set(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+        kind: Kind,
+        array_types: &[u32],
+        cols: &[usize],
+        rows: &[&TupleData],
+        set_cols: Vec<usize>,
+    ) -> Result<bool, ApplyError> {
+        // Where each column of a row goes among the arrays.
+        let mut slot = vec![usize::MAX; rel.columns.len()];
+        for (n, &c) in cols.iter().enumerate() {
+            if let Some(s) = slot.get_mut(c) {
+                *s = n;
+            }
+        }
+        let mut builders: Vec<ArrayBuilder> = cols
+            .iter()
+            .map(|&c| ArrayBuilder::new(rel.columns[c].type_oid))
+            .collect();
+        for row in rows {
+            for (i, v) in row.iter_ref().enumerate() {
+                let Some(b) = slot.get(i).and_then(|&n| builders.get_mut(n)) else {
+                    continue;
+                };
+                let pushed = match v {
+                    ColumnRef::Null | ColumnRef::UnchangedToast => {
+                        b.push_null();
+                        Ok(())
+                    }
+                    ColumnRef::Text(t) => b.push(ArrayFormat::Text, t),
+                    ColumnRef::Binary(t) => b.push(ArrayFormat::Binary, t),
+                };
+                if pushed.is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+        let arrays: Vec<(ArrayFormat, Vec<u8>)> =
+            builders.into_iter().map(ArrayBuilder::finish).collect();
+        let params: Vec<Param<'_>> = arrays
+            .iter()
+            .map(|(f, b)| match f {
+                ArrayFormat::Binary => Param::Binary(b),
+                ArrayFormat::Text => Param::RawText(b),
+            })
+            .collect();
+        let types: Vec<u32> = cols.iter().map(|&c| array_types[c]).collect();
+        let key = StmtKey {
+            rel: rel.id.0,
+            version: rel.version,
+            kind,
+            set: None,
+            matching: None,
+            rows: 0,
+            set_cols,
+        };
+        let name = match kind {
+            Kind::Insert => self.statement_name(&key, &types, || statements::insert_set(rel))?,
+            Kind::Delete => self.statement_name(&key, &types, || statements::delete_set(rel))?,
+            Kind::Update => {
+                let set_cols = key.set_cols.clone();
+                self.statement_name(&key, &types, || statements::update_set(rel, &set_cols))?
+            }
+        };
+        let what = match kind {
+            Kind::Insert => "insert into",
+            Kind::Update => "update of",
+            Kind::Delete => "delete from",
+        };
+        self.conn
+            .queue_execute(&name, &params)
+            .map_err(|e| self.err(format!("set-based {what} {}", rel.display()), e))?;
+        self.queued_kinds
+            .push(Some((kind, rel.clone(), rows.len() as u64)));
+        Ok(true)
+    }
+
+    /// Queues what a table's window comes to.
+    fn flush_window(&mut self, rel_id: u32) -> Result<(), ApplyError> {
+        let Some((rel, mut window)) = self.windows.remove(&rel_id) else {
+            return Ok(());
+        };
+        self.windowed_rows = self.windowed_rows.saturating_sub(window.len());
+        self.windowed_bytes = self.windowed_bytes.saturating_sub(window.bytes());
+        let net = window.take();
+        let table = self.tables.get(&(rel.id.0, rel.version)).cloned();
+        let Some(table) = table else {
+            return Err(self.setup_err(format!("table {} was folded unread", rel.display())));
+        };
+        self.queue_net(&rel, &table, net)
+    }
+
+    /// Queues every window's net effect.
+    fn flush_windows(&mut self) -> Result<(), ApplyError> {
+        let mut ids: Vec<u32> = self.windows.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.flush_window(id)?;
+        }
+        self.windowed_rows = 0;
+        self.windowed_bytes = 0;
+        Ok(())
+    }
+
+    fn queue_net(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+        table: &TargetTable,
+        net: NetChanges,
+    ) -> Result<(), ApplyError> {
+        let keys = statements::key_columns(rel);
+        let types = table.array_types.as_deref();
+        // Keys are distinct across the three lists, so any order is right.
+        if !net.deletes.is_empty() {
+            let rows: Vec<&TupleData> = net.deletes.iter().collect();
+            let done = match types {
+                Some(t) if rows.len() > 1 => {
+                    self.queue_set(rel, Kind::Delete, t, &keys, &rows, Vec::new())?
+                }
+                _ => false,
+            };
+            if !done {
+                for row in rows {
+                    self.queue_delete_row(rel, row)?;
+                }
+            }
+        }
+        // Updates grouped by the columns they set (unchanged TOAST values
+        // and GENERATED ALWAYS identity columns are left alone).
+        let mut groups: Vec<(Vec<usize>, Vec<&TupleData>)> = Vec::new();
+        for row in &net.updates {
+            let set: Vec<usize> = row
+                .iter_ref()
+                .enumerate()
+                .filter(|(i, v)| {
+                    !rel.columns[*i].is_key
+                        && !matches!(v, ColumnRef::UnchangedToast)
+                        && !table.always_identity.get(*i).copied().unwrap_or(false)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            match groups.iter_mut().find(|(s, _)| *s == set) {
+                Some((_, rows)) => rows.push(row),
+                None => groups.push((set, vec![row])),
+            }
+        }
+        for (set, rows) in groups {
+            if set.is_empty() {
+                // Only the key, unchanged: nothing to write.
+                continue;
+            }
+            let done = match types {
+                Some(t) if rows.len() > 1 => {
+                    let cols: Vec<usize> = keys.iter().chain(set.iter()).copied().collect();
+                    self.queue_set(rel, Kind::Update, t, &cols, &rows, set.clone())?
+                }
+                _ => false,
+            };
+            if !done {
+                for row in rows {
+                    self.queue_update_row(rel, table, None, row)?;
+                }
+            }
+        }
+        for row in net.inserts {
+            self.push_insert(rel, table, row)?;
+        }
+        self.flush_run()
     }
 
     /// Queues a statement that is not a row change.
     fn queue_plain(&mut self, sql: &str) -> Result<(), ApplyError> {
+        self.flush_windows()?;
         self.flush_run()?;
         self.conn
             .queue_statement(sql)
             .map_err(|e| self.err(sql.to_string(), e))?;
         self.queued_kinds.push(None);
         Ok(())
+    }
+
+    fn setup_err(&self, message: String) -> ApplyError {
+        ApplyError::Setup {
+            db: self.cfg.db.clone(),
+            worker: self.cfg.index,
+            message,
+        }
     }
 
     fn err(&self, context: String, source: ConnError) -> ApplyError {
@@ -422,9 +639,11 @@ impl Worker {
         })?;
         let kinds = std::mem::take(&mut self.queued_kinds);
         for (entry, n) in kinds.iter().zip(counts.iter()) {
-            let Some((kind, rel)) = entry else { continue };
-            if *n == 0 && *kind != Kind::Insert {
-                tracing::warn!(db = %self.cfg.db, table = %rel.display(), "row to {} not found on the target", if *kind == Kind::Update { "update" } else { "delete" });
+            let Some((kind, rel, expected)) = entry else {
+                continue;
+            };
+            if *n < *expected && *kind != Kind::Insert {
+                tracing::warn!(db = %self.cfg.db, table = %rel.display(), "{} of {expected} rows to {} not found on the target", expected - n, if *kind == Kind::Update { "update" } else { "delete" });
             }
         }
         Ok(())
@@ -435,6 +654,9 @@ impl Worker {
     /// delivered again from the origin's position.
     async fn abandon_batch(&mut self) {
         self.run = None;
+        self.windows.clear();
+        self.windowed_rows = 0;
+        self.windowed_bytes = 0;
         if self.open {
             let _ = self.conn.sync().await;
             let _ = self.conn.execute("ROLLBACK").await;
@@ -476,42 +698,28 @@ impl Worker {
         Ok(())
     }
 
-    async fn identity_columns(
-        &mut self,
-        rel: &Arc<RelationInfo>,
-    ) -> Result<Arc<[bool]>, ApplyError> {
-        if let Some(v) = self.always_identity.get(&(rel.id.0, rel.version)) {
-            return Ok(Arc::clone(v));
+    async fn target_table(&mut self, rel: &Arc<RelationInfo>) -> Result<Arc<TargetTable>, ApplyError> {
+        if let Some(t) = self.tables.get(&(rel.id.0, rel.version)) {
+            return Ok(Arc::clone(t));
         }
+        // A new schema version of a table: what its window holds was
+        // decoded under the old one.
+        self.flush_window(rel.id.0)?;
         self.sync().await?;
-        let rows = self
-            .conn
-            .query(
-                "SELECT a.attname, a.attidentity = 'a' FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-                &[Param::Text(&rel.qualified)],
-            )
+        let table = TargetTable::read(&mut self.conn, rel)
             .await
             .map_err(|e| self.err(format!("table {} on the target", rel.display()), e))?;
-        let always: Vec<String> = rows
-            .iter()
-            .filter(|r| r.bool(1).unwrap_or(false))
-            .filter_map(|r| r.str(0).ok().map(str::to_string))
-            .collect();
-        let flags: Vec<bool> = rel
-            .columns
-            .iter()
-            .map(|c| always.contains(&c.name))
-            .collect();
-        let flags: Arc<[bool]> = flags.into();
-        self.always_identity
-            .insert((rel.id.0, rel.version), Arc::clone(&flags));
-        Ok(flags)
+        tracing::debug!(db = %self.cfg.db, table = %rel.display(), foldable = table.foldable, set_based = table.array_types.is_some(), "apply plan");
+        let table = Arc::new(table);
+        self.tables
+            .insert((rel.id.0, rel.version), Arc::clone(&table));
+        Ok(table)
     }
 
     fn statement_name(
         &mut self,
         key: &StmtKey,
+        param_types: &[u32],
         build: impl FnOnce() -> String,
     ) -> Result<String, ApplyError> {
         if let Some(n) = self.statements.get(key) {
@@ -521,7 +729,7 @@ impl Worker {
         self.next_stmt += 1;
         let sql = build();
         self.conn
-            .queue_parse(&name, &sql)
+            .queue_parse_typed(&name, &sql, param_types)
             .map_err(|e| self.err(format!("preparing {sql}"), e))?;
         self.statements.insert(key.clone(), name.clone());
         Ok(name)
@@ -531,120 +739,183 @@ impl Worker {
         if !self.open {
             // Every change belongs to a batch opened at its Begin; one
             // outside would autocommit without origin progress.
-            return Err(ApplyError::Setup {
-                db: self.cfg.db.clone(),
-                worker: self.cfg.index,
-                message: format!(
-                    "a change of the transaction committed at {} arrived outside a batch",
-                    self.current
-                ),
-            });
+            return Err(self.setup_err(format!(
+                "a change of the transaction committed at {} arrived outside a batch",
+                self.current
+            )));
         }
         let (kind, rel) = match &change {
             Change::Insert { rel, .. } => (Kind::Insert, rel.clone()),
             Change::Update { rel, .. } => (Kind::Update, rel.clone()),
             Change::Delete { rel, .. } => (Kind::Delete, rel.clone()),
         };
-        if kind != Kind::Insert {
-            self.flush_run()?;
-        }
         match &change {
-            Change::Insert { new, .. } => {
-                check_width(&rel, new, &self.cfg.db)?;
-                let limit = INSERT_RUN.min(65535 / rel.columns.len().max(1)).max(1);
-                let same =
-                    matches!(&self.run, Some((r, _)) if r.id == rel.id && r.version == rel.version);
-                if !same {
-                    self.flush_run()?;
-                }
-                let (_, rows) = self
-                    .run
-                    .get_or_insert_with(|| (rel.clone(), Vec::with_capacity(limit)));
-                rows.push(new.clone());
-                let full = rows.len() >= limit;
-                if full {
-                    self.flush_run()?;
-                }
-                self.batch_counts[0] += 1;
-                self.batch_changes += 1;
-                if self.conn.queued() >= PIPELINE_FLUSH_STATEMENTS
-                    || self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES
-                {
-                    self.sync().await?;
-                }
-                return Ok(());
+            Change::Insert { new, .. } | Change::Update { new, .. } => {
+                check_width(&rel, new, &self.cfg.db)?
             }
-            Change::Update { old, new, .. } => {
-                check_width(&rel, new, &self.cfg.db)?;
-                let always = self.identity_columns(&rel).await?;
-                // A key change (old key sent) must set the identity column
-                // too; otherwise leave GENERATED ALWAYS columns alone.
-                let skip: &[bool] = if old.is_some() && !rel.full_identity() {
-                    &[]
-                } else {
-                    &always
-                };
-                let set = ColumnMask::from_flags(
-                    new.iter_ref()
-                        .map(|v| !matches!(v, ColumnRef::UnchangedToast)),
-                );
-                let identity_tuple: &TupleData = old.as_ref().map(OldTuple::tuple).unwrap_or(new);
-                let matching = match_mask(&rel, identity_tuple);
-                let key = StmtKey {
-                    rel: rel.id.0,
-                    version: rel.version,
-                    kind,
-                    set: Some(set),
-                    matching: Some(matching),
-                    rows: 1,
-                };
-                let (Some(set), Some(matching)) = (&key.set, &key.matching) else {
-                    unreachable!("both masks were just set")
-                };
-                let name =
-                    self.statement_name(&key, || statements::update(&rel, set, matching, skip))?;
-                let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len() * 2);
-                for (i, v) in new.iter_ref().enumerate() {
-                    if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
-                        params.push(param(v));
-                    }
-                }
-                push_identity(&mut params, identity_tuple, matching);
-                self.conn
-                    .queue_execute(&name, &params)
-                    .map_err(|e| self.err(format!("update of {}", rel.display()), e))?;
-                self.batch_counts[1] += 1;
+            Change::Delete { .. } => {}
+        }
+        let table = self.target_table(&rel).await?;
+        self.batch_counts[kind as usize] += 1;
+        self.batch_changes += 1;
+        if table.foldable && self.fold(&rel, &change) {
+            if self.windowed_rows >= WINDOW_MAX_ROWS || self.windowed_bytes >= WINDOW_MAX_BYTES {
+                self.flush_windows()?;
             }
-            Change::Delete { old, .. } => {
-                let tuple = old.tuple();
-                let matching = match_mask(&rel, tuple);
-                let key = StmtKey {
-                    rel: rel.id.0,
-                    version: rel.version,
-                    kind,
-                    set: None,
-                    matching: Some(matching),
-                    rows: 1,
-                };
-                let Some(matching) = &key.matching else {
-                    unreachable!("the mask was just set")
-                };
-                let name = self.statement_name(&key, || statements::delete(&rel, matching))?;
-                let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len());
-                push_identity(&mut params, tuple, matching);
-                self.conn
-                    .queue_execute(&name, &params)
-                    .map_err(|e| self.err(format!("delete from {}", rel.display()), e))?;
-                self.batch_counts[2] += 1;
+        } else {
+            // In order after whatever the table's window holds.
+            self.flush_window(rel.id.0)?;
+            match &change {
+                Change::Insert { new, .. } => self.push_insert(&rel, &table, new.clone())?,
+                Change::Update { old, new, .. } => {
+                    self.flush_run()?;
+                    self.queue_update_row(&rel, &table, old.as_ref(), new)?
+                }
+                Change::Delete { old, .. } => {
+                    self.flush_run()?;
+                    self.queue_delete_row(&rel, old.tuple())?
+                }
+            }
+            if table.foldable {
+                self.flush_run()?;
             }
         }
-        self.queued_kinds.push(Some((kind, rel)));
-        self.batch_changes += 1;
         if self.conn.queued() >= PIPELINE_FLUSH_STATEMENTS
             || self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES
         {
             self.sync().await?;
         }
+        Ok(())
+    }
+
+    /// Folds a change into its table's window; false when it cannot be.
+    fn fold(&mut self, rel: &Arc<RelationInfo>, change: &Change) -> bool {
+        let stale = self
+            .windows
+            .get(&rel.id.0)
+            .is_some_and(|(r, _)| r.version != rel.version);
+        if stale && self.flush_window(rel.id.0).is_err() {
+            return false;
+        }
+        let (_, window) = self
+            .windows
+            .entry(rel.id.0)
+            .or_insert_with(|| (rel.clone(), TableWindow::default()));
+        let (rows, bytes) = (window.len(), window.bytes());
+        let folded = match change {
+            Change::Insert { new, .. } => window.insert(rel, new),
+            Change::Update { old, new, .. } => window.update(rel, old.as_ref(), new),
+            Change::Delete { old, .. } => window.delete(rel, old),
+        }
+        .is_ok();
+        self.windowed_rows += window.len() - rows;
+        self.windowed_bytes += window.bytes().saturating_sub(bytes);
+        folded
+    }
+
+    /// Adds a row to the pending run of inserts, queuing the run when the
+    /// table changes or the run is full.
+    fn push_insert(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+        table: &TargetTable,
+        new: TupleData,
+    ) -> Result<(), ApplyError> {
+        let limit = if table.array_types.is_some() {
+            WINDOW_MAX_ROWS
+        } else {
+            INSERT_RUN.min(65535 / rel.columns.len().max(1)).max(1)
+        };
+        let same = matches!(&self.run, Some((r, _)) if r.id == rel.id && r.version == rel.version);
+        if !same {
+            self.flush_run()?;
+        }
+        let (_, rows) = self
+            .run
+            .get_or_insert_with(|| (rel.clone(), Vec::with_capacity(limit.min(256))));
+        rows.push(new);
+        if rows.len() >= limit {
+            self.flush_run()?;
+        }
+        Ok(())
+    }
+
+    /// Queues one UPDATE. `old` is the key or row the source sent, if any
+    /// (a key change, or FULL identity); else `new` carries the key.
+    fn queue_update_row(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+        table: &TargetTable,
+        old: Option<&OldTuple>,
+        new: &TupleData,
+    ) -> Result<(), ApplyError> {
+        // A key change (old key sent) must set the identity column
+        // too; otherwise leave GENERATED ALWAYS columns alone.
+        let skip: &[bool] = if old.is_some() && !rel.full_identity() {
+            &[]
+        } else {
+            &table.always_identity
+        };
+        let set = ColumnMask::from_flags(
+            new.iter_ref()
+                .map(|v| !matches!(v, ColumnRef::UnchangedToast)),
+        );
+        let identity_tuple: &TupleData = old.map(OldTuple::tuple).unwrap_or(new);
+        let matching = match_mask(rel, identity_tuple);
+        let key = StmtKey {
+            rel: rel.id.0,
+            version: rel.version,
+            kind: Kind::Update,
+            set: Some(set),
+            matching: Some(matching),
+            rows: 1,
+            set_cols: Vec::new(),
+        };
+        let (Some(set), Some(matching)) = (&key.set, &key.matching) else {
+            unreachable!("both masks were just set")
+        };
+        let name =
+            self.statement_name(&key, &[], || statements::update(rel, set, matching, skip))?;
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len() * 2);
+        for (i, v) in new.iter_ref().enumerate() {
+            if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
+                params.push(param(v));
+            }
+        }
+        push_identity(&mut params, identity_tuple, matching);
+        self.conn
+            .queue_execute(&name, &params)
+            .map_err(|e| self.err(format!("update of {}", rel.display()), e))?;
+        self.queued_kinds.push(Some((Kind::Update, rel.clone(), 1)));
+        Ok(())
+    }
+
+    /// Queues one DELETE of the row `tuple` identifies.
+    fn queue_delete_row(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+        tuple: &TupleData,
+    ) -> Result<(), ApplyError> {
+        let matching = match_mask(rel, tuple);
+        let key = StmtKey {
+            rel: rel.id.0,
+            version: rel.version,
+            kind: Kind::Delete,
+            set: None,
+            matching: Some(matching),
+            rows: 1,
+            set_cols: Vec::new(),
+        };
+        let Some(matching) = &key.matching else {
+            unreachable!("the mask was just set")
+        };
+        let name = self.statement_name(&key, &[], || statements::delete(rel, matching))?;
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len());
+        push_identity(&mut params, tuple, matching);
+        self.conn
+            .queue_execute(&name, &params)
+            .map_err(|e| self.err(format!("delete from {}", rel.display()), e))?;
+        self.queued_kinds.push(Some((Kind::Delete, rel.clone(), 1)));
         Ok(())
     }
 }

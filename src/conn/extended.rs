@@ -151,6 +151,20 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a Parse of `sql` as the prepared statement `name` with the
+    /// parameters' type OIDs given (0 leaves one to the server), for
+    /// statements whose parameters the server cannot infer, such as the
+    /// arrays given to `unnest`.
+    pub fn queue_parse_typed(
+        &mut self,
+        name: &str,
+        sql: &str,
+        param_types: &[u32],
+    ) -> Result<(), ConnError> {
+        frontend::parse(name, sql, param_types.iter().copied(), &mut self.wbuf)?;
+        Ok(())
+    }
+
     /// Queues an execution of the statement `name` ("" for the unnamed one).
     pub fn queue_execute(&mut self, name: &str, params: &[Param<'_>]) -> Result<(), ConnError> {
         write_bind(&mut self.wbuf, name, params)?;

@@ -23,3 +23,14 @@ CREATE TABLE jsonful (id serial PRIMARY KEY, doc json, pt point);
 ALTER TABLE jsonful REPLICA IDENTITY FULL;
 INSERT INTO jsonful (doc, pt) VALUES ('{"a": 1}', '(1,2)'), ('{"b": 2}', '(3,4)');
 CREATE TABLE bulk (id bigint PRIMARY KEY, v text);
+-- Rows changed many times inside one transaction (folded per key by apply).
+CREATE TABLE hot (id int PRIMARY KEY, n int, note text);
+INSERT INTO hot SELECT g, 0, 'n' FROM generate_series(1, 5) g;
+CREATE TABLE uniq2 (id int PRIMARY KEY, u int UNIQUE, v text);
+INSERT INTO uniq2 VALUES (1, 1, 'a'), (2, 2, 'b');
+CREATE TABLE txtkey (k text PRIMARY KEY, v text);
+INSERT INTO txtkey VALUES ('a', '1');
+CREATE TABLE toasty2 (id int PRIMARY KEY, big text, small int);
+ALTER TABLE toasty2 ALTER COLUMN big SET STORAGE EXTERNAL;
+CREATE TABLE numkey (k numeric PRIMARY KEY, v int);
+INSERT INTO numkey VALUES (1.0, 0);

@@ -81,6 +81,43 @@ impl TupleData {
         })
     }
 
+    /// Builds a tuple from values, in the wire layout: apply uses it to
+    /// merge an update's unchanged-TOAST placeholders with the values an
+    /// earlier change of the same row carried. Fails only past 65535
+    /// columns or a value over 2 GiB, which no PostgreSQL row has.
+    pub fn from_values<'v>(
+        values: impl ExactSizeIterator<Item = ColumnRef<'v>>,
+    ) -> Result<TupleData, ProtocolError> {
+        let column_count = u16::try_from(values.len()).map_err(|_| ProtocolError::InvalidValue {
+            field: "TupleData.column_count",
+            offset: 0,
+            value: values.len() as u64,
+        })?;
+        let mut raw = Vec::new();
+        for v in values {
+            let (kind, bytes) = match v {
+                ColumnRef::Null => (NULL, None),
+                ColumnRef::UnchangedToast => (UNCHANGED_TOAST, None),
+                ColumnRef::Text(b) => (TEXT, Some(b)),
+                ColumnRef::Binary(b) => (BINARY, Some(b)),
+            };
+            raw.push(kind);
+            if let Some(b) = bytes {
+                let len = i32::try_from(b.len()).map_err(|_| ProtocolError::InvalidValue {
+                    field: "TupleData column length",
+                    offset: 0,
+                    value: b.len() as u64,
+                })?;
+                raw.extend_from_slice(&len.to_be_bytes());
+                raw.extend_from_slice(b);
+            }
+        }
+        Ok(TupleData {
+            raw: Bytes::from(raw),
+            column_count,
+        })
+    }
+
     /// The number of columns.
     pub fn len(&self) -> usize {
         usize::from(self.column_count)

@@ -1,0 +1,121 @@
+//! What apply must know of a replicated table on the target before
+//! choosing how to write to it, read once per table and schema version.
+
+use std::sync::Arc;
+
+use crate::conn::{ConnError, Connection, Param};
+
+use super::relation::RelationInfo;
+
+/// Key types whose byte form (text or binary, as pgoutput sends it) is
+/// equal exactly when the values are: two changes name the same row iff
+/// their key bytes match. numeric (1.0 = 1.00), floats (0 = -0), citext
+/// and the like are not. text and varchar qualify only under a
+/// deterministic collation.
+const BYTE_EQUAL_KEY_TYPES: &[u32] = &[
+    16, 17, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950,
+    // bool bytea int8 int2 int4 text oid varchar date timestamp timestamptz uuid
+];
+const COLLATABLE: &[u32] = &[25, 1043];
+/// Types below this OID are built in, hence the same on both servers.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// How apply may write a table.
+#[derive(Debug)]
+pub struct TargetTable {
+    /// Per column: GENERATED ALWAYS AS IDENTITY on the target (an UPDATE
+    /// cannot set it).
+    pub always_identity: Arc<[bool]>,
+    /// Changes may be folded per key inside a target transaction (see
+    /// [`super::window`]).
+    pub foldable: bool,
+    /// Per column, the array type for set-based statements; `None` when a
+    /// column's type is not built in (its OID differs on the target) or has
+    /// no array type.
+    pub array_types: Option<Vec<u32>>,
+}
+
+impl TargetTable {
+    /// Reads the table's columns, indexes, triggers and types on the target.
+    pub async fn read(conn: &mut Connection, rel: &RelationInfo) -> Result<TargetTable, ConnError> {
+        let table = Param::Text(&rel.qualified);
+        let attrs = conn
+            .query(
+                "SELECT a.attname, a.attidentity = 'a', \
+                        COALESCE(c.collisdeterministic, true) \
+                 FROM pg_catalog.pg_attribute a \
+                 LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation \
+                 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[table],
+            )
+            .await?;
+        let find = |name: &str| attrs.iter().find(|r| r.str(0).ok() == Some(name));
+        let always: Vec<bool> = rel
+            .columns
+            .iter()
+            .map(|c| find(&c.name).is_some_and(|r| r.bool(1).unwrap_or(false)))
+            .collect();
+        let keys_byte_equal = rel.columns.iter().any(|c| c.is_key)
+            && rel.columns.iter().filter(|c| c.is_key).all(|c| {
+                BYTE_EQUAL_KEY_TYPES.contains(&c.type_oid)
+                    && (!COLLATABLE.contains(&c.type_oid)
+                        || find(&c.name).is_some_and(|r| r.bool(2).unwrap_or(false)))
+            });
+        // Unique indexes and exclusion constraints other than the one the
+        // identity uses, and triggers that fire for replicated rows, on the
+        // table or any partition of it (pg_partition_tree lists nothing for
+        // a table that is not partitioned).
+        let by_index = rel.identity == crate::protocol::pgoutput::ReplicaIdentity::Index;
+        let others = conn
+            .query(
+                "SELECT (SELECT count(*) FROM pg_catalog.pg_index i \
+                         WHERE (i.indrelid = $1::regclass OR i.indrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass))) \
+                           AND (i.indisexclusion OR (i.indisunique AND NOT \
+                                CASE WHEN $2::bool THEN i.indisreplident ELSE i.indisprimary END))), \
+                        (SELECT count(*) FROM pg_catalog.pg_trigger g \
+                         WHERE (g.tgrelid = $1::regclass OR g.tgrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass))) \
+                           AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R'))",
+                &[table, Param::Text(if by_index { "true" } else { "false" })],
+            )
+            .await?;
+        let none_other = others
+            .first()
+            .is_some_and(|r| r.str(0).ok() == Some("0") && r.str(1).ok() == Some("0"));
+        let foldable = !rel.full_identity() && keys_byte_equal && none_other;
+
+        let array_types = if rel.columns.iter().all(|c| c.type_oid < FIRST_NORMAL_OID) {
+            let oids: Vec<String> = rel.columns.iter().map(|c| c.type_oid.to_string()).collect();
+            let list = format!("{{{}}}", oids.join(","));
+            let rows = conn
+                .query(
+                    "SELECT oid::int8, typarray::int8, typdelim = ',' FROM pg_catalog.pg_type \
+                     WHERE oid = ANY($1::oid[])",
+                    &[Param::Text(&list)],
+                )
+                .await?;
+            let mut types = Vec::with_capacity(rel.columns.len());
+            for c in &rel.columns {
+                let row = rows
+                    .iter()
+                    .find(|r| r.str(0).ok().and_then(|s| s.parse::<u32>().ok()) == Some(c.type_oid));
+                match row {
+                    Some(r) if r.bool(2).unwrap_or(false) => {
+                        match r.str(1).ok().and_then(|s| s.parse::<u32>().ok()) {
+                            Some(a) if a != 0 => types.push(a),
+                            _ => break,
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            (types.len() == rel.columns.len()).then_some(types)
+        } else {
+            None
+        };
+        Ok(TargetTable {
+            always_identity: always.into(),
+            foldable,
+            array_types,
+        })
+    }
+}
