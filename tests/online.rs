@@ -24,7 +24,10 @@ fn wait_caught_up(state: &Path, name: &str, child: &mut Child, log: &Path, limit
         }
         let doc = show(state, name);
         let dbs = doc["databases"].as_array().cloned().unwrap_or_default();
-        let caught_up = doc["status"] == "WaitingForUserAction"
+        // The state must come from this process: right after a restart,
+        // the file still holds what the killed one wrote last.
+        let caught_up = doc["pid"].as_u64() == Some(u64::from(child.id()))
+            && doc["status"] == "WaitingForUserAction"
             && !dbs.is_empty()
             && dbs.iter().all(|d| {
                 d["lag_bytes"].as_u64() == Some(0) && d["latency_seconds"].as_f64() == Some(0.0)

@@ -22,6 +22,8 @@ CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO (
 INSERT INTO customers (name, tags, doc) SELECT 'c' || g, ARRAY['a', 'b' || g], jsonb_build_object('g', g) FROM generate_series(1, 2000) g;
 INSERT INTO orders (customer, st, amount, placed) SELECT 1 + g % 2000, 'paid', g * 1.25, DATE '2025-06-01' + g % 300 FROM generate_series(1, 20000) g;
 INSERT INTO events SELECT g, DATE '2025-03-01' + g % 500, 'e' FROM generate_series(1, 5000) g;
+CREATE TABLE notes (id int PRIMARY KEY, body text, raw bytea, n int, at timestamptz);
+INSERT INTO notes SELECT g, 'note ' || g, decode(md5(g::text), 'hex'), g, '2025-01-01'::timestamptz + g * interval '1 hour' FROM generate_series(1, 1000) g;
 ";
 
 const CHANGES: &str = "
@@ -30,6 +32,13 @@ UPDATE orders SET st = 'shipped', amount = amount + 1 WHERE id % 7 = 0;
 DELETE FROM orders WHERE id % 11 = 0;
 UPDATE events SET at = at + 365 WHERE id % 5 = 0 AND at < '2026-01-01';
 INSERT INTO orders (customer, amount, placed) VALUES (1, 9.99, '2026-02-02');
+BEGIN;
+UPDATE notes SET body = body || ' \"quoted\", {braced} back\\slash NULL', n = NULL WHERE id % 3 = 0;
+UPDATE notes SET n = n + 1 WHERE id % 3 = 0;
+UPDATE notes SET body = NULL, raw = '\\x00ff'::bytea WHERE id % 10 = 1;
+DELETE FROM notes WHERE id % 13 = 0;
+INSERT INTO notes SELECT g, 'new, \"x\"', NULL, g, now() FROM generate_series(2001, 2100) g;
+COMMIT;
 ";
 
 fn wait_for(

@@ -165,7 +165,10 @@ pub fn update_set(rel: &RelationInfo, set_cols: &[usize]) -> String {
     for (n, &i) in set_cols.iter().enumerate() {
         let a = keys.len() + n;
         aliases.push(format!("c{a}"));
-        sets.push(format!("{} = pgm_v.c{a}", quote_ident(&rel.columns[i].name)));
+        sets.push(format!(
+            "{} = pgm_v.c{a}",
+            quote_ident(&rel.columns[i].name)
+        ));
     }
     format!(
         "UPDATE {} AS pgm_t SET {} FROM {} AS pgm_v({}) WHERE {}",
@@ -220,7 +223,9 @@ pub fn key_columns(rel: &RelationInfo) -> Vec<usize> {
 /// multi-argument `unnest(a, b)` shorthand exists only unqualified, which
 /// a search_path could redirect.
 fn params(n: usize) -> String {
-    let calls: Vec<String> = (1..=n).map(|i| format!("pg_catalog.unnest(${i})")).collect();
+    let calls: Vec<String> = (1..=n)
+        .map(|i| format!("pg_catalog.unnest(${i})"))
+        .collect();
     format!("ROWS FROM ({})", calls.join(", "))
 }
 

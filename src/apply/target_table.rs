@@ -13,7 +13,8 @@ use super::relation::RelationInfo;
 /// and the like are not. text and varchar qualify only under a
 /// deterministic collation.
 const BYTE_EQUAL_KEY_TYPES: &[u32] = &[
-    16, 17, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950,
+    16, 17, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184,
+    2950,
     // bool bytea int8 int2 int4 text oid varchar date timestamp timestamptz uuid
 ];
 const COLLATABLE: &[u32] = &[25, 1043];
@@ -95,9 +96,9 @@ impl TargetTable {
                 .await?;
             let mut types = Vec::with_capacity(rel.columns.len());
             for c in &rel.columns {
-                let row = rows
-                    .iter()
-                    .find(|r| r.str(0).ok().and_then(|s| s.parse::<u32>().ok()) == Some(c.type_oid));
+                let row = rows.iter().find(|r| {
+                    r.str(0).ok().and_then(|s| s.parse::<u32>().ok()) == Some(c.type_oid)
+                });
                 match row {
                     Some(r) if r.bool(2).unwrap_or(false) => {
                         match r.str(1).ok().and_then(|s| s.parse::<u32>().ok()) {

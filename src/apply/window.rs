@@ -259,7 +259,8 @@ mod tests {
         let r = rel();
         let mut w = TableWindow::default();
         for v in ["1", "2", "3"] {
-            w.update(&r, None, &t(&[Some("7"), Some(v), Some("x")])).unwrap();
+            w.update(&r, None, &t(&[Some("7"), Some(v), Some("x")]))
+                .unwrap();
         }
         let net = w.take();
         assert_eq!(texts(&net.updates), vec![vec!["7", "3", "x"]]);
@@ -271,10 +272,14 @@ mod tests {
     fn unchanged_toast_is_filled_from_an_earlier_image_or_kept() {
         let r = rel();
         let mut w = TableWindow::default();
-        w.update(&r, None, &t(&[Some("1"), Some("a"), Some("~")])).unwrap();
-        w.update(&r, None, &t(&[Some("1"), Some("~"), Some("~")])).unwrap();
-        w.insert(&r, &t(&[Some("2"), Some("big"), Some("q")])).unwrap();
-        w.update(&r, None, &t(&[Some("2"), Some("z"), Some("~")])).unwrap();
+        w.update(&r, None, &t(&[Some("1"), Some("a"), Some("~")]))
+            .unwrap();
+        w.update(&r, None, &t(&[Some("1"), Some("~"), Some("~")]))
+            .unwrap();
+        w.insert(&r, &t(&[Some("2"), Some("big"), Some("q")]))
+            .unwrap();
+        w.update(&r, None, &t(&[Some("2"), Some("z"), Some("~")]))
+            .unwrap();
         let net = w.take();
         assert_eq!(texts(&net.updates), vec![vec!["1", "a", "~"]]);
         assert_eq!(texts(&net.inserts), vec![vec!["2", "z", "q"]]);
@@ -285,10 +290,13 @@ mod tests {
         let r = rel();
         let mut w = TableWindow::default();
         w.insert(&r, &t(&[Some("1"), Some("a"), None])).unwrap();
-        w.delete(&r, &OldTuple::Key(t(&[Some("1"), None, None]))).unwrap();
-        w.delete(&r, &OldTuple::Key(t(&[Some("2"), None, None]))).unwrap();
+        w.delete(&r, &OldTuple::Key(t(&[Some("1"), None, None])))
+            .unwrap();
+        w.delete(&r, &OldTuple::Key(t(&[Some("2"), None, None])))
+            .unwrap();
         w.insert(&r, &t(&[Some("2"), Some("b"), None])).unwrap();
-        w.delete(&r, &OldTuple::Key(t(&[Some("3"), None, None]))).unwrap();
+        w.delete(&r, &OldTuple::Key(t(&[Some("3"), None, None])))
+            .unwrap();
         let net = w.take();
         assert!(net.inserts.is_empty());
         assert_eq!(texts(&net.updates), vec![vec!["2", "b", "NULL"]]);
@@ -306,7 +314,8 @@ mod tests {
             Err(NotFoldable)
         );
         // The same key sent as old is fine.
-        w.update(&r, Some(&old), &t(&[Some("1"), Some("a"), None])).unwrap();
+        w.update(&r, Some(&old), &t(&[Some("1"), Some("a"), None]))
+            .unwrap();
         // A duplicate insert, an update or delete after a delete.
         assert_eq!(w.insert(&r, &t(&[Some("1"), None, None])), Err(NotFoldable));
         w.delete(&r, &old).unwrap();

@@ -698,7 +698,10 @@ impl Worker {
         Ok(())
     }
 
-    async fn target_table(&mut self, rel: &Arc<RelationInfo>) -> Result<Arc<TargetTable>, ApplyError> {
+    async fn target_table(
+        &mut self,
+        rel: &Arc<RelationInfo>,
+    ) -> Result<Arc<TargetTable>, ApplyError> {
         if let Some(t) = self.tables.get(&(rel.id.0, rel.version)) {
             return Ok(Arc::clone(t));
         }

@@ -254,6 +254,12 @@ impl Receiver<'_> {
                                 format!("Begin at {} inside a transaction", x.wal_start),
                             ));
                         }
+                        // Latency counts from here, not from dispatch: a
+                        // transaction still arriving (a large one takes
+                        // seconds) is already a commit not yet applied.
+                        if let Ok(mut q) = self.shared.unapplied.lock() {
+                            q.push_back((b.final_lsn, b.commit_time));
+                        }
                         *txn = Some(Txn {
                             begin: b,
                             messages: Vec::new(),
@@ -472,9 +478,6 @@ impl Receiver<'_> {
             None => None,
         };
         let mut mem = std::mem::take(&mut t.messages).into_iter();
-        if let Ok(mut q) = self.shared.unapplied.lock() {
-            q.push_back((end_lsn, commit_time));
-        }
         loop {
             let msg = match reader.as_mut() {
                 Some(r) => match r.next_record().map_err(|e| StreamError::Other {

@@ -88,11 +88,12 @@ impl TupleData {
     pub fn from_values<'v>(
         values: impl ExactSizeIterator<Item = ColumnRef<'v>>,
     ) -> Result<TupleData, ProtocolError> {
-        let column_count = u16::try_from(values.len()).map_err(|_| ProtocolError::InvalidValue {
-            field: "TupleData.column_count",
-            offset: 0,
-            value: values.len() as u64,
-        })?;
+        let column_count =
+            u16::try_from(values.len()).map_err(|_| ProtocolError::InvalidValue {
+                field: "TupleData.column_count",
+                offset: 0,
+                value: values.len() as u64,
+            })?;
         let mut raw = Vec::new();
         for v in values {
             let (kind, bytes) = match v {
