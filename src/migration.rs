@@ -907,7 +907,7 @@ async fn cut_over(
             .map_err(|e| CopyError::source(db, "ending the source's sessions", e))?;
         tracing::info!(db, "source database is read-only now");
     }
-    let target_lsn = current_wal_lsn(source, db).await?;
+    let target_lsn = settled_wal_lsn(source, db).await?;
     tracing::info!(db, lsn = %target_lsn, "cutover: applying everything up to the source's current position");
     let started = Instant::now();
     let mut last_log = Instant::now();
@@ -1122,6 +1122,27 @@ pub enum CancelError {
     /// Dropping something failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
+}
+
+/// A WAL position at or past the commit record of every transaction the
+/// source has committed so far. `pg_current_wal_lsn()` alone is not: it is
+/// the *write* position, and a transaction committed with
+/// `synchronous_commit = off` has returned to its client before its commit
+/// record is written, so a cutover stopping there loses it. A transaction
+/// of our own that writes WAL and commits with `synchronous_commit = on`
+/// flushes the WAL through its commit record, hence through every earlier
+/// one. (It must write a record: a transaction with an xid and nothing
+/// else commits asynchronously whatever the setting.) The logical message
+/// is not published to us: pgoutput only sends messages when asked to.
+async fn settled_wal_lsn(source: &mut Connection, db: &str) -> Result<Lsn, DbError> {
+    source
+        .simple_query(
+            "SET synchronous_commit = on; \
+             SELECT pg_catalog.pg_logical_emit_message(true, 'pgmigrate', 'cutover')",
+        )
+        .await
+        .map_err(|e| CopyError::source(db, "flushing the source's WAL for cutover", e))?;
+    current_wal_lsn(source, db).await
 }
 
 async fn current_wal_lsn(source: &mut Connection, db: &str) -> Result<Lsn, DbError> {
