@@ -165,6 +165,13 @@ fn streams_awkward_changes_intact() {
         dst.psql("cases", "SELECT count(*) FROM nokey WHERE b = 'changed'"),
         "1"
     );
+    assert_eq!(
+        dst.psql(
+            "cases",
+            "SELECT string_agg(id || v, ',' ORDER BY id) FROM inh_child"
+        ),
+        "1c,2c"
+    );
     // The 200 updates of five rows in one transaction were folded per key:
     // the target saw a handful of row updates, not 200 (statistics reach
     // the view within a second or so of the workers going idle).

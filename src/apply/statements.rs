@@ -67,11 +67,28 @@ pub fn insert_rows(rel: &RelationInfo, rows: usize) -> String {
     )
 }
 
+/// The table an UPDATE or DELETE names: `ONLY` for a plain table, so rows
+/// of inheritance children (replicated as their own tables) are never
+/// touched through the parent; a partitioned table is named as is, its
+/// rows live in the partitions.
+fn target(rel: &RelationInfo, only: bool) -> String {
+    if only {
+        format!("ONLY {}", rel.qualified)
+    } else {
+        rel.qualified.clone()
+    }
+}
+
 /// The WHERE clause finding the old row, with parameters from `$first`.
 /// Key identity: key columns by equality. FULL identity: every column in
 /// `match_cols` (NULL-safe), restricted to one physical row, since a table
 /// without a key may hold duplicates and only one row changed on the source.
-fn where_clause(rel: &RelationInfo, match_cols: &ColumnMask, first: usize) -> (String, usize) {
+fn where_clause(
+    rel: &RelationInfo,
+    match_cols: &ColumnMask,
+    first: usize,
+    only: bool,
+) -> (String, usize) {
     let mut n = first;
     let mut conds = Vec::new();
     for (i, c) in rel.columns.iter().enumerate() {
@@ -101,7 +118,7 @@ fn where_clause(rel: &RelationInfo, match_cols: &ColumnMask, first: usize) -> (S
     let clause = if rel.full_identity() {
         format!(
             "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {cond} LIMIT 1)",
-            rel.qualified
+            target(rel, only)
         )
     } else {
         cond
@@ -115,6 +132,7 @@ pub fn update(
     set_cols: &ColumnMask,
     match_cols: &ColumnMask,
     skip_always_identity: &[bool],
+    only: bool,
 ) -> String {
     let mut n = 1;
     let mut sets = Vec::new();
@@ -132,25 +150,25 @@ pub fn update(
             sets.push(format!("{col} = {col}"));
         }
     }
-    let (clause, _) = where_clause(rel, match_cols, n);
+    let (clause, _) = where_clause(rel, match_cols, n, only);
     format!(
         "UPDATE {} SET {} WHERE {clause}",
-        rel.qualified,
+        target(rel, only),
         sets.join(", ")
     )
 }
 
 /// DELETE finding the row by identity.
-pub fn delete(rel: &RelationInfo, match_cols: &ColumnMask) -> String {
-    let (clause, _) = where_clause(rel, match_cols, 1);
-    format!("DELETE FROM {} WHERE {clause}", rel.qualified)
+pub fn delete(rel: &RelationInfo, match_cols: &ColumnMask, only: bool) -> String {
+    let (clause, _) = where_clause(rel, match_cols, 1, only);
+    format!("DELETE FROM {} WHERE {clause}", target(rel, only))
 }
 
 /// The set-based UPDATE of a window's rows: one array parameter per key
 /// column (`$1…`), then one per column in `set_cols` (in column order),
 /// joined to the table by key. Keys are distinct (the window folded them),
 /// so each row is updated at most once.
-pub fn update_set(rel: &RelationInfo, set_cols: &[usize]) -> String {
+pub fn update_set(rel: &RelationInfo, set_cols: &[usize], only: bool) -> String {
     let keys: Vec<usize> = key_columns(rel);
     let mut aliases = Vec::new();
     let mut conds = Vec::new();
@@ -172,7 +190,7 @@ pub fn update_set(rel: &RelationInfo, set_cols: &[usize]) -> String {
     }
     format!(
         "UPDATE {} AS pgm_t SET {} FROM {} AS pgm_v({}) WHERE {}",
-        rel.qualified,
+        target(rel, only),
         sets.join(", "),
         params(aliases.len()),
         aliases.join(", "),
@@ -181,7 +199,7 @@ pub fn update_set(rel: &RelationInfo, set_cols: &[usize]) -> String {
 }
 
 /// The set-based DELETE of a window's rows: one array per key column.
-pub fn delete_set(rel: &RelationInfo) -> String {
+pub fn delete_set(rel: &RelationInfo, only: bool) -> String {
     let keys = key_columns(rel);
     let aliases: Vec<String> = (0..keys.len()).map(|n| format!("c{n}")).collect();
     let conds: Vec<String> = keys
@@ -191,7 +209,7 @@ pub fn delete_set(rel: &RelationInfo) -> String {
         .collect();
     format!(
         "DELETE FROM {} AS pgm_t USING {} AS pgm_v({}) WHERE {}",
-        rel.qualified,
+        target(rel, only),
         params(keys.len()),
         aliases.join(", "),
         conds.join(" AND ")
@@ -230,12 +248,20 @@ fn params(n: usize) -> String {
 }
 
 /// TRUNCATE of every listed table at once, as the source did it.
+/// `only[i]` names `rels[i]` with ONLY: the message lists every table the
+/// source truncated, children included, so a plain parent must not take
+/// its children along (`TRUNCATE ONLY parent` on the source).
 pub fn truncate(
     rels: &[std::sync::Arc<RelationInfo>],
+    only: &[bool],
     cascade: bool,
     restart_identity: bool,
 ) -> String {
-    let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
+    let names: Vec<String> = rels
+        .iter()
+        .enumerate()
+        .map(|(i, r)| target(r, only.get(i).copied().unwrap_or(false)))
+        .collect();
     format!(
         "TRUNCATE {}{}{}",
         names.join(", "),
@@ -290,11 +316,11 @@ mod tests {
         let all = ColumnMask::from_flags([true, true, true].into_iter());
         let no_doc = ColumnMask::from_flags([true, false, true].into_iter());
         assert_eq!(
-            update(&r, &no_doc, &all, &[]),
+            update(&r, &no_doc, &all, &[], false),
             "UPDATE \"s\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3"
         );
         assert_eq!(
-            delete(&r, &all),
+            delete(&r, &all, false),
             "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1"
         );
     }
@@ -313,8 +339,8 @@ mod tests {
         let r = rel(ReplicaIdentity::Full);
         let m = ColumnMask::from_flags([true, true, false].into_iter());
         assert_eq!(
-            delete(&r, &m),
-            "DELETE FROM \"s\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"s\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \"doc\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
+            delete(&r, &m, true),
+            "DELETE FROM ONLY \"s\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ONLY \"s\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \"doc\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
         );
     }
 
@@ -322,16 +348,25 @@ mod tests {
     fn set_based_statements_join_arrays_by_key() {
         let r = rel(ReplicaIdentity::Default);
         assert_eq!(
-            update_set(&r, &[2]),
-            "UPDATE \"s\".\"t\" AS pgm_t SET \"v\" = pgm_v.c1 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS pgm_v(c0, c1) WHERE pgm_t.\"id\" = pgm_v.c0"
+            update_set(&r, &[2], true),
+            "UPDATE ONLY \"s\".\"t\" AS pgm_t SET \"v\" = pgm_v.c1 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS pgm_v(c0, c1) WHERE pgm_t.\"id\" = pgm_v.c0"
         );
         assert_eq!(
-            delete_set(&r),
+            delete_set(&r, false),
             "DELETE FROM \"s\".\"t\" AS pgm_t USING ROWS FROM (pg_catalog.unnest($1)) AS pgm_v(c0) WHERE pgm_t.\"id\" = pgm_v.c0"
         );
         assert_eq!(
             insert_set(&r),
             "INSERT INTO \"s\".\"t\" (\"id\", \"doc\", \"v\") OVERRIDING SYSTEM VALUE SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+        );
+    }
+
+    #[test]
+    fn truncate_names_plain_tables_only() {
+        let a = std::sync::Arc::new(rel(ReplicaIdentity::Default));
+        assert_eq!(
+            truncate(&[a.clone(), a], &[true, false], true, true),
+            "TRUNCATE ONLY \"s\".\"t\", \"s\".\"t\" RESTART IDENTITY CASCADE"
         );
     }
 

@@ -30,6 +30,9 @@ pub struct TargetTable {
     /// Changes may be folded per key inside a target transaction (see
     /// [`super::window`]).
     pub foldable: bool,
+    /// A plain table (not partitioned): UPDATE and DELETE name it with
+    /// ONLY.
+    pub only: bool,
     /// Per column, the array type for set-based statements; `None` when a
     /// column's type is not built in (its OID differs on the target) or has
     /// no array type.
@@ -75,7 +78,8 @@ impl TargetTable {
                                 CASE WHEN $2::bool THEN i.indisreplident ELSE i.indisprimary END))), \
                         (SELECT count(*) FROM pg_catalog.pg_trigger g \
                          WHERE (g.tgrelid = $1::regclass OR g.tgrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass))) \
-                           AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R'))",
+                           AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')), \
+                        (SELECT c.relkind = 'r' FROM pg_catalog.pg_class c WHERE c.oid = $1::regclass)",
                 &[table, Param::Text(if by_index { "true" } else { "false" })],
             )
             .await?;
@@ -83,6 +87,7 @@ impl TargetTable {
             .first()
             .is_some_and(|r| r.str(0).ok() == Some("0") && r.str(1).ok() == Some("0"));
         let foldable = !rel.full_identity() && keys_byte_equal && none_other;
+        let only = others.first().is_some_and(|r| r.bool(2).unwrap_or(false));
 
         let array_types = if rel.columns.iter().all(|c| c.type_oid < FIRST_NORMAL_OID) {
             let oids: Vec<String> = rel.columns.iter().map(|c| c.type_oid.to_string()).collect();
@@ -116,6 +121,7 @@ impl TargetTable {
         Ok(TargetTable {
             always_identity: always.into(),
             foldable,
+            only,
             array_types,
         })
     }

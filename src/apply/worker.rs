@@ -315,6 +315,7 @@ impl Worker {
             })
             .collect();
         let types: Vec<u32> = cols.iter().map(|&c| array_types[c]).collect();
+        let only = self.only(rel);
         let key = StmtKey {
             rel: rel.id.0,
             version: rel.version,
@@ -326,10 +327,14 @@ impl Worker {
         };
         let name = match kind {
             Kind::Insert => self.statement_name(&key, &types, || statements::insert_set(rel))?,
-            Kind::Delete => self.statement_name(&key, &types, || statements::delete_set(rel))?,
+            Kind::Delete => {
+                self.statement_name(&key, &types, || statements::delete_set(rel, only))?
+            }
             Kind::Update => {
                 let set_cols = key.set_cols.clone();
-                self.statement_name(&key, &types, || statements::update_set(rel, &set_cols))?
+                self.statement_name(&key, &types, || {
+                    statements::update_set(rel, &set_cols, only)
+                })?
             }
         };
         let what = match kind {
@@ -449,6 +454,13 @@ impl Worker {
         Ok(())
     }
 
+    /// Whether the table is plain, from what the target said of it.
+    fn only(&self, rel: &RelationInfo) -> bool {
+        self.tables
+            .get(&(rel.id.0, rel.version))
+            .is_some_and(|t| t.only)
+    }
+
     fn setup_err(&self, message: String) -> ApplyError {
         ApplyError::Setup {
             db: self.cfg.db.clone(),
@@ -523,7 +535,11 @@ impl Worker {
                     restart_identity,
                 }) => {
                     if !self.skipping {
-                        let sql = statements::truncate(&rels, cascade, restart_identity);
+                        let mut only = Vec::with_capacity(rels.len());
+                        for r in &rels {
+                            only.push(self.target_table(r).await?.only);
+                        }
+                        let sql = statements::truncate(&rels, &only, cascade, restart_identity);
                         self.queue_plain(&sql)?;
                         self.batch_changes += 1;
                         self.counters
@@ -877,8 +893,9 @@ impl Worker {
         let (Some(set), Some(matching)) = (&key.set, &key.matching) else {
             unreachable!("both masks were just set")
         };
-        let name =
-            self.statement_name(&key, &[], || statements::update(rel, set, matching, skip))?;
+        let name = self.statement_name(&key, &[], || {
+            statements::update(rel, set, matching, skip, table.only)
+        })?;
         let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len() * 2);
         for (i, v) in new.iter_ref().enumerate() {
             if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
@@ -912,7 +929,8 @@ impl Worker {
         let Some(matching) = &key.matching else {
             unreachable!("the mask was just set")
         };
-        let name = self.statement_name(&key, &[], || statements::delete(rel, matching))?;
+        let only = self.only(rel);
+        let name = self.statement_name(&key, &[], || statements::delete(rel, matching, only))?;
         let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len());
         push_identity(&mut params, tuple, matching);
         self.conn

@@ -34,3 +34,9 @@ CREATE TABLE toasty2 (id int PRIMARY KEY, big text, small int);
 ALTER TABLE toasty2 ALTER COLUMN big SET STORAGE EXTERNAL;
 CREATE TABLE numkey (k numeric PRIMARY KEY, v int);
 INSERT INTO numkey VALUES (1.0, 0);
+-- Inheritance (not partitioning): the child's rows are its own table's.
+CREATE TABLE inh_parent (id int PRIMARY KEY, v text);
+CREATE TABLE inh_child (extra int) INHERITS (inh_parent);
+ALTER TABLE inh_child ADD PRIMARY KEY (id);
+INSERT INTO inh_parent VALUES (1, 'p'), (2, 'p');
+INSERT INTO inh_child VALUES (1, 'c', 0), (2, 'c', 0);

@@ -35,4 +35,8 @@ UPDATE txtkey SET v = '2' WHERE k = 'a'; INSERT INTO txtkey VALUES ('b', 'x'); U
 INSERT INTO toasty2 VALUES (1, repeat(md5('a'), 400), 0); UPDATE toasty2 SET small = 1 WHERE id = 1;
 UPDATE numkey SET v = 1 WHERE k = 1.0; UPDATE numkey SET k = 1.00, v = 2 WHERE k = 1; UPDATE numkey SET v = 3 WHERE k = 1;
 COMMIT;
+UPDATE ONLY inh_parent SET v = 'p2' WHERE id = 1;              -- the child's row 1 stays 'c'
+DELETE FROM ONLY inh_parent WHERE id = 2;                     -- the child's row 2 stays
+INSERT INTO inh_parent VALUES (3, 'p');
+TRUNCATE ONLY inh_parent;                                     -- the child keeps its rows
 INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 1000000) g;
