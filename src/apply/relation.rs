@@ -70,3 +70,25 @@ impl RelationInfo {
         self.identity == ReplicaIdentity::Full
     }
 }
+
+/// A table `"s"."t"` with the given `(name, type OID, is key)` columns, for
+/// unit tests of what is built from a relation.
+#[cfg(test)]
+pub(crate) fn sample(identity: ReplicaIdentity, columns: &[(&str, u32, bool)]) -> RelationInfo {
+    RelationInfo {
+        id: RelationId(1),
+        version: 1,
+        schema: "s".into(),
+        name: "t".into(),
+        qualified: "\"s\".\"t\"".into(),
+        columns: columns
+            .iter()
+            .map(|&(name, type_oid, is_key)| ColumnInfo {
+                name: name.into(),
+                type_oid,
+                is_key,
+            })
+            .collect(),
+        identity,
+    }
+}

@@ -277,36 +277,14 @@ pub fn truncate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::relation::ColumnInfo;
-    use crate::protocol::lsn::RelationId;
+    use crate::apply::relation::sample;
     use crate::protocol::pgoutput::ReplicaIdentity;
 
     fn rel(identity: ReplicaIdentity) -> RelationInfo {
-        RelationInfo {
-            id: RelationId(1),
-            version: 1,
-            schema: "s".into(),
-            name: "t".into(),
-            qualified: "\"s\".\"t\"".into(),
-            columns: vec![
-                ColumnInfo {
-                    name: "id".into(),
-                    type_oid: 23,
-                    is_key: true,
-                },
-                ColumnInfo {
-                    name: "doc".into(),
-                    type_oid: 114,
-                    is_key: false,
-                },
-                ColumnInfo {
-                    name: "v".into(),
-                    type_oid: 25,
-                    is_key: false,
-                },
-            ],
+        sample(
             identity,
-        }
+            &[("id", 23, true), ("doc", 114, false), ("v", 25, false)],
+        )
     }
 
     #[test]

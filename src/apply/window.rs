@@ -209,25 +209,14 @@ impl TableWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::relation::ColumnInfo;
-    use crate::protocol::lsn::RelationId;
+    use crate::apply::relation::sample;
     use crate::protocol::pgoutput::ReplicaIdentity;
 
     fn rel() -> RelationInfo {
-        let col = |name: &str, is_key| ColumnInfo {
-            name: name.into(),
-            type_oid: 23,
-            is_key,
-        };
-        RelationInfo {
-            id: RelationId(1),
-            version: 1,
-            schema: "s".into(),
-            name: "t".into(),
-            qualified: "\"s\".\"t\"".into(),
-            columns: vec![col("id", true), col("a", false), col("b", false)],
-            identity: ReplicaIdentity::Default,
-        }
+        sample(
+            ReplicaIdentity::Default,
+            &[("id", 23, true), ("a", 23, false), ("b", 23, false)],
+        )
     }
 
     fn t(vals: &[Option<&str>]) -> TupleData {

@@ -235,14 +235,11 @@ impl Worker {
         let Some((rel, rows)) = self.run.take() else {
             return Ok(());
         };
-        let table = self.tables.get(&(rel.id.0, rel.version)).cloned();
-        if rows.len() > 1 {
-            if let Some(types) = table.as_ref().and_then(|t| t.array_types.clone()) {
-                let refs: Vec<&TupleData> = rows.iter().collect();
-                let all: Vec<usize> = (0..rel.columns.len()).collect();
-                if self.queue_set(&rel, Kind::Insert, &types, &all, &refs, Vec::new())? {
-                    return Ok(());
-                }
+        if let Some(table) = self.tables.get(&(rel.id.0, rel.version)).cloned() {
+            let refs: Vec<&TupleData> = rows.iter().collect();
+            let all: Vec<usize> = (0..rel.columns.len()).collect();
+            if self.queue_set(&rel, &table, Kind::Insert, &all, &refs, Vec::new())? {
+                return Ok(());
             }
         }
         let key = StmtKey {
@@ -266,16 +263,24 @@ impl Worker {
 
     /// Queues one set-based statement over `rows`: an array per column of
     /// `cols` (the key columns first for UPDATE and DELETE). Returns false,
-    /// queuing nothing, when a column mixes value formats.
+    /// queuing nothing, when the rows go one by one instead: a single row
+    /// (its prepared statement is as cheap), column types the target has
+    /// no arrays for, or a column mixing value formats.
     fn queue_set(
         &mut self,
         rel: &Arc<RelationInfo>,
+        table: &TargetTable,
         kind: Kind,
-        array_types: &[u32],
         cols: &[usize],
         rows: &[&TupleData],
         set_cols: Vec<usize>,
     ) -> Result<bool, ApplyError> {
+        let Some(array_types) = table.array_types.as_deref() else {
+            return Ok(false);
+        };
+        if rows.len() < 2 {
+            return Ok(false);
+        }
         // Where each column of a row goes among the arrays.
         let mut slot = vec![usize::MAX; rel.columns.len()];
         for (n, &c) in cols.iter().enumerate() {
@@ -315,7 +320,7 @@ impl Worker {
             })
             .collect();
         let types: Vec<u32> = cols.iter().map(|&c| array_types[c]).collect();
-        let only = self.only(rel);
+        let only = table.only;
         let key = StmtKey {
             rel: rel.id.0,
             version: rel.version,
@@ -384,19 +389,12 @@ impl Worker {
         net: NetChanges,
     ) -> Result<(), ApplyError> {
         let keys = statements::key_columns(rel);
-        let types = table.array_types.as_deref();
         // Keys are distinct across the three lists, so any order is right.
         if !net.deletes.is_empty() {
             let rows: Vec<&TupleData> = net.deletes.iter().collect();
-            let done = match types {
-                Some(t) if rows.len() > 1 => {
-                    self.queue_set(rel, Kind::Delete, t, &keys, &rows, Vec::new())?
-                }
-                _ => false,
-            };
-            if !done {
+            if !self.queue_set(rel, table, Kind::Delete, &keys, &rows, Vec::new())? {
                 for row in rows {
-                    self.queue_delete_row(rel, row)?;
+                    self.queue_delete_row(rel, table, row)?;
                 }
             }
         }
@@ -424,14 +422,8 @@ impl Worker {
                 // Only the key, unchanged: nothing to write.
                 continue;
             }
-            let done = match types {
-                Some(t) if rows.len() > 1 => {
-                    let cols: Vec<usize> = keys.iter().chain(set.iter()).copied().collect();
-                    self.queue_set(rel, Kind::Update, t, &cols, &rows, set.clone())?
-                }
-                _ => false,
-            };
-            if !done {
+            let cols: Vec<usize> = keys.iter().chain(set.iter()).copied().collect();
+            if !self.queue_set(rel, table, Kind::Update, &cols, &rows, set)? {
                 for row in rows {
                     self.queue_update_row(rel, table, None, row)?;
                 }
@@ -452,13 +444,6 @@ impl Worker {
             .map_err(|e| self.err(sql.to_string(), e))?;
         self.queued_kinds.push(None);
         Ok(())
-    }
-
-    /// Whether the table is plain, from what the target said of it.
-    fn only(&self, rel: &RelationInfo) -> bool {
-        self.tables
-            .get(&(rel.id.0, rel.version))
-            .is_some_and(|t| t.only)
     }
 
     fn setup_err(&self, message: String) -> ApplyError {
@@ -784,15 +769,15 @@ impl Worker {
         } else {
             // In order after whatever the table's window holds.
             self.flush_window(rel.id.0)?;
-            match &change {
-                Change::Insert { new, .. } => self.push_insert(&rel, &table, new.clone())?,
+            match change {
+                Change::Insert { new, .. } => self.push_insert(&rel, &table, new)?,
                 Change::Update { old, new, .. } => {
                     self.flush_run()?;
-                    self.queue_update_row(&rel, &table, old.as_ref(), new)?
+                    self.queue_update_row(&rel, &table, old.as_ref(), &new)?
                 }
                 Change::Delete { old, .. } => {
                     self.flush_run()?;
-                    self.queue_delete_row(&rel, old.tuple())?
+                    self.queue_delete_row(&rel, &table, old.tuple())?
                 }
             }
             if table.foldable {
@@ -914,6 +899,7 @@ impl Worker {
     fn queue_delete_row(
         &mut self,
         rel: &Arc<RelationInfo>,
+        table: &TargetTable,
         tuple: &TupleData,
     ) -> Result<(), ApplyError> {
         let matching = match_mask(rel, tuple);
@@ -929,8 +915,8 @@ impl Worker {
         let Some(matching) = &key.matching else {
             unreachable!("the mask was just set")
         };
-        let only = self.only(rel);
-        let name = self.statement_name(&key, &[], || statements::delete(rel, matching, only))?;
+        let name =
+            self.statement_name(&key, &[], || statements::delete(rel, matching, table.only))?;
         let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len());
         push_identity(&mut params, tuple, matching);
         self.conn
