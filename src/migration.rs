@@ -15,6 +15,7 @@ use crate::control::state::MigrationState;
 use crate::control::status::{Phase, Status, Substatus};
 use crate::control::store::{StateError, StateStore};
 use crate::copy::pg_tools::PgTools;
+use crate::copy::server_identity::ServerIdentity;
 use crate::copy::{self, roles, slot, target_db, CopyError, CopyOptions, DatabaseCopy};
 use crate::protocol::lsn::Lsn;
 use crate::stream::{self, publication, Stream, StreamConfig, StreamError};
@@ -596,6 +597,23 @@ async fn copy_phase(
             target: cfg.target.host.to_string(),
             source: e,
         })?;
+    // Before anything that creates or drops a database on the "target".
+    let read_identity = |e| CopyError::target(db, "reading the server identity", e);
+    let source_id = ServerIdentity::read(&mut source)
+        .await
+        .map_err(read_identity)?;
+    let target_id = ServerIdentity::read(&mut maint)
+        .await
+        .map_err(read_identity)?;
+    if source_id.same_server(&target_id) {
+        return Err(CopyError::TargetIsSource {
+            db: db.to_string(),
+            target: maint.connect_params().target(),
+            source_server: source.connect_params().target(),
+            port: target_id.port,
+        }
+        .into());
+    }
     let exists = target_db::exists(&mut maint, db)
         .await
         .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;

@@ -149,6 +149,32 @@ fn overwrite_target_replaces_an_existing_database() {
 }
 
 #[test]
+fn a_target_that_is_the_source_is_never_dropped() {
+    let src = Cluster::start_default();
+    src.create_db("victimdb");
+    src.psql(
+        "victimdb",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    let state = tmp_dir();
+    // Validation skipped on purpose: the interlock before any DROP must hold
+    // on its own.
+    let cfg = write_config(
+        state.path(),
+        "same-server",
+        &src,
+        &src,
+        &["victimdb"],
+        "mode = \"offline\"\noption = \"migrate\"\noverwrite_target = true\n",
+    );
+    let out = pgmigrate(&["run"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is the source server"), "{stderr}");
+    assert_eq!(src.psql("victimdb", "SELECT count(*) FROM t"), "100");
+}
+
+#[test]
 fn failures_name_their_cause_and_leave_no_slot() {
     let src = Cluster::builder()
         .hba_line("host all secure_user 127.0.0.1/32 scram-sha-256")

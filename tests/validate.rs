@@ -258,6 +258,10 @@ fn config(source: &Login, target: &Login, databases: &[&str], extra: &str) -> Co
     Config::from_toml_str(&text, dir.path()).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+fn overwrite_onto(source: &Login, target: &Login) -> Config {
+    config(source, target, &["app1", "app2"], "overwrite_target = true")
+}
+
 /// `pgmigrate validate --config FILE --json`: exit status and document.
 fn cli_validate(text: &str, dir: &Path) -> (i32, serde_json::Value) {
     let file = dir.join("migration.toml");
@@ -497,6 +501,15 @@ async fn validate_against_real_servers() {
     );
     assert!(!report.failed(), "\n{}", report.render_table());
     target.sql("postgres", "DROP DATABASE app1").await;
+
+    // The source server itself as the target: refused by server identity,
+    // whatever overwrite_target says (overwriting would drop the source
+    // database).
+    let report = validate_cleanly(&servers, &overwrite_onto(&su_source, &su_source)).await;
+    failed_with(&report, "target_not_source", &["is the source server"]);
+    assert_eq!(result(&report, "target_not_source"), CheckResult::Failed);
+    let report = validate_cleanly(&servers, &clean).await;
+    assert_eq!(result(&report, "target_not_source"), CheckResult::Succeeded);
 
     // A source user without REPLICATION, over TCP with a password.
     source

@@ -67,6 +67,19 @@ pub enum CopyError {
         /// Target address.
         server: String,
     },
+    /// The target connection reaches the source server itself: creating or
+    /// dropping "the target database" there would destroy the source.
+    #[error("database {db}: the target {target} is the source server {source_server} (same postmaster, port {port}); point [target] at another server")]
+    TargetIsSource {
+        /// Database name.
+        db: String,
+        /// Target address as configured.
+        target: String,
+        /// Source address as configured.
+        source_server: String,
+        /// The server's port as it reports it.
+        port: String,
+    },
     /// A local file operation failed.
     #[error("database {db}: {path}: {source}")]
     Io {

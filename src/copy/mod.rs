@@ -10,6 +10,7 @@ mod post_data;
 pub mod roles;
 pub mod schema;
 pub mod sequences;
+pub mod server_identity;
 pub mod slot;
 pub mod sql_script;
 pub mod table_copy;

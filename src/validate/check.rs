@@ -26,6 +26,8 @@ pub const SOURCE_MAX_SLOT_WAL_KEEP_SIZE: &str = "source_max_slot_wal_keep_size";
 pub const SOURCE_REPLICATION_PRIVILEGE: &str = "source_replication_privilege";
 /// Long-running or prepared transactions that stall slot creation.
 pub const SOURCE_OPEN_TRANSACTIONS: &str = "source_open_transactions";
+/// The target is another server than the source (by server identity).
+pub const TARGET_NOT_SOURCE: &str = "target_not_source";
 /// The target user can create (and, to overwrite, drop) the databases.
 pub const TARGET_CREATE_DATABASE: &str = "target_create_database";
 /// The target user may set `session_replication_role`.

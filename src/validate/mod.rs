@@ -150,6 +150,9 @@ pub async fn validate(config: &Config) -> ValidationReport {
             _ => None,
         })
         .collect();
+    if let (Some(s), Some(t)) = (s, t) {
+        checks.push(server_checks::target_not_source(s, t));
+    }
     if let Some(t) = t {
         checks.extend(server_checks::target_server(t, config));
         if !read.is_empty() {

@@ -268,6 +268,27 @@ fn open_transactions(s: &SourceServer) -> ValidationCheck {
 }
 
 /// Everything about the target server as a whole.
+/// Refuses a target that is the source server itself, however it is
+/// addressed: every database would "already exist" there, and overwriting
+/// it would drop the source.
+pub fn target_not_source(s: &SourceServer, t: &TargetServer) -> ValidationCheck {
+    if s.identity.same_server(&t.identity) {
+        fail(
+            check::TARGET_NOT_SOURCE,
+            format!(
+                "the target {} is the source server {} (same postmaster started {} UTC, port {})",
+                t.server, s.server, t.identity.started, t.identity.port
+            ),
+            "point [target] at a different PostgreSQL server",
+        )
+    } else {
+        pass(
+            check::TARGET_NOT_SOURCE,
+            format!("the target {} is another server than the source", t.server),
+        )
+    }
+}
+
 pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> {
     let mut out = vec![create_database(t, config)];
     let user = crate::conn::quote_ident(&t.user);

@@ -2,6 +2,7 @@
 //! catalog queries. Reading only: nothing here changes the server.
 
 use crate::conn::{ConnError, Connection, Row};
+use crate::copy::server_identity::ServerIdentity;
 
 /// Transactions open longer than this (with an xid) are reported: logical
 /// slot creation waits for every transaction running when it starts.
@@ -28,6 +29,8 @@ pub struct SourceServer {
     pub used_wal_senders: u64,
     /// `max_slot_wal_keep_size` in MB; `None` on PostgreSQL 12, which lacks it.
     pub max_slot_wal_keep_size_mb: Option<i64>,
+    /// Which running server this is.
+    pub identity: ServerIdentity,
     /// The login role.
     pub user: String,
     /// `rolsuper`.
@@ -85,6 +88,7 @@ impl SourceServer {
             replication: r.bool(8)?,
             ..SourceServer::default()
         };
+        facts.identity = ServerIdentity::read(conn).await?;
         let rows = conn
             .simple_query(&format!(
                 "SELECT 'pid ' || pid, coalesce(datname, ''), coalesce(usename, ''), \

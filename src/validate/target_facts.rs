@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::conn::{ConnError, Connection};
+use crate::copy::server_identity::ServerIdentity;
 
 use super::source_facts::first;
 
@@ -24,6 +25,8 @@ pub struct TargetServer {
     pub major: u32,
     /// `server_version`.
     pub version: String,
+    /// Which running server this is.
+    pub identity: ServerIdentity,
     /// The login role.
     pub user: String,
     /// `rolsuper`.
@@ -117,6 +120,7 @@ impl TargetServer {
             data_directory,
             ..TargetServer::default()
         };
+        facts.identity = ServerIdentity::read(conn).await?;
         let list = ORIGIN_FUNCTIONS
             .iter()
             .map(|f| format!("'{f}'"))
