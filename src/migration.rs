@@ -621,6 +621,9 @@ async fn copy_phase(
         if resume.target_database_created || cfg.overwrite_target {
             // Ours from an interrupted run (its snapshot is gone, so the
             // copy starts over), or the operator asked to overwrite.
+            if !resume.target_database_created {
+                target_db::refuse_if_in_use(&mut maint, db).await?;
+            }
             tracing::info!(db, "dropping the existing target database");
             target_db::drop(&mut maint, db).await?;
         } else {

@@ -175,6 +175,43 @@ fn a_target_that_is_the_source_is_never_dropped() {
 }
 
 #[test]
+fn overwrite_target_spares_a_database_another_migration_uses() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("app");
+    src.psql("app", "CREATE TABLE t (id int PRIMARY KEY)");
+    dst.create_db("app");
+    dst.psql(
+        "app",
+        "SELECT pg_create_logical_replication_slot('other_migration', 'pgoutput')",
+    );
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "spare",
+        &src,
+        &dst,
+        &["app"],
+        "mode = \"offline\"\noption = \"migrate\"\noverwrite_target = true\n",
+    );
+    let out = pgmigrate(&["run"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("other_migration"), "{stderr}");
+    assert_eq!(
+        dst.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        ),
+        "1"
+    );
+    dst.psql(
+        "postgres",
+        "SELECT pg_drop_replication_slot('other_migration')",
+    );
+}
+
+#[test]
 fn failures_name_their_cause_and_leave_no_slot() {
     let src = Cluster::builder()
         .hba_line("host all secure_user 127.0.0.1/32 scram-sha-256")

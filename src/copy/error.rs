@@ -80,6 +80,16 @@ pub enum CopyError {
         /// The server's port as it reports it.
         port: String,
     },
+    /// overwrite_target would drop a database another migration uses.
+    #[error("database {db} on the target server {server} is in use by another migration and is not overwritten: {why}")]
+    TargetDatabaseInUse {
+        /// Database name.
+        db: String,
+        /// Target address.
+        server: String,
+        /// The slots or sessions found.
+        why: String,
+    },
     /// A local file operation failed.
     #[error("database {db}: {path}: {source}")]
     Io {

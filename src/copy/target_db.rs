@@ -82,6 +82,45 @@ pub async fn exists(conn: &mut Connection, db: &str) -> Result<bool, ConnError> 
     Ok(!rows.is_empty())
 }
 
+/// Refuses to overwrite a database that another migration uses: one with
+/// a logical slot is some migration's source, and one with pgmigrate
+/// sessions is being streamed into. `DROP … WITH (FORCE)` would end those
+/// sessions and lose that migration's work.
+pub async fn refuse_if_in_use(conn: &mut Connection, db: &str) -> Result<(), CopyError> {
+    let rows = conn
+        .query(
+            "SELECT (SELECT string_agg(slot_name, ', ') FROM pg_catalog.pg_replication_slots WHERE database = $1), \
+             (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = $1 \
+              AND application_name LIKE 'pgmigrate%' AND pid <> pg_catalog.pg_backend_pid())::text",
+            &[db.into()],
+        )
+        .await
+        .map_err(|e| CopyError::target(db, "checking who uses the database", e))?;
+    let m = |e: ConnError| CopyError::target(db, "checking who uses the database", e);
+    let Some(r) = rows.first() else {
+        return Ok(());
+    };
+    let slots = r.opt_str(0).map_err(m)?.map(str::to_string);
+    let sessions: u64 = r.parse(1).map_err(m)?;
+    if slots.is_some() || sessions > 0 {
+        let mut why = Vec::new();
+        if let Some(slots) = slots {
+            why.push(format!(
+                "it has replication slots ({slots}): it is a migration's source"
+            ));
+        }
+        if sessions > 0 {
+            why.push(format!("{sessions} pgmigrate sessions are connected to it"));
+        }
+        return Err(CopyError::TargetDatabaseInUse {
+            db: db.to_string(),
+            server: conn.connect_params().target(),
+            why: why.join("; "),
+        });
+    }
+    Ok(())
+}
+
 /// Drops `db` on the target, ending its sessions.
 pub async fn drop(conn: &mut Connection, db: &str) -> Result<(), CopyError> {
     conn.execute(&format!(
