@@ -598,13 +598,12 @@ async fn copy_phase(
             source: e,
         })?;
     // Before anything that creates or drops a database on the "target".
-    let read_identity = |e| CopyError::target(db, "reading the server identity", e);
     let source_id = ServerIdentity::read(&mut source)
         .await
-        .map_err(read_identity)?;
+        .map_err(|e| CopyError::source(db, "reading the server identity", e))?;
     let target_id = ServerIdentity::read(&mut maint)
         .await
-        .map_err(read_identity)?;
+        .map_err(|e| CopyError::target(db, "reading the server identity", e))?;
     if source_id.same_server(&target_id) {
         return Err(CopyError::TargetIsSource {
             db: db.to_string(),
