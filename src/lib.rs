@@ -6,6 +6,7 @@
 //! `migration` (phase order) → `control` (state, console, signals).
 
 pub mod apply;
+pub mod chaos;
 pub mod config;
 pub mod conn;
 pub mod control;

@@ -209,6 +209,32 @@ fn overwrite_target_spares_a_database_another_migration_uses() {
         "postgres",
         "SELECT pg_drop_replication_slot('other_migration')",
     );
+    // Origins are cluster-wide: their names carry the OID of the database
+    // a (now stopped) migration applies into.
+    let oid = dst.psql(
+        "postgres",
+        "SELECT oid FROM pg_database WHERE datname = 'app'",
+    );
+    let origin = format!("pgmigrate_stopped_77_d{oid}_w0");
+    dst.psql(
+        "postgres",
+        &format!("SELECT pg_replication_origin_create('{origin}')"),
+    );
+    let out = pgmigrate(&["run"], &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&origin), "{stderr}");
+    assert_eq!(
+        dst.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        ),
+        "1"
+    );
+    dst.psql(
+        "postgres",
+        &format!("SELECT pg_replication_origin_drop('{origin}')"),
+    );
 }
 
 #[test]

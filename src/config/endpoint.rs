@@ -33,42 +33,9 @@ pub struct Endpoint {
     pub source_type: SourceType,
 }
 
-/// Where a server listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Host {
-    /// A host name or IP address.
-    Tcp(String),
-    /// The directory holding `.s.PGSQL.<port>` (a config value starting with '/').
-    Unix(PathBuf),
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Tcp(name) => f.write_str(name),
-            Host::Unix(dir) => write!(f, "{}", dir.display()),
-        }
-    }
-}
-
-/// libpq's `sslmode` values (`allow` is left out: it only exists to fall
-/// back to plaintext *after* a failed plaintext attempt, which no one wants
-/// for a migration).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    /// Never use TLS.
-    Disable,
-    /// TLS if the server offers it, without certificate checks.
-    #[default]
-    Prefer,
-    /// TLS required, without certificate checks.
-    Require,
-    /// TLS required; the certificate chain must verify.
-    VerifyCa,
-    /// TLS required; chain and host name must verify.
-    VerifyFull,
-}
+// One `Host` and one `SslMode` for the whole crate: the wire client owns
+// them and the config parses into them, so no mapping can drift.
+pub use crate::conn::{Host, SslMode};
 
 /// Where a server runs, in the cloud service's words.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -219,4 +186,16 @@ fn password_from_file(file: &str, key: &str, ctx: &Ctx<'_>) -> Result<Secret, Co
         return Err(ctx.invalid(key, format!("password file {} is empty", path.display())));
     }
     Ok(Secret::new(password.to_owned()))
+}
+
+impl Endpoint {
+    /// Session parameters for database `db` on this server.
+    pub fn connect_params(&self, db: &str) -> crate::conn::ConnectParams {
+        let mut p =
+            crate::conn::ConnectParams::new(self.host.clone(), self.port, self.user.clone(), db);
+        p.password = self.password.as_ref().map(|s| s.expose().to_string());
+        p.sslmode = self.sslmode;
+        p.sslrootcert = self.sslrootcert.clone();
+        p
+    }
 }

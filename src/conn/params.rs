@@ -8,12 +8,21 @@ use std::time::Duration;
 use super::tls::SslMode;
 
 /// The server's address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
     /// A host name or IP address, reached over TCP.
     Tcp(String),
     /// A directory holding the server's unix socket `.s.PGSQL.<port>`.
     Unix(PathBuf),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Tcp(name) => f.write_str(name),
+            Host::Unix(dir) => write!(f, "{}", dir.display()),
+        }
+    }
 }
 
 /// Everything needed to open one session.

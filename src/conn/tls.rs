@@ -13,8 +13,13 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-/// How much to trust the server, in libpq's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How much to trust the server, in libpq's words (`allow` is left out: it
+/// only exists to fall back to plaintext *after* a failed plaintext attempt,
+/// which no one wants for a migration).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Never use TLS.
     Disable,

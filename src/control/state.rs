@@ -120,6 +120,29 @@ pub struct ResumeState {
     pub copy_completed: bool,
     /// Qualified names of tables whose snapshot copy committed.
     pub tables_completed: Vec<String>,
+    /// How far this database's cutover got: a daemon restarted after a
+    /// kill at any point picks it up there and finishes it.
+    pub cutover: CutoverStep,
+}
+
+/// The cutover steps that must survive a crash, in order. Each later step
+/// is idempotent, so a restart repeats at most the step it was killed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoverStep {
+    /// No cutover accepted yet.
+    #[default]
+    NotRequested,
+    /// The operator's cutover was accepted: a restart streams and cuts over
+    /// without waiting for another request.
+    Requested,
+    /// Every change up to the cutover position is applied and the stream
+    /// stopped for good: a restart never streams again, it only syncs
+    /// sequences and drops what the migration created.
+    Applied,
+    /// Sequences set, slot, publication and origins dropped: the database
+    /// is migrated.
+    Done,
 }
 
 impl MigrationState {

@@ -83,8 +83,10 @@ pub async fn exists(conn: &mut Connection, db: &str) -> Result<bool, ConnError> 
 }
 
 /// Refuses to overwrite a database that another migration uses: one with
-/// a logical slot is some migration's source, and one with pgmigrate
-/// sessions is being streamed into. `DROP … WITH (FORCE)` would end those
+/// a logical slot is some migration's source, one with pgmigrate sessions
+/// is being streamed into, and one whose OID names replication origins
+/// (see [`origin_marker`]) is the target of a migration that may only be
+/// stopped. `DROP … WITH (FORCE)` would end those
 /// sessions and lose that migration's work.
 pub async fn refuse_if_in_use(conn: &mut Connection, db: &str) -> Result<(), CopyError> {
     let rows = conn
@@ -102,7 +104,8 @@ pub async fn refuse_if_in_use(conn: &mut Connection, db: &str) -> Result<(), Cop
     };
     let slots = r.opt_str(0).map_err(m)?.map(str::to_string);
     let sessions: u64 = r.parse(1).map_err(m)?;
-    if slots.is_some() || sessions > 0 {
+    let origins = origins_of(conn, db).await?;
+    if slots.is_some() || sessions > 0 || origins.is_some() {
         let mut why = Vec::new();
         if let Some(slots) = slots {
             why.push(format!(
@@ -112,6 +115,11 @@ pub async fn refuse_if_in_use(conn: &mut Connection, db: &str) -> Result<(), Cop
         if sessions > 0 {
             why.push(format!("{sessions} pgmigrate sessions are connected to it"));
         }
+        if let Some(origins) = origins {
+            why.push(format!(
+                "replication origins of another migration into it exist ({origins}): cancel that migration first"
+            ));
+        }
         return Err(CopyError::TargetDatabaseInUse {
             db: db.to_string(),
             server: conn.connect_params().target(),
@@ -119,6 +127,58 @@ pub async fn refuse_if_in_use(conn: &mut Connection, db: &str) -> Result<(), Cop
         });
     }
     Ok(())
+}
+
+/// The part of an apply worker's origin name that says which target
+/// database it applies into: origins are cluster-wide objects with no
+/// database of their own, so the name carries the database's OID.
+pub fn origin_marker(target_db_oid: u32) -> String {
+    format!("_d{target_db_oid}_w")
+}
+
+/// The pgmigrate origins that apply into `db`, if any. A role that may not
+/// read `pg_replication_origin` cannot have created any either.
+async fn origins_of(conn: &mut Connection, db: &str) -> Result<Option<String>, CopyError> {
+    const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    let rows = conn
+        .query(
+            "SELECT string_agg(o.roname, ', ') FROM pg_catalog.pg_replication_origin o, pg_catalog.pg_database d \
+             WHERE d.datname = $1 AND o.roname LIKE 'pgmigrate\\_%' \
+             AND strpos(o.roname, '_d' || d.oid::text || '_w') > 0",
+            &[db.into()],
+        )
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(INSUFFICIENT_PRIVILEGE) => return Ok(None),
+        Err(e) => return Err(CopyError::target(db, "reading the replication origins", e)),
+    };
+    match rows.first() {
+        None => Ok(None),
+        Some(r) => Ok(r
+            .opt_str(0)
+            .map_err(|e| CopyError::target(db, "reading the replication origins", e))?
+            .map(str::to_string)),
+    }
+}
+
+/// The OID of `db` on the server of `conn`.
+pub async fn oid(conn: &mut Connection, db: &str) -> Result<u32, CopyError> {
+    let rows = conn
+        .query(
+            "SELECT oid::text FROM pg_catalog.pg_database WHERE datname = $1",
+            &[db.into()],
+        )
+        .await
+        .map_err(|e| CopyError::target(db, "reading the database's OID", e))?;
+    rows.first()
+        .map(|r| r.parse::<u32>(0))
+        .transpose()
+        .map_err(|e| CopyError::target(db, "reading the database's OID", e))?
+        .ok_or_else(|| CopyError::Unexpected {
+            db: db.to_string(),
+            message: "the target database vanished right after CREATE DATABASE".into(),
+        })
 }
 
 /// Drops `db` on the target, ending its sessions.

@@ -8,7 +8,6 @@ use std::io::ErrorKind;
 
 use crate::config::Endpoint;
 use crate::conn::{ConnError, ConnectParams, Connection};
-use crate::migration::connect_params;
 
 /// Which server a session goes to, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +31,7 @@ impl Side {
 /// Session parameters for validation: read-only, named so a DBA sees who
 /// is connected.
 pub fn params(endpoint: &Endpoint, db: &str) -> ConnectParams {
-    let mut p = connect_params(endpoint, db);
+    let mut p = endpoint.connect_params(db);
     p.application_name = "pgmigrate-validate".into();
     p.options
         .push(("default_transaction_read_only".into(), "on".into()));

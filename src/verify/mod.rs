@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use crate::config::{Config, Endpoint};
 use crate::conn::{quote_literal, ConnError, Connection};
-use crate::migration::connect_params;
 
 pub use report::{
     render_json, render_text, DatabaseReport, DiffKind, Difference, ObjectCount, VerifyReport,
@@ -265,7 +264,7 @@ async fn open_session(
     db: &str,
     side: Side,
 ) -> Result<Connection, VerifyError> {
-    let mut conn = Connection::connect(&connect_params(endpoint, db))
+    let mut conn = Connection::connect(&endpoint.connect_params(db))
         .await
         .map_err(|source| VerifyError::Connect {
             side,

@@ -9,10 +9,17 @@ use super::pgmigrate_bin;
 
 /// Starts `pgmigrate run --config <config>` with its log (stderr) in `log`.
 pub fn start(config: &Path, log: &Path) -> Child {
+    start_with_env(config, log, &[])
+}
+
+/// [`start`] with extra environment variables (e.g. the crash tests'
+/// pause points).
+pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(pgmigrate_bin())
         .args(["run", "--config"])
         .arg(config)
         .env("PGMIGRATE_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()

@@ -1,0 +1,119 @@
+//! Cancel: removing what a migration created, with or without its daemon.
+
+use super::prerequisites::{connect_maintenance, INVALID_CATALOG_NAME};
+use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use crate::config::{self, Config};
+use crate::conn::Connection;
+use crate::control::state::DatabaseState;
+use crate::control::status::{Phase, Status, Substatus};
+use crate::control::store::{StateError, StateStore};
+use crate::copy::{target_db, CopyError};
+
+/// Removes what a migration created for one database: slot and
+/// publication on the source, origins on the target, and with
+/// `drop_target` the target database if the migration created it.
+pub async fn clean_up_database(
+    config: &Config,
+    state: &DatabaseState,
+    drop_target: bool,
+) -> Result<(), CopyError> {
+    let db = state.name.as_str();
+    let r = &state.resume;
+    if r.slot_name.is_some() || r.publication_name.is_some() {
+        let params = config.source.connect_params(db);
+        match Connection::connect(&params).await {
+            Ok(mut source) => {
+                drop_source_objects(
+                    &mut source,
+                    db,
+                    r.slot_name.as_deref(),
+                    r.publication_name.as_deref(),
+                )
+                .await?
+            }
+            // The database itself is gone: so are its slot and publication.
+            Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
+            Err(e) => return Err(CopyError::source(db, "connecting to clean up", e)),
+        }
+    }
+    let target_dropped = drop_target && r.target_database_created;
+    if !r.origin_names.is_empty() && !target_dropped {
+        match Connection::connect(&config.target.connect_params(db)).await {
+            Ok(mut target) => drop_origins(&mut target, db, &r.origin_names).await?,
+            Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
+            Err(e) => return Err(CopyError::target(db, "connecting to clean up", e)),
+        }
+    }
+    if drop_target && r.target_database_created {
+        let mut maint = connect_maintenance(&config.target)
+            .await
+            .map_err(|e| CopyError::target(db, "connecting to drop the database", e))?;
+        target_db::drop(&mut maint, db).await?;
+        // Origins are cluster-wide: drop them even with the database gone.
+        drop_origins(&mut maint, db, &r.origin_names).await?;
+    }
+    Ok(())
+}
+
+/// Cancels a migration whose daemon is not running: removes slot,
+/// publication and origins (and with `drop_target` the target databases),
+/// then records `Canceled`. Uses the config file of the last run.
+pub async fn cancel_offline(
+    state_dir: &std::path::Path,
+    name: &config::MigrationName,
+    drop_target: bool,
+) -> Result<(), CancelError> {
+    let store = StateStore::open(state_dir, name)?;
+    if !store.existed() {
+        return Err(CancelError::NotCancelable(format!(
+            "no migration named {name}"
+        )));
+    }
+    store.lock()?;
+    let state = store.snapshot();
+    if matches!(state.status, Status::Succeeded | Status::Canceled) {
+        return Err(CancelError::NotCancelable(format!(
+            "migration {name} is {}",
+            state.status
+        )));
+    }
+    let path = state.config_path.clone().ok_or_else(|| {
+        CancelError::NotCancelable("state.json does not name its config file".into())
+    })?;
+    let config = Config::from_file(std::path::Path::new(&path))
+        .map_err(|e| CancelError::Config(e.to_string()))?;
+    store.update(|s| {
+        s.set_status(
+            Status::CleaningUp,
+            Substatus::CancelingRequestedDBMigrations,
+        )
+    })?;
+    for d in &state.databases {
+        clean_up_database(&config, d, drop_target).await?;
+    }
+    store.update(|s| {
+        for d in &mut s.databases {
+            forget(&mut d.resume);
+            d.phase = Phase::Canceled;
+        }
+        s.set_status(Status::Canceled, Substatus::Canceled);
+    })?;
+    Ok(())
+}
+
+/// Why `cancel` without a daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// The migration is finished or unknown.
+    #[error("{0}")]
+    NotCancelable(String),
+    /// The config file of the last run cannot be read.
+    #[error("{0}")]
+    Config(String),
+    /// state.json failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Dropping something failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+}

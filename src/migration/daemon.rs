@@ -1,0 +1,474 @@
+//! The run loop of `pgmigrate run`: state, console, validation, one task
+//! per database, operator requests, and the final status.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::cleanup::clean_up_database;
+use super::console::Console;
+use super::database::{migrate_database, work_dir, DbContext, DbEnd, DbError};
+use super::progress_line::spawn_progress_line;
+use super::replication_objects::forget;
+use super::requests::Requests;
+use super::{MigrationError, Outcome};
+use crate::config::{Config, Mode, RunOption};
+use crate::control::progress::{spawn_state_flusher, MigrationProgress};
+use crate::control::state::{CutoverStep, DatabaseState, MigrationState};
+use crate::control::status::{Phase, Status, Substatus};
+use crate::control::store::{StateError, StateStore};
+
+/// Runs (or resumes) the migration described by `config` until it ends or
+/// `shutdown` turns true.
+pub async fn run(
+    config: Config,
+    config_path: &std::path::Path,
+    shutdown: watch::Receiver<bool>,
+    requests: Arc<Requests>,
+) -> Result<Outcome, MigrationError> {
+    let config = Arc::new(config);
+    let store = Arc::new(StateStore::open(&config.state_dir, &config.name)?);
+    store.lock()?;
+    let previous = store.snapshot();
+    if store.existed() {
+        match previous.status {
+            Status::Succeeded => {
+                tracing::info!(name = %config.name, "migration already succeeded");
+                return Ok(Outcome::Succeeded);
+            }
+            Status::Canceled => return Ok(Outcome::Canceled),
+            _ => {}
+        }
+    }
+    open_state(&store, &config, config_path)?;
+    let progress = Arc::new(MigrationProgress::from_state(&store.snapshot()));
+    let (console_stop, console_rx) = watch::channel(false);
+    start_console(&store, &progress, &requests, console_rx);
+    // Ready as soon as state is loaded and locked: the migration itself
+    // may take hours, and systemd must not time out the start.
+    let s = store.snapshot();
+    crate::control::notify::ready(&format!("{} / {}", s.status, s.substatus));
+    let (flush_tx, flush_rx) = watch::channel(false);
+    let flusher = spawn_state_flusher(
+        store.clone(),
+        progress.clone(),
+        Duration::from_secs(1),
+        flush_rx,
+    );
+    let reporter = spawn_progress_line(progress.clone());
+    let daemon = Daemon {
+        config,
+        store,
+        progress,
+        requests,
+    };
+    let outcome = match daemon.validate_unless_resuming(&previous).await? {
+        Some(outcome) => outcome,
+        None => daemon.migrate(shutdown).await?,
+    };
+    reporter.abort();
+    let _ = flush_tx.send(true);
+    if let Ok(Err(e)) = flusher.await {
+        tracing::warn!("final progress write failed: {e}");
+    }
+    daemon.record_outcome(outcome.clone())?;
+    let _ = console_stop.send(true);
+    Ok(outcome.into())
+}
+
+/// How the migration ended, with what the final state write needs.
+#[derive(Debug, Clone)]
+enum Ended {
+    Succeeded,
+    Canceled,
+    Failed(Vec<String>),
+    Stopped,
+    ValidationFailed(usize),
+    Validated,
+}
+
+impl From<Ended> for Outcome {
+    fn from(e: Ended) -> Outcome {
+        match e {
+            Ended::Succeeded | Ended::Validated => Outcome::Succeeded,
+            Ended::Canceled => Outcome::Canceled,
+            Ended::Failed(_) => Outcome::Failed,
+            Ended::Stopped => Outcome::Stopped,
+            Ended::ValidationFailed(_) => Outcome::ValidationFailed,
+        }
+    }
+}
+
+/// Creates or resumes state.json's document for this run.
+fn open_state(
+    store: &StateStore,
+    config: &Config,
+    config_path: &std::path::Path,
+) -> Result<(), StateError> {
+    store.update(|s| {
+        if !store.existed() || s.databases.is_empty() {
+            *s = MigrationState::new(&config.name, config.mode, &config.databases);
+        }
+        // Databases added to the config since the last run join in.
+        for db in &config.databases {
+            if s.database(db).is_none() {
+                s.databases.push(DatabaseState::new(db));
+            }
+        }
+        s.mode = config.mode;
+        s.pid = Some(std::process::id());
+        s.config_path = std::fs::canonicalize(config_path)
+            .ok()
+            .map(|p| p.display().to_string());
+        s.message = None;
+        // An accepted cutover stays accepted across a restart: the
+        // status says so until the daemon finishes it.
+        let substatus = if cutover_accepted(s) {
+            Substatus::CompletingMigration
+        } else {
+            Substatus::PerformingPreRequisiteSteps
+        };
+        s.set_status(Status::InProgress, substatus);
+    })
+}
+
+fn cutover_accepted(s: &MigrationState) -> bool {
+    s.databases
+        .iter()
+        .any(|d| d.resume.cutover != CutoverStep::NotRequested)
+}
+
+fn start_console(
+    store: &Arc<StateStore>,
+    progress: &Arc<MigrationProgress>,
+    requests: &Arc<Requests>,
+    stop: watch::Receiver<bool>,
+) {
+    let handler = Arc::new(Console {
+        store: store.clone(),
+        progress: progress.clone(),
+        requests: requests.clone(),
+    });
+    let dir = store.dir().to_path_buf();
+    tokio::spawn(async move {
+        if let Err(e) = crate::control::serve_console(&dir, handler, stop).await {
+            tracing::warn!("admin console unavailable: {e}");
+        }
+    });
+}
+
+/// What the run loop shares.
+struct Daemon {
+    config: Arc<Config>,
+    store: Arc<StateStore>,
+    progress: Arc<MigrationProgress>,
+    requests: Arc<Requests>,
+}
+
+/// What the run loop tracks while the databases migrate.
+#[derive(Default)]
+struct LoopState {
+    failures: Vec<String>,
+    stopped: bool,
+    canceling: Option<bool>,
+    waiting: bool,
+}
+
+impl Daemon {
+    /// Validation runs before anything is created; a migration past it
+    /// (an interrupted or failed run that created something: its own
+    /// target databases would now fail the checks) skips it. Some outcome
+    /// when the run ends here.
+    async fn validate_unless_resuming(
+        &self,
+        previous: &MigrationState,
+    ) -> Result<Option<Ended>, StateError> {
+        let resuming = self.store.existed()
+            && previous.status != Status::ValidationFailed
+            && previous
+                .databases
+                .iter()
+                .any(|d| d.resume.target_database_created || d.resume.slot_name.is_some());
+        if self.config.option == RunOption::Migrate || resuming {
+            return Ok(None);
+        }
+        self.store
+            .update(|s| s.set_status(Status::InProgress, Substatus::ValidationInProgress))?;
+        for p in &self.progress.dbs {
+            p.set_phase(Phase::Validating);
+        }
+        let report = crate::validate::validate(&self.config).await;
+        for c in report.failures() {
+            tracing::error!(check = %c.id, "{} (fix: {})", c.message, c.fix);
+        }
+        self.store
+            .update(|s| s.validation = report.checks.clone())?;
+        Ok(if report.failed() {
+            Some(Ended::ValidationFailed(report.failures().count()))
+        } else if self.config.option == RunOption::Validate {
+            Some(Ended::Validated)
+        } else {
+            None
+        })
+    }
+
+    /// One task per database, and the loop that supervises them.
+    async fn migrate(&self, mut shutdown: watch::Receiver<bool>) -> Result<Ended, StateError> {
+        self.store.update(|s| {
+            if !cutover_accepted(s) {
+                s.set_status(Status::InProgress, Substatus::MigratingData)
+            }
+        })?;
+        // Databases stop on the operator's signal or when another one fails.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // A cutover accepted before a restart goes on at once.
+        let (cutover_tx, cutover_rx) = watch::channel(cutover_accepted(&self.store.snapshot()));
+        let ready: HashMap<String, Arc<AtomicBool>> = self
+            .config
+            .databases
+            .iter()
+            .map(|d| (d.clone(), Arc::new(AtomicBool::new(false))))
+            .collect();
+        let mut tasks = self.spawn_databases(&stop_rx, &cutover_rx, &ready);
+        let mut st = LoopState::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => match next {
+                    None => break,
+                    Some(next) => if self.on_database_end(next, &mut st) {
+                        let _ = stop_tx.send(true);
+                    },
+                },
+                r = shutdown.wait_for(|s| *s), if !*stop_tx.borrow() => {
+                    if r.is_ok() {
+                        tracing::info!("stopping: progress is kept, run again to resume");
+                    }
+                    // A closed signal channel also means: stop.
+                    let _ = stop_tx.send(true);
+                }
+                _ = self.requests.notify.notified() => {
+                    self.on_request(&mut st, &stop_tx, &cutover_tx)?;
+                }
+                _ = tick.tick() => {
+                    publish(&self.store, &self.progress);
+                    let all_ready = self.config.mode == Mode::Online
+                        && ready.values().all(|r| r.load(Ordering::Acquire));
+                    if all_ready && !st.waiting && st.failures.is_empty() && st.canceling.is_none()
+                        && !*cutover_tx.borrow()
+                    {
+                        st.waiting = true;
+                        self.store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
+                        metrics::gauge!(crate::metrics::CUTOVER_READY).set(1.0);
+                        tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
+                    }
+                }
+            }
+        }
+        Ok(self.settle(st).await)
+    }
+
+    fn spawn_databases(
+        &self,
+        stop_rx: &watch::Receiver<bool>,
+        cutover_rx: &watch::Receiver<bool>,
+        ready: &HashMap<String, Arc<AtomicBool>>,
+    ) -> JoinSet<(DbContext, Result<DbEnd, DbError>)> {
+        let mut tasks = JoinSet::new();
+        for db in &self.config.databases {
+            let Some(p) = self.progress.get(db).cloned() else {
+                continue;
+            };
+            let ctx = DbContext {
+                config: self.config.clone(),
+                shutdown: stop_rx.clone(),
+                cutover: cutover_rx.clone(),
+                ready: ready.get(db).cloned().unwrap_or_default(),
+                store: self.store.clone(),
+                progress: p,
+                db: db.clone(),
+                work_dir: work_dir(self.store.dir(), db),
+            };
+            tasks.spawn(async move {
+                let r = migrate_database(&ctx).await;
+                (ctx, r)
+            });
+        }
+        tasks
+    }
+
+    /// Books one database's end; true when the others must stop.
+    fn on_database_end(
+        &self,
+        next: Result<(DbContext, Result<DbEnd, DbError>), tokio::task::JoinError>,
+        st: &mut LoopState,
+    ) -> bool {
+        match next {
+            Ok((ctx, Ok(DbEnd::Done))) => {
+                ctx.progress.set_phase(Phase::Done);
+                tracing::info!(db = %ctx.db, "database migrated");
+                false
+            }
+            Ok((ctx, Ok(DbEnd::Stopped))) => {
+                tracing::info!(db = %ctx.db, "stopped");
+                st.stopped = true;
+                false
+            }
+            Ok((ctx, Err(e))) => {
+                let msg = e.to_string();
+                tracing::error!(db = %ctx.db, "{msg}");
+                ctx.progress.set_phase(Phase::Failed);
+                ctx.progress.set_message(Some(msg.clone()));
+                st.failures.push(msg);
+                true
+            }
+            Err(e) => {
+                st.failures.push(format!("migration task failed: {e}"));
+                true
+            }
+        }
+    }
+
+    /// Acts on the operator's cancel or cutover request.
+    fn on_request(
+        &self,
+        st: &mut LoopState,
+        stop_tx: &watch::Sender<bool>,
+        cutover_tx: &watch::Sender<bool>,
+    ) -> Result<(), StateError> {
+        let status = self.store.snapshot().status;
+        if let Some(drop_target) = self.requests.take_cancel() {
+            if st.canceling.is_none()
+                && matches!(status, Status::InProgress | Status::WaitingForUserAction)
+                && !*cutover_tx.borrow()
+            {
+                tracing::info!(drop_target, "cancel requested");
+                st.canceling = Some(drop_target);
+                self.store.update(|s| {
+                    s.set_status(
+                        Status::CleaningUp,
+                        Substatus::CancelingRequestedDBMigrations,
+                    )
+                })?;
+                let _ = stop_tx.send(true);
+            }
+        }
+        if self.requests.take_cutover() && st.canceling.is_none() {
+            if status == Status::WaitingForUserAction {
+                tracing::info!("cutover requested");
+                // Status and every database's step in one write: a restart
+                // after this point finishes the cutover.
+                self.store.update(|s| {
+                    s.set_status(Status::InProgress, Substatus::CompletingMigration);
+                    for d in &mut s.databases {
+                        if d.resume.cutover == CutoverStep::NotRequested {
+                            d.resume.cutover = CutoverStep::Requested;
+                        }
+                    }
+                })?;
+                metrics::gauge!(crate::metrics::CUTOVER_READY).set(0.0);
+                let _ = cutover_tx.send(true);
+            } else {
+                tracing::warn!(status = %status, "cutover refused: accepted only in WaitingForUserAction");
+            }
+        }
+        Ok(())
+    }
+
+    /// After every task ended: cancel's cleanup, or a failed copy's.
+    async fn settle(&self, mut st: LoopState) -> Ended {
+        let state = self.store.snapshot();
+        if let Some(drop_target) = st.canceling {
+            for d in &state.databases {
+                if let Err(e) = clean_up_database(&self.config, d, drop_target).await {
+                    st.failures.push(format!("cancel: {e}"));
+                }
+            }
+            return if st.failures.is_empty() {
+                Ended::Canceled
+            } else {
+                Ended::Failed(st.failures)
+            };
+        }
+        if !st.failures.is_empty() {
+            // A database whose copy did not finish cannot resume (its
+            // snapshot is gone): its slot and publication would only pin WAL.
+            for d in state.databases.iter().filter(|d| !d.resume.copy_completed) {
+                if let Err(e) = clean_up_database(&self.config, d, false).await {
+                    tracing::warn!(db = %d.name, "cleanup after failure: {e}");
+                }
+            }
+            return Ended::Failed(st.failures);
+        }
+        if st.stopped {
+            Ended::Stopped
+        } else {
+            Ended::Succeeded
+        }
+    }
+
+    /// The final state write (after the flusher stopped, so nothing
+    /// rewrites it).
+    fn record_outcome(&self, ended: Ended) -> Result<(), StateError> {
+        self.store.update(|s| {
+            self.progress.apply_to(s);
+            s.pid = None;
+            match &ended {
+                Ended::Succeeded | Ended::Validated => {
+                    s.set_status(Status::Succeeded, Substatus::Completed)
+                }
+                Ended::ValidationFailed(n) => {
+                    s.message = Some(format!(
+                        "{n} premigration check(s) failed; see `pgmigrate validate`"
+                    ));
+                    s.set_status(Status::ValidationFailed, Substatus::ValidationInProgress);
+                }
+                Ended::Canceled => {
+                    for d in &mut s.databases {
+                        forget(&mut d.resume);
+                        d.phase = Phase::Canceled;
+                    }
+                    s.set_status(Status::Canceled, Substatus::Canceled);
+                }
+                Ended::Failed(failures) => {
+                    let substatus = if s.status == Status::CleaningUp {
+                        Substatus::CancelingRequestedDBMigrations
+                    } else {
+                        s.substatus
+                    };
+                    for d in &mut s.databases {
+                        if !d.resume.copy_completed {
+                            forget(&mut d.resume);
+                        }
+                    }
+                    s.message = Some(failures.join("; "));
+                    s.set_status(Status::Failed, substatus);
+                }
+                Ended::Stopped => {}
+            }
+        })?;
+        publish(&self.store, &self.progress);
+        Ok(())
+    }
+}
+
+/// Mirrors the status and table counts into the metrics and systemd.
+fn publish(store: &StateStore, progress: &MigrationProgress) {
+    let s = store.snapshot();
+    crate::metrics::set_status(s.status.as_str(), s.substatus.as_str());
+    crate::metrics::set_cutover_ready(s.status == Status::WaitingForUserAction);
+    for d in &progress.dbs {
+        crate::metrics::set_tables(
+            &d.name,
+            d.full_load_queued_tables.load(Ordering::Relaxed),
+            d.full_load_loading_tables.load(Ordering::Relaxed),
+            d.full_load_completed_tables.load(Ordering::Relaxed),
+            d.full_load_errored_tables.load(Ordering::Relaxed),
+        );
+    }
+    crate::control::notify::status(&format!("{} / {}", s.status, s.substatus));
+}

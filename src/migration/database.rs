@@ -1,0 +1,138 @@
+//! One database's migration: the order of its phases, and what they share.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{cutover, snapshot_copy, stream_phase};
+use crate::config::{Config, Mode};
+use crate::conn::ConnError;
+use crate::control::progress::DbProgress;
+use crate::control::state::{CutoverStep, ResumeState};
+use crate::control::store::{StateError, StateStore};
+use crate::copy::CopyError;
+use crate::stream::StreamError;
+
+/// Everything a database's migration needs from the run.
+pub(super) struct DbContext {
+    pub(super) config: Arc<Config>,
+    pub(super) shutdown: watch::Receiver<bool>,
+    /// Turns true when the operator's cutover is accepted.
+    pub(super) cutover: watch::Receiver<bool>,
+    /// Online: copy done and initial backlog applied.
+    pub(super) ready: Arc<AtomicBool>,
+    pub(super) store: Arc<StateStore>,
+    pub(super) progress: Arc<DbProgress>,
+    pub(super) db: String,
+    pub(super) work_dir: PathBuf,
+}
+
+/// Errors of one database's migration.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DbError {
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("database {db}: cannot connect to the {side} server {target}: {source}")]
+    Connect {
+        db: String,
+        side: &'static str,
+        target: String,
+        #[source]
+        source: ConnError,
+    },
+}
+
+/// How one database's migration ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DbEnd {
+    /// Copied (offline) or cut over (online).
+    Done,
+    /// Stopped by a signal; resumable.
+    Stopped,
+}
+
+impl DbContext {
+    /// This database's resume bookkeeping as state.json has it now.
+    pub(super) fn resume(&self) -> ResumeState {
+        self.store
+            .snapshot()
+            .database(&self.db)
+            .map(|d| d.resume.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records `update` in this database's resume bookkeeping.
+    pub(super) fn record(&self, update: impl FnOnce(&mut ResumeState)) -> Result<(), StateError> {
+        self.store.update(|s| {
+            if let Some(d) = s.database_mut(&self.db) {
+                update(&mut d.resume);
+            }
+        })
+    }
+}
+
+/// Copy (unless an earlier run finished it), then stream and cut over, or
+/// finish a cutover an earlier run was killed in.
+pub(super) async fn migrate_database(ctx: &DbContext) -> Result<DbEnd, DbError> {
+    let db = ctx.db.as_str();
+    let resume = ctx.resume();
+    match resume.cutover {
+        CutoverStep::Done => return Ok(DbEnd::Done),
+        CutoverStep::Applied => {
+            tracing::info!(db, "finishing the cutover an earlier run began");
+            cutover::finish(ctx).await?;
+            return Ok(DbEnd::Done);
+        }
+        CutoverStep::NotRequested | CutoverStep::Requested => {}
+    }
+    if !resume.copy_completed {
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::select! {
+            r = snapshot_copy::copy_phase(ctx, &resume) => r?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(DbEnd::Stopped),
+        }
+    } else {
+        tracing::info!(db, "snapshot copy already done");
+    }
+    if ctx.config.mode == Mode::Offline {
+        return Ok(DbEnd::Done);
+    }
+    stream_phase::stream_phase(ctx).await
+}
+
+/// The directory of database `db`'s temporary files under `state_dir`.
+/// Database names may hold any character, so each one not safe in a file
+/// name is spelled out as `_xx` hex bytes (and `_` itself as `_5f`): two
+/// databases never share a directory, which `remove_dir_all` would empty.
+pub(super) fn work_dir(state_dir: &Path, db: &str) -> PathBuf {
+    let mut name = String::with_capacity(db.len());
+    for b in db.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            name.push(char::from(b));
+        } else {
+            name.push_str(&format!("_{b:02x}"));
+        }
+    }
+    state_dir.join("work").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::work_dir;
+    use std::path::Path;
+
+    #[test]
+    fn work_dirs_of_different_databases_differ() {
+        let root = Path::new("/s");
+        assert_ne!(work_dir(root, "a.b"), work_dir(root, "a_b"));
+        assert_eq!(work_dir(root, "app-1"), Path::new("/s/work/app-1"));
+        assert_eq!(work_dir(root, "a b"), Path::new("/s/work/a_20b"));
+        assert_eq!(work_dir(root, "ü"), Path::new("/s/work/_c3_bc"));
+    }
+}

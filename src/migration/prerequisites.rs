@@ -1,0 +1,142 @@
+//! Before any data moves: both servers reachable, the target not the
+//! source, the target database (re)created and the roles it needs there.
+
+use super::database::{DbContext, DbError};
+use crate::config::Endpoint;
+use crate::conn::{ConnError, Connection};
+use crate::control::state::ResumeState;
+use crate::copy::pg_tools::PgTools;
+use crate::copy::server_identity::ServerIdentity;
+use crate::copy::target_db::DatabaseProps;
+use crate::copy::{roles, target_db, CopyError};
+
+/// SQLSTATE invalid_catalog_name: the database does not exist.
+pub(super) const INVALID_CATALOG_NAME: &str = "3D000";
+
+/// What the prerequisites established for the copy.
+pub(super) struct Prepared {
+    /// A session on the source database.
+    pub(super) source: Connection,
+    /// The source database's properties (its OID names our objects).
+    pub(super) props: DatabaseProps,
+    /// pg_dump and pg_restore of a version that can dump the source.
+    pub(super) tools: PgTools,
+    /// Whether the target has the source's roles (so ownership is kept).
+    pub(super) keep_owners: bool,
+    /// The OID of the target database just created.
+    pub(super) target_oid: u32,
+}
+
+/// Connects to a maintenance database of the target (`postgres`, else
+/// `template1`) for CREATE/DROP DATABASE.
+pub async fn connect_maintenance(endpoint: &Endpoint) -> Result<Connection, ConnError> {
+    match Connection::connect(&endpoint.connect_params("postgres")).await {
+        Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {
+            Connection::connect(&endpoint.connect_params("template1")).await
+        }
+        other => other,
+    }
+}
+
+/// Connects, checks the tools and the servers' identities, and creates
+/// the target database (dropping an earlier one only when it is ours or
+/// the operator asked to overwrite it and no migration uses it).
+pub(super) async fn prepare(ctx: &DbContext, resume: &ResumeState) -> Result<Prepared, DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    let source_params = cfg.source.connect_params(db);
+    let mut source = Connection::connect(&source_params)
+        .await
+        .map_err(|e| match e.code() {
+            Some(INVALID_CATALOG_NAME) => DbError::Copy(CopyError::SourceDatabaseMissing {
+                db: db.to_string(),
+                server: source_params.target(),
+            }),
+            _ => DbError::Connect {
+                db: db.to_string(),
+                side: "source",
+                target: source_params.target(),
+                source: e,
+            },
+        })?;
+    let props = target_db::source_props(&mut source, db).await?;
+    let tools = PgTools::locate(cfg.pg_bin_dir.as_deref())
+        .await
+        .map_err(|e| CopyError::Tool {
+            db: db.to_string(),
+            source: e,
+        })?;
+    tools
+        .check_source(source.server_major())
+        .map_err(|e| CopyError::Tool {
+            db: db.to_string(),
+            source: e,
+        })?;
+    let mut maint = connect_maintenance(&cfg.target)
+        .await
+        .map_err(|e| DbError::Connect {
+            db: db.to_string(),
+            side: "target",
+            target: cfg.target.host.to_string(),
+            source: e,
+        })?;
+    refuse_same_server(db, &mut source, &mut maint).await?;
+    let exists = target_db::exists(&mut maint, db)
+        .await
+        .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;
+    if exists {
+        if resume.target_database_created || cfg.overwrite_target {
+            // Ours from an interrupted run (its snapshot is gone, so the
+            // copy starts over), or the operator asked to overwrite.
+            if !resume.target_database_created {
+                target_db::refuse_if_in_use(&mut maint, db).await?;
+            }
+            tracing::info!(db, "dropping the existing target database");
+            target_db::drop(&mut maint, db).await?;
+        } else {
+            return Err(CopyError::TargetDatabaseExists {
+                db: db.to_string(),
+                server: maint.connect_params().target(),
+            }
+            .into());
+        }
+    }
+    let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
+    target_db::create(&mut maint, db, &props).await?;
+    let target_oid = target_db::oid(&mut maint, db).await?;
+    ctx.record(|r| {
+        r.target_database_created = true;
+        r.copy_completed = false;
+    })?;
+    Ok(Prepared {
+        source,
+        props,
+        tools,
+        keep_owners,
+        target_oid,
+    })
+}
+
+/// Before anything that creates or drops a database on the "target": the
+/// identity of the server, not its address, tells whether it is the source.
+async fn refuse_same_server(
+    db: &str,
+    source: &mut Connection,
+    maint: &mut Connection,
+) -> Result<(), CopyError> {
+    let source_id = ServerIdentity::read(source)
+        .await
+        .map_err(|e| CopyError::source(db, "reading the server identity", e))?;
+    let target_id = ServerIdentity::read(maint)
+        .await
+        .map_err(|e| CopyError::target(db, "reading the server identity", e))?;
+    if source_id.same_server(&target_id) {
+        return Err(CopyError::TargetIsSource {
+            db: db.to_string(),
+            target: maint.connect_params().target(),
+            source_server: source.connect_params().target(),
+            port: target_id.port,
+        });
+    }
+    Ok(())
+}

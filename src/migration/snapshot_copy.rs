@@ -1,0 +1,98 @@
+//! Prerequisites, slot (and publication), snapshot copy. Starts over from
+//! scratch when an earlier run died inside it: its snapshot is gone.
+
+use std::time::Instant;
+
+use super::database::{DbContext, DbError};
+use super::prerequisites::{prepare, Prepared};
+use super::replication_objects::{drop_exported_slot, origin_names};
+use crate::config::Mode;
+use crate::conn::Connection;
+use crate::control::state::ResumeState;
+use crate::control::status::Phase;
+use crate::copy::{slot, CopyError, CopyOptions, DatabaseCopy};
+use crate::stream::publication;
+
+/// Copies schema and data of one database from one snapshot, then records
+/// the copy as done.
+pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    ctx.progress.set_phase(Phase::CopyingSchema);
+    let source_params = cfg.source.connect_params(db);
+    let target_params = cfg.target.connect_params(db);
+    let Prepared {
+        mut source,
+        props,
+        tools,
+        keep_owners,
+        target_oid,
+    } = prepare(ctx, resume).await?;
+    let name = slot::object_name(cfg.name.as_str(), props.oid);
+    // A slot or publication of an interrupted copy would pin WAL forever.
+    slot::drop_if_exists(&mut source, db, &name).await?;
+    if cfg.mode == Mode::Online {
+        publication::drop_if_exists(&mut source, db, &name).await?;
+    }
+    // Offline needs the slot only for its snapshot: a temporary one goes
+    // away with its session, whatever happens to this process.
+    let temporary = cfg.mode == Mode::Offline;
+    if !temporary {
+        // Before the slot, so every change after its snapshot is published.
+        publication::create(&mut source, db, &name).await?;
+    }
+    ctx.record(|r| {
+        r.slot_name = (!temporary).then(|| name.clone());
+        r.publication_name = (!temporary).then(|| name.clone());
+        r.origin_names = if temporary {
+            Vec::new()
+        } else {
+            origin_names(&name, Some(target_oid), cfg.apply.workers)
+        };
+    })?;
+    let mut exported = slot::create(&source_params, db, &name, temporary).await?;
+    ctx.record(|r| r.consistent_lsn = Some(exported.consistent_lsn.clone()))?;
+    tracing::info!(db, slot = %name, lsn = %exported.consistent_lsn, snapshot = %exported.snapshot_name, "snapshot exported");
+
+    let copy = DatabaseCopy {
+        db,
+        source: &source_params,
+        target: &target_params,
+        tools: &tools,
+        work_dir: &ctx.work_dir,
+        options: CopyOptions {
+            jobs: cfg.copy.jobs,
+            index_jobs: cfg.copy.index_jobs,
+            split_bytes: cfg.copy.split_tables_larger_than,
+        },
+        progress: ctx.progress.clone(),
+        keep_owners,
+        exclude_publication: (!temporary).then_some(name.as_str()),
+    };
+    let started = Instant::now();
+    let summary = copy.run(&exported.snapshot_name).await?;
+    tracing::info!(
+        db,
+        tables = summary.tables,
+        rows = summary.rows,
+        mb = summary.bytes / 1_000_000,
+        sequences = summary.sequences,
+        large_objects = summary.large_objects,
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "snapshot copy done"
+    );
+    if temporary {
+        drop_exported_slot(&mut exported.conn, db, &name).await?;
+    }
+    let _ = exported.conn.close().await;
+    let mut target = Connection::connect(&target_params)
+        .await
+        .map_err(|e| CopyError::target(db, "connecting for ANALYZE", e))?;
+    target
+        .execute("ANALYZE")
+        .await
+        .map_err(|e| CopyError::target(db, "analyzing the copied tables", e))?;
+    let _ = std::fs::remove_dir_all(&ctx.work_dir);
+    ctx.record(|r| r.copy_completed = true)?;
+    Ok(())
+}
