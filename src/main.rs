@@ -138,6 +138,8 @@ fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // journald and `2>&1 | tee` get plain text, a terminal colour.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -258,7 +260,8 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             let Some(name) = migration_name(&name) else {
                 return Ok(exit::USAGE);
             };
-            let Some((state, _)) = console_client::read_state(&state_dir(dir), &name).await? else {
+            let Some((state, source)) = console_client::read_state(&state_dir(dir), &name).await?
+            else {
                 eprintln!("pgmigrate: no migration named {name}");
                 return Ok(exit::USAGE);
             };
@@ -266,6 +269,14 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 print!("{}", render_json(&state)?);
             } else {
                 print!("{}", render_show(&state));
+                // The file holds what a daemon last wrote; nothing acts on a
+                // non-final status until one runs again (a cutover is refused).
+                if source == console_client::StateSource::File && !state.status.is_terminal() {
+                    println!(
+                        "daemon: not running; the status above is as last written. \
+                         `pgmigrate run` (or the service) resumes it"
+                    );
+                }
             }
             Ok(exit::OK)
         }

@@ -217,6 +217,30 @@ fn cutover_by_sigusr1_syncs_sequences_and_leaves_nothing_behind() {
     );
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
+    // From the first sample of streaming on, the lag is at most the WAL
+    // the source wrote since the copy (tiny here), never the whole LSN
+    // (tens of MB on a fresh cluster) while no worker has reported yet.
+    let total = src.psql("postgres", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
+    let total: f64 = total.parse().expect("numeric LSN");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let doc = show(state.path(), "cutover-usr1");
+        if doc["pid"].as_u64() == Some(u64::from(child.id())) {
+            let d = &doc["databases"][0];
+            if d["phase"] == "Streaming" {
+                let lag = d["lag_bytes"].as_f64().unwrap_or(0.0);
+                assert!(
+                    lag < 4e6 && lag < total / 2.0,
+                    "lag {lag} B at stream start: {doc}"
+                );
+            }
+            if doc["status"] == "WaitingForUserAction" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "never ready: {doc}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     wait_caught_up(
         state.path(),
         "cutover-usr1",
@@ -238,6 +262,12 @@ fn cutover_by_sigusr1_syncs_sequences_and_leaves_nothing_behind() {
     );
     let doc = show(state.path(), "cutover-usr1");
     assert_eq!(doc["status"], "Succeeded");
+    // Not a terminal: no colour escapes for journald.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in a non-terminal log: {text}"
+    );
     assert_eq!(doc["substatus"], "Completed");
     assert_eq!(
         src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),

@@ -186,8 +186,12 @@ async fn measure_lag(
             return None;
         }
     };
+    // Before the workers report (at every stream start and restart) their
+    // position is unknown, not 0: the slot's confirmed position is applied
+    // for sure, so the lag is never more than the WAL truly behind.
+    let confirmed = slot_position(source, slot_name, db).await;
     let applied = stream.applied();
-    let lag = now.saturating_sub(applied);
+    let lag = now.saturating_sub(applied.max(confirmed.unwrap_or(applied)));
     ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);
     let latency = stream.latency_seconds();
     ctx.progress.set_latency_seconds(latency);
@@ -195,16 +199,24 @@ async fn measure_lag(
         .set(lag as f64);
     metrics::gauge!(crate::metrics::REPLICATION_LAG_SECONDS, "database" => db.to_string())
         .set(latency);
-    if let Ok(rows) = source
+    Some(applied)
+}
+
+/// The slot's confirmed flush position, publishing the WAL it retains on
+/// the way; None when it cannot be read now.
+async fn slot_position(source: &mut Connection, slot_name: &str, db: &str) -> Option<Lsn> {
+    let rows = source
         .query(
-            "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint, confirmed_flush_lsn::text \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             &[slot_name.into()],
         )
         .await
-    {
-        if let Some(Ok(Some(bytes))) = rows.first().map(|r| r.opt_parse::<f64>(0)) {
-            metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes);
-        }
+        .ok()?;
+    let row = rows.first()?;
+    if let Ok(Some(bytes)) = row.opt_parse::<f64>(0) {
+        metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string())
+            .set(bytes);
     }
-    Some(applied)
+    row.opt_str(1).ok().flatten().and_then(|s| s.parse().ok())
 }
