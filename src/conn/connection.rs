@@ -347,11 +347,6 @@ impl Connection {
         self.tls
     }
 
-    /// The server process serving this session.
-    pub fn backend_pid(&self) -> i32 {
-        self.process_id
-    }
-
     pub(crate) fn check_usable(&self) -> Result<(), ConnError> {
         if self.broken {
             Err(ConnError::protocol(

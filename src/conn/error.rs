@@ -150,14 +150,6 @@ impl ConnError {
         }
     }
 
-    /// The server's error, if this is one.
-    pub fn db_error(&self) -> Option<&DbError> {
-        match self {
-            ConnError::Db(e) => Some(e),
-            _ => None,
-        }
-    }
-
     /// True when the connection can no longer be used (socket gone,
     /// protocol out of sync or a FATAL error).
     pub fn is_fatal(&self) -> bool {

@@ -79,13 +79,6 @@ impl ConnectParams {
         }
     }
 
-    /// The same endpoint, another database.
-    pub fn with_database(&self, database: &str) -> ConnectParams {
-        let mut p = self.clone();
-        p.database = database.to_string();
-        p
-    }
-
     /// `host:port` or the socket path, for messages.
     pub fn target(&self) -> String {
         match &self.host {

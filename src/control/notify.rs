@@ -10,7 +10,6 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::time::Duration;
 
 use thiserror::Error;
 
@@ -51,20 +50,6 @@ pub fn status(status: &str) {
 /// Tells systemd a graceful stop has begun (`STOPPING=1`).
 pub fn stopping() {
     notify("STOPPING=1");
-}
-
-/// Keep-alive for `WatchdogSec=` (`WATCHDOG=1`).
-pub fn watchdog() {
-    notify("WATCHDOG=1");
-}
-
-/// How often [`watchdog`] must be called, when systemd asked for it
-/// (`WatchdogSec=` sets `$WATCHDOG_USEC`, and `$WATCHDOG_PID` when set must
-/// be this process). Ping at half of it, to leave room for scheduling delay.
-pub fn watchdog_interval() -> Option<Duration> {
-    let pid = std::env::var("WATCHDOG_PID").ok();
-    let usec = std::env::var("WATCHDOG_USEC").ok()?;
-    parse_watchdog(&usec, pid.as_deref(), std::process::id())
 }
 
 /// Sends `message` to the socket in `$NOTIFY_SOCKET`, if set; failures are
@@ -131,21 +116,10 @@ fn status_line(status: &str) -> String {
     format!("STATUS={flat}")
 }
 
-/// `$WATCHDOG_USEC` as an interval, unless `$WATCHDOG_PID` names another
-/// process (the variables were inherited, not meant for us) or it is 0.
-fn parse_watchdog(usec: &str, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok() != Some(own_pid) {
-            return None;
-        }
-    }
-    let usec: u64 = usec.trim().parse().ok()?;
-    Some(Duration::from_micros(usec)).filter(|d| !d.is_zero())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn receive(socket: &UnixDatagram) -> String {
         socket
@@ -195,20 +169,5 @@ mod tests {
     fn status_is_kept_on_one_line() {
         assert_eq!(status_line("a\nb\r\nc"), "STATUS=a b  c");
         assert_eq!(status_line("MigratingData"), "STATUS=MigratingData");
-    }
-
-    #[test]
-    fn watchdog_interval_honours_pid_and_zero() {
-        assert_eq!(
-            parse_watchdog("30000000", None, 7),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_watchdog("30000000", Some("7"), 7),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_watchdog("30000000", Some("8"), 7), None);
-        assert_eq!(parse_watchdog("0", None, 7), None);
-        assert_eq!(parse_watchdog("soon", None, 7), None);
     }
 }

@@ -118,8 +118,6 @@ pub struct ResumeState {
     pub target_database_created: bool,
     /// Snapshot copy, schema and indexes are all done.
     pub copy_completed: bool,
-    /// Qualified names of tables whose snapshot copy committed.
-    pub tables_completed: Vec<String>,
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,
@@ -222,7 +220,6 @@ mod tests {
         db.latency_seconds = 0.25;
         db.confirmed_lsn = Some("0/16B3748".into());
         db.resume.slot_name = Some("pgmigrate_orders_2026".into());
-        db.resume.tables_completed = vec!["public.t".into()];
         s.pid = Some(42);
         s
     }

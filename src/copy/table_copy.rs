@@ -147,15 +147,6 @@ impl CopyRun {
         self.queue.lock().ok()?.pop_front()
     }
 
-    /// Rows copied into `oid` so far.
-    pub fn rows_of(&self, oid: u32) -> u64 {
-        self.tables
-            .iter()
-            .find(|t| t.table.oid == oid)
-            .map(|t| t.rows.load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
     /// One worker: takes units until none are left. `source` is inside
     /// the snapshot transaction.
     pub async fn worker(

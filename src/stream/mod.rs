@@ -15,7 +15,6 @@ use crate::apply::{self, ApplyError, WorkerConfig, WorkerProgress};
 use crate::conn::{ConnError, ConnectParams};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::Lsn;
-use crate::protocol::timestamp::PgTimestamp;
 
 pub use receiver::Shared;
 
@@ -303,9 +302,4 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
     }
-}
-
-/// Age of a commit timestamp, for tests and reports.
-pub fn age(t: PgTimestamp) -> Duration {
-    t.elapsed_at(std::time::SystemTime::now())
 }
