@@ -113,7 +113,7 @@ pub struct ResumeState {
     /// Replication origins on the target, one per apply worker.
     pub origin_names: Vec<String>,
     /// The slot's consistent point (`X/Y`): where copy and stream meet.
-    pub consistent_lsn: Option<String>,
+    pub consistent_lsn: Option<crate::protocol::lsn::Lsn>,
     /// The target database was created by this migration.
     pub target_database_created: bool,
     /// Snapshot copy, schema and indexes are all done.

@@ -11,6 +11,7 @@ use crate::conn::Connection;
 use crate::control::state::ResumeState;
 use crate::control::status::Phase;
 use crate::copy::{slot, CopyError, CopyOptions, DatabaseCopy};
+use crate::protocol::lsn::Lsn;
 use crate::stream::publication;
 
 /// Copies schema and data of one database from one snapshot, then records
@@ -51,7 +52,17 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         };
     })?;
     let mut exported = slot::create(&source_params, db, &name, temporary).await?;
-    ctx.record(|r| r.consistent_lsn = Some(exported.consistent_lsn.clone()))?;
+    let consistent: Lsn = exported
+        .consistent_lsn
+        .parse()
+        .map_err(|e| CopyError::Unexpected {
+            db: db.to_string(),
+            message: format!(
+                "the slot's consistent point {:?}: {e}",
+                exported.consistent_lsn
+            ),
+        })?;
+    ctx.record(|r| r.consistent_lsn = Some(consistent))?;
     tracing::info!(db, slot = %name, lsn = %exported.consistent_lsn, snapshot = %exported.snapshot_name, "snapshot exported");
 
     let copy = DatabaseCopy {

@@ -93,10 +93,10 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
     let db = ctx.db.as_str();
     let cfg = &ctx.config;
     let resume = ctx.resume();
-    let (Some(slot_name), Some(publication_name), Some(lsn)) = (
+    let (Some(slot_name), Some(publication_name), Some(start_lsn)) = (
         resume.slot_name.clone(),
         resume.publication_name.clone(),
-        resume.consistent_lsn.clone(),
+        resume.consistent_lsn,
     ) else {
         return Err(DbError::Stream(StreamError::Other {
             db: db.to_string(),
@@ -104,12 +104,6 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
                 .into(),
         }));
     };
-    let start_lsn: Lsn = lsn.parse().map_err(|e| {
-        DbError::Stream(StreamError::Other {
-            db: db.to_string(),
-            message: format!("consistent LSN {lsn:?} in state.json: {e}"),
-        })
-    })?;
     let source_params = cfg.source.connect_params(db);
     let mut source = connect_source(db, &source_params).await?;
     let origins = if resume.origin_names.is_empty() {
