@@ -3,10 +3,14 @@
 //! post-data, sequences and large objects. Never decodes row bytes.
 
 pub mod catalog;
+mod entry_runner;
+pub mod entry_script;
 mod error;
 pub mod large_objects;
+pub mod owners;
 pub mod pg_tools;
 mod post_data;
+pub mod post_plan;
 pub mod roles;
 pub mod schema;
 pub mod sequences;
@@ -15,6 +19,7 @@ pub mod slot;
 pub mod sql_script;
 pub mod table_copy;
 pub mod target_db;
+pub mod toc;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -126,7 +131,7 @@ impl DatabaseCopy<'_> {
         );
         let (sessions, archive) = tokio::join!(import, dump);
         let mut sessions = sessions?;
-        let archive = Arc::new(archive?);
+        let archive = archive?;
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
                 db: db.into(),
@@ -136,7 +141,7 @@ impl DatabaseCopy<'_> {
 
         let tables = catalog::tables(first, db).await?;
         let sequences = catalog::sequences(first, db).await?;
-        let owners = catalog::post_data_owners(first, db).await?;
+        let owners = owners::read(first, db).await?;
         let block_size: u64 = first
             .simple_query("SELECT current_setting('block_size')")
             .await
@@ -151,12 +156,14 @@ impl DatabaseCopy<'_> {
         let mut target = Connection::connect(self.target)
             .await
             .map_err(|e| CopyError::target(db, "connecting to the new database", e))?;
-        archive.restore_pre_data(&mut target, db).await?;
+        archive.restore_pre_data(self.target, db).await?;
 
         let copied: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
-        let plan = archive
-            .post_data_plan(&owners, &copied, self.exclude_publication, db)
-            .await?;
+        let plan = Arc::new(
+            archive
+                .post_data_plan(self.target, &owners, &copied, self.exclude_publication, db)
+                .await?,
+        );
         let units = plan_units(&tables, self.options.split_bytes, block_size, can_split);
         let table_count = tables.len();
         tracing::info!(
@@ -175,14 +182,12 @@ impl DatabaseCopy<'_> {
             workers.spawn(run.clone().worker(source, target));
         }
         let per_table = {
-            let archive = archive.clone();
+            let plan = plan.clone();
             let target = self.target.clone();
             let db = db.to_string();
             let index_jobs = self.options.index_jobs;
-            let per_table = plan.per_table.clone();
             tokio::spawn(async move {
-                post_data::build_per_table(archive, per_table, &target, index_jobs, done_rx, &db)
-                    .await
+                post_data::build_per_table(plan, &target, index_jobs, done_rx, &db).await
             })
         };
         let mut first_err = None;
@@ -212,8 +217,7 @@ impl DatabaseCopy<'_> {
             return Err(e);
         }
         indexes?;
-        post_data::build_remaining(&archive, &plan, self.target, self.options.index_jobs, db)
-            .await?;
+        post_data::build_remaining(plan, self.target, self.options.index_jobs, db).await?;
 
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
