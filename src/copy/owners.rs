@@ -19,6 +19,12 @@ pub struct Owners {
     /// For a table in a partition or inheritance tree, the tree's id (the
     /// lowest OID in it); tables in no tree are absent.
     pub tree_of: HashMap<u32, u32>,
+    /// For a foreign key on a partitioned table (by its OID), the
+    /// statements that first create its partitions' copies that carry a
+    /// name of their own, deepest first. pg_dump dumps only the parent's
+    /// key, and adding it then names every copy after the parent; adding
+    /// the partition's key first makes the parent's adopt it, name and all.
+    pub partition_fks: HashMap<u32, Vec<String>>,
 }
 
 impl Owners {
@@ -80,7 +86,63 @@ pub async fn read(conn: &mut Connection, db: &str) -> Result<Owners, CopyError> 
         pairs.push((parse_u32(r, 0, db, WHAT)?, parse_u32(r, 1, db, WHAT)?));
     }
     owners.tree_of = trees(&pairs);
+    owners.partition_fks = partition_fks(conn, db).await?;
     Ok(owners)
+}
+
+/// Referenced-side copies (same referencing table as their parent) are
+/// internal and named by the server; only referencing-side copies are
+/// recreated. Run with an empty search_path, so every name is qualified.
+const PARTITION_FKS: &str = "WITH RECURSIVE tree AS ( \
+      SELECT k.oid, k.oid AS root, 0 AS depth FROM pg_catalog.pg_constraint k \
+       WHERE k.contype = 'f' AND k.conparentid = 0 \
+      UNION ALL \
+      SELECT k.oid, t.root, t.depth + 1 FROM pg_catalog.pg_constraint k \
+       JOIN tree t ON k.conparentid = t.oid) \
+    SELECT t.root, pg_catalog.format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', \
+           n.nspname, c.relname, k.conname, pg_catalog.pg_get_constraintdef(k.oid)) \
+      FROM tree t JOIN pg_catalog.pg_constraint k ON k.oid = t.oid \
+      JOIN pg_catalog.pg_constraint p ON p.oid = k.conparentid \
+      JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE k.conname <> p.conname AND k.conrelid <> p.conrelid \
+     ORDER BY t.root, t.depth DESC, k.oid";
+
+/// Foreign keys inherited by partitions under a name other than their
+/// parent key's, as `ALTER TABLE … ADD CONSTRAINT` per root key.
+async fn partition_fks(
+    conn: &mut Connection,
+    db: &str,
+) -> Result<HashMap<u32, Vec<String>>, CopyError> {
+    const WHAT: &str = "reading foreign keys of partitions";
+    // Referenced-side copies (same referencing table as their parent) are
+    // internal and named by the server; only referencing-side copies are
+    // recreated. An empty search_path makes every name qualified.
+    let old = conn
+        .simple_query("SELECT pg_catalog.current_setting('search_path')")
+        .await
+        .map_err(|e| CopyError::source(db, WHAT, e))?
+        .first()
+        .and_then(|r| r.str(0).ok().map(str::to_string))
+        .unwrap_or_default();
+    conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
+        .await
+        .map_err(|e| CopyError::source(db, WHAT, e))?;
+    let rows = conn.simple_query(PARTITION_FKS).await;
+    conn.execute(&format!(
+        "SELECT pg_catalog.set_config('search_path', {}, false)",
+        crate::conn::quote_literal(&old)
+    ))
+    .await
+    .map_err(|e| CopyError::source(db, WHAT, e))?;
+    let rows = rows.map_err(|e| CopyError::source(db, WHAT, e))?;
+    let mut out: HashMap<u32, Vec<String>> = HashMap::new();
+    for r in &rows {
+        let root = parse_u32(r, 0, db, WHAT)?;
+        let sql = r.str(1).map_err(|e| CopyError::source(db, WHAT, e))?;
+        out.entry(root).or_default().push(sql.to_string());
+    }
+    Ok(out)
 }
 
 /// Connected components of the child -> parent edges (multiple inheritance

@@ -171,6 +171,19 @@ impl PostDataPlan {
             l.dedup();
             lanes.push(l);
         }
+        let mut entries = entries;
+        for e in entries.iter_mut() {
+            let Some(t) = by_id.get(&e.dump_id) else {
+                continue;
+            };
+            if t.kind != "FK CONSTRAINT" {
+                continue;
+            }
+            if let Some(first) = input.owners.partition_fks.get(&t.oid) {
+                // In the same transaction, before the parent's key adopts them.
+                e.statements.splice(0..0, first.iter().cloned());
+            }
+        }
         plan.entries = entries;
         plan.deps = deps;
         plan.lanes = lanes;
