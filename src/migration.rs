@@ -332,7 +332,11 @@ pub async fn run(
     } else if !failures.is_empty() {
         // A database whose copy did not finish cannot resume (its snapshot
         // is gone): its slot and publication would only pin WAL.
-        for d in state.databases.iter().filter(|d| !d.resume.copy_completed) {
+        for d in state
+            .databases
+            .iter()
+            .filter(|d| !d.resume.copy_completed && !d.resume.data_copied)
+        {
             if let Err(e) = clean_up_database(&config, d, false).await {
                 tracing::warn!(db = %d.name, "cleanup after failure: {e}");
             }
@@ -364,7 +368,7 @@ pub async fn run(
                     s.substatus
                 };
                 for d in &mut s.databases {
-                    if !d.resume.copy_completed {
+                    if !d.resume.copy_completed && !d.resume.data_copied {
                         d.resume.slot_name = None;
                         d.resume.publication_name = None;
                         d.resume.origin_names.clear();
@@ -616,6 +620,12 @@ async fn copy_phase(
     let exists = target_db::exists(&mut maint, db)
         .await
         .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;
+    if exists && resume.data_copied && resume.target_database_created {
+        let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
+        if resume_copy(ctx, &tools, keep_owners).await? {
+            return Ok(());
+        }
+    }
     if exists {
         if resume.target_database_created || cfg.overwrite_target {
             // Ours from an interrupted run (its snapshot is gone, so the
@@ -645,6 +655,7 @@ async fn copy_phase(
         if let Some(d) = s.database_mut(db) {
             d.resume.target_database_created = true;
             d.resume.copy_completed = false;
+            d.resume.data_copied = false;
         }
     })?;
 
@@ -691,6 +702,7 @@ async fn copy_phase(
         progress: ctx.progress.clone(),
         keep_owners,
         exclude_publication: (!temporary).then_some(name.as_str()),
+        on_data_copied: &|| mark_data_copied(ctx),
     };
     let started = Instant::now();
     let summary = copy.run(&exported.snapshot_name).await?;
@@ -713,7 +725,71 @@ async fn copy_phase(
             .map_err(|e| CopyError::source(db, "dropping the replication slot", e))?;
     }
     let _ = exported.conn.close().await;
-    let mut target = Connection::connect(&target_params)
+    complete_copy(ctx, &target_params).await
+}
+
+/// Records that every table's rows are in, so a failure after this point
+/// resumes at post-data instead of copying again.
+fn mark_data_copied(ctx: &DbContext) {
+    let r = ctx.store.update(|s| {
+        if let Some(d) = s.database_mut(&ctx.db) {
+            d.resume.data_copied = true;
+        }
+    });
+    if let Err(e) = r {
+        tracing::warn!(db = %ctx.db, "recording that the data is copied: {e}");
+    }
+}
+
+/// Resumes a copy whose data phase finished in an earlier run: the rest of
+/// post-data, sequences, large objects. False when its work files are gone
+/// (the copy then starts over).
+async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Result<bool, DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    let source_params = connect_params(&cfg.source, db);
+    let target_params = connect_params(&cfg.target, db);
+    let name = ctx.resume().publication_name;
+    let copy = DatabaseCopy {
+        db,
+        source: &source_params,
+        target: &target_params,
+        tools,
+        work_dir: &ctx.work_dir,
+        options: CopyOptions {
+            jobs: cfg.copy.jobs,
+            index_jobs: cfg.copy.index_jobs,
+            split_bytes: cfg.copy.split_tables_larger_than,
+        },
+        progress: ctx.progress.clone(),
+        keep_owners,
+        exclude_publication: name.as_deref(),
+        on_data_copied: &|| {},
+    };
+    if !copy.can_resume() {
+        tracing::warn!(
+            db,
+            "the earlier run's schema archive is gone: copying again"
+        );
+        return Ok(false);
+    }
+    ctx.progress.set_phase(Phase::BuildingIndexes);
+    let summary = copy.resume().await?;
+    tracing::info!(
+        db,
+        sequences = summary.sequences,
+        large_objects = summary.large_objects,
+        "resumed copy done"
+    );
+    complete_copy(ctx, &target_params).await?;
+    Ok(true)
+}
+
+/// The end of a copy: statistics for the planner, work files removed, and
+/// the copy recorded as complete.
+async fn complete_copy(ctx: &DbContext, target_params: &ConnectParams) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let mut target = Connection::connect(target_params)
         .await
         .map_err(|e| CopyError::target(db, "connecting for ANALYZE", e))?;
     target

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::conn::{ConnError, ConnectParams, Connection};
 
+use super::done_log::DoneLog;
 use super::entry_script::ScriptEntry;
 use super::CopyError;
 
@@ -16,6 +17,10 @@ use super::CopyError;
 pub const SQLSTATE_DEADLOCK_DETECTED: &str = "40P01";
 /// SQLSTATE 40001: serialization failure; the same work may succeed again.
 pub const SQLSTATE_SERIALIZATION_FAILURE: &str = "40001";
+/// SQLSTATE 42P07: the relation (an index) already exists.
+pub const SQLSTATE_DUPLICATE_TABLE: &str = "42P07";
+/// SQLSTATE 42710: the object (constraint, trigger, policy, …) already exists.
+pub const SQLSTATE_DUPLICATE_OBJECT: &str = "42710";
 
 /// Statements sent per simple Query: few round trips, yet a bounded number
 /// of locks per implicit transaction (one huge transaction would exhaust
@@ -29,12 +34,24 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The `pg_restore --list` line of each entry, by dump ID, for errors.
 pub type EntryLines = HashMap<u32, String>;
 
+/// How a session records and judges its entries.
+#[derive(Clone, Default)]
+pub struct SessionOptions {
+    /// Where finished entries are recorded, for a later resume.
+    pub log: Option<Arc<DoneLog>>,
+    /// This run resumes an interrupted one: an entry that was in flight
+    /// when it stopped may have committed without being recorded, so
+    /// "already exists" means done.
+    pub resuming: bool,
+}
+
 /// A target session that runs archive entries.
 pub struct EntrySession {
     conn: Connection,
     /// The settings last established in this session; `None` when unknown
     /// (new session, or a failed transaction rolled its `SET`s back).
     setup: Option<Arc<Vec<String>>>,
+    options: SessionOptions,
 }
 
 fn retryable(e: &ConnError) -> bool {
@@ -54,7 +71,60 @@ impl EntrySession {
         let conn = Connection::connect(params)
             .await
             .map_err(|e| CopyError::target(db, &format!("connecting for {what}"), e))?;
-        Ok(EntrySession { conn, setup: None })
+        Ok(EntrySession {
+            conn,
+            setup: None,
+            options: SessionOptions::default(),
+        })
+    }
+
+    /// Opens a session on the target that records and judges its entries
+    /// as `options` say.
+    pub async fn connect_with(
+        params: &ConnectParams,
+        db: &str,
+        what: &str,
+        options: SessionOptions,
+    ) -> Result<EntrySession, CopyError> {
+        let mut s = EntrySession::connect(params, db, what).await?;
+        s.options = options;
+        Ok(s)
+    }
+
+    fn record(&self, batch: &[&ScriptEntry], db: &str) -> Result<(), CopyError> {
+        match &self.options.log {
+            Some(log) => {
+                let ids: Vec<u32> = batch.iter().map(|e| e.dump_id).collect();
+                log.record(&ids, db)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one entry on its own; in a resumed run, an entry whose object
+    /// already exists counts as done.
+    async fn run_one(
+        &mut self,
+        one: &[&ScriptEntry],
+        lines: &EntryLines,
+        db: &str,
+        what: &str,
+    ) -> Result<(), CopyError> {
+        match self.run_batch(one).await {
+            Ok(()) => {}
+            Err(e)
+                if self.options.resuming
+                    && matches!(
+                        e.code(),
+                        Some(SQLSTATE_DUPLICATE_TABLE | SQLSTATE_DUPLICATE_OBJECT)
+                    ) =>
+            {
+                let entry = one.first().and_then(|e| lines.get(&e.dump_id));
+                tracing::warn!(db, entry = ?entry, "already on the target from the interrupted run: {e}");
+            }
+            Err(e) => return Err(entry_error(one, lines, db, what, e)),
+        }
+        self.record(one, db)
     }
 
     /// The session's connection, for queries of its own.
@@ -79,16 +149,14 @@ impl EntrySession {
         while start < entries.len() {
             let end = batch_end(entries, start);
             let batch = entries.get(start..end).unwrap_or_default();
-            if let Err(e) = self.run_batch(batch).await {
-                if batch.len() == 1 {
-                    return Err(entry_error(batch, lines, db, what, e));
-                }
+            match self.run_batch(batch).await {
+                Ok(()) => self.record(batch, db)?,
                 // Which entry? The batch rolled back as a whole; run its
                 // entries one by one and stop at the one that fails.
-                for one in batch.chunks(1) {
-                    self.run_batch(one)
-                        .await
-                        .map_err(|e| entry_error(one, lines, db, what, e))?;
+                Err(_) => {
+                    for one in batch.chunks(1) {
+                        self.run_one(one, lines, db, what).await?;
+                    }
                 }
             }
             start = end;

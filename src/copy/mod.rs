@@ -3,6 +3,7 @@
 //! post-data, sequences and large objects. Never decodes row bytes.
 
 pub mod catalog;
+mod done_log;
 mod entry_runner;
 pub mod entry_script;
 mod error;
@@ -11,6 +12,7 @@ pub mod owners;
 pub mod pg_tools;
 mod post_data;
 pub mod post_plan;
+mod resume;
 pub mod roles;
 pub mod schema;
 pub mod sequences;
@@ -81,7 +83,13 @@ pub struct DatabaseCopy<'a> {
     pub keep_owners: bool,
     /// The migration's own publication, left out of the restored schema.
     pub exclude_publication: Option<&'a str>,
+    /// Called once every table's rows and own indexes are in: from then on
+    /// a failure resumes at the post-data entries not yet done.
+    pub on_data_copied: &'a (dyn Fn() + Sync),
 }
+
+/// Name of the post-data log in the work directory.
+const DONE_LOG: &str = "post-data.done";
 
 impl DatabaseCopy<'_> {
     async fn open_copy_session(
@@ -175,6 +183,13 @@ impl DatabaseCopy<'_> {
         );
         self.progress.set_phase(Phase::CopyingData);
         let (run, done_rx) = CopyRun::new(db, tables, units, self.progress.clone());
+        // A new copy: nothing of an earlier attempt's post-data counts.
+        let log_path = self.work_dir.join(DONE_LOG);
+        let _ = std::fs::remove_file(&log_path);
+        let options = entry_runner::SessionOptions {
+            log: Some(Arc::new(done_log::DoneLog::open(&log_path, db)?)),
+            resuming: false,
+        };
 
         let mut workers = tokio::task::JoinSet::new();
         for source in sessions.drain(..) {
@@ -186,8 +201,9 @@ impl DatabaseCopy<'_> {
             let target = self.target.clone();
             let db = db.to_string();
             let index_jobs = self.options.index_jobs;
+            let options = options.clone();
             tokio::spawn(async move {
-                post_data::build_per_table(plan, &target, index_jobs, done_rx, &db).await
+                post_data::build_per_table(plan, &target, index_jobs, done_rx, options, &db).await
             })
         };
         let mut first_err = None;
@@ -217,7 +233,8 @@ impl DatabaseCopy<'_> {
             return Err(e);
         }
         indexes?;
-        post_data::build_remaining(plan, self.target, self.options.index_jobs, db).await?;
+        (self.on_data_copied)();
+        post_data::build_remaining(plan, self.target, self.options.index_jobs, options, db).await?;
 
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
@@ -225,15 +242,29 @@ impl DatabaseCopy<'_> {
                 message: "copy sessions lost".into(),
             });
         };
-        let seq = sequences::sync(first, &mut target, &sequences, db).await?;
-        let (los, _) = large_objects::copy_all(first, &mut target, db, self.keep_owners).await?;
+        let summary = self
+            .finish(first, &mut target, &sequences, table_count)
+            .await?;
         for mut s in sessions {
             let _ = s.execute("COMMIT").await;
             let _ = s.close().await;
         }
         let _ = target.close().await;
+        Ok(summary)
+    }
+
+    /// Sequences and large objects, the last steps of a copy (resumed or not).
+    async fn finish(
+        &self,
+        source: &mut Connection,
+        target: &mut Connection,
+        sequences: &[catalog::Sequence],
+        tables: usize,
+    ) -> Result<CopySummary, CopyError> {
+        let seq = sequences::sync(source, target, sequences, self.db).await?;
+        let (los, _) = large_objects::copy_all(source, target, self.db, self.keep_owners).await?;
         Ok(CopySummary {
-            tables: table_count,
+            tables,
             rows: self.progress.rows_copied.load(Ordering::Relaxed),
             bytes: self.progress.bytes_copied.load(Ordering::Relaxed),
             sequences: seq,

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::conn::ConnectParams;
 
-use super::entry_runner::EntrySession;
+use super::entry_runner::{EntrySession, SessionOptions};
 use super::post_plan::PostDataPlan;
 use super::CopyError;
 
@@ -25,6 +25,7 @@ pub async fn build_per_table(
     target: &ConnectParams,
     jobs: usize,
     done: mpsc::UnboundedReceiver<u32>,
+    options: SessionOptions,
     db: &str,
 ) -> Result<(), CopyError> {
     let done = Arc::new(Mutex::new(done));
@@ -36,12 +37,13 @@ pub async fn build_per_table(
     let trees = Arc::new(trees);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..jobs.max(1) {
-        let (plan, done, target, db, trees) = (
+        let (plan, done, target, db, trees, options) = (
             plan.clone(),
             done.clone(),
             target.clone(),
             db.to_string(),
             trees.clone(),
+            options.clone(),
         );
         set.spawn(async move {
             let mut session: Option<EntrySession> = None;
@@ -59,7 +61,10 @@ pub async fn build_per_table(
                 };
                 let s = match session.as_mut() {
                     Some(s) => s,
-                    None => session.insert(EntrySession::connect(&target, &db, PER_TABLE).await?),
+                    None => session.insert(
+                        EntrySession::connect_with(&target, &db, PER_TABLE, options.clone())
+                            .await?,
+                    ),
                 };
                 s.run(&entries, &plan.lines, &db, PER_TABLE).await?;
             }
@@ -167,6 +172,7 @@ pub async fn build_remaining(
     plan: Arc<PostDataPlan>,
     target: &ConnectParams,
     jobs: usize,
+    options: SessionOptions,
     db: &str,
 ) -> Result<(), CopyError> {
     let jobs = jobs.max(1);
@@ -179,12 +185,19 @@ pub async fn build_remaining(
             let Some(i) = graph.take_runnable(&plan) else {
                 break;
             };
-            let (plan, target, db, session) =
-                (plan.clone(), target.clone(), db.to_string(), idle.pop());
+            let (plan, target, db, session, options) = (
+                plan.clone(),
+                target.clone(),
+                db.to_string(),
+                idle.pop(),
+                options.clone(),
+            );
             running.spawn(async move {
                 let mut s = match session {
                     Some(s) => s,
-                    None => match EntrySession::connect(&target, &db, AFTER_TABLES).await {
+                    None => match EntrySession::connect_with(&target, &db, AFTER_TABLES, options)
+                        .await
+                    {
                         Ok(s) => s,
                         Err(e) => return (None, i, Err(e)),
                     },

@@ -191,6 +191,23 @@ impl PostDataPlan {
     }
 }
 
+impl PostDataPlan {
+    /// The plan of a resumed run: every entry not in `done` runs after the
+    /// tables (whose rows are all in), in dependency order.
+    pub fn resume(mut self, done: &HashSet<u32>) -> PostDataPlan {
+        self.per_table.clear();
+        self.table_lane.clear();
+        self.after_tables = (0..self.entries.len())
+            .filter(|&i| {
+                self.entries
+                    .get(i)
+                    .is_some_and(|e| !done.contains(&e.dump_id))
+            })
+            .collect();
+        self
+    }
+}
+
 /// Drops our own publication's entries, and everything that depends on
 /// them (its tables, its comment).
 fn without_excluded(

@@ -52,6 +52,29 @@ impl SchemaArchive {
         })
     }
 
+    /// The archive an earlier run of this migration left in `dir`, if any.
+    pub async fn open(
+        tools: &PgTools,
+        dir: &Path,
+        db: &str,
+        no_owner: bool,
+    ) -> Result<Option<SchemaArchive>, CopyError> {
+        let path = dir.join("schema.dump");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let list = tools
+            .list(&path)
+            .await
+            .map_err(|e| CopyError::tool(db, e))?;
+        Ok(Some(SchemaArchive {
+            path,
+            tools: tools.clone(),
+            no_owner,
+            toc: parse_toc(&list),
+        }))
+    }
+
     fn lines(&self) -> EntryLines {
         self.toc
             .iter()
