@@ -241,3 +241,44 @@ pub async fn build_remaining(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries 0..4: 1 depends on 0; 0 and 2 share a tree lane; 3 is free.
+    fn plan() -> PostDataPlan {
+        PostDataPlan {
+            after_tables: vec![0, 1, 2, 3],
+            deps: vec![vec![], vec![0], vec![], vec![]],
+            lanes: vec![vec![7], vec![], vec![7], vec![]],
+            ..PostDataPlan::default()
+        }
+    }
+
+    #[test]
+    fn one_entry_per_lane_and_dependencies_first() {
+        let p = plan();
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(0));
+        // 2 shares lane 7 with the running 0; 1 waits for 0.
+        assert_eq!(g.take_runnable(&p), Some(3));
+        assert_eq!(g.take_runnable(&p), None);
+        g.finish(&p, 0);
+        assert_eq!(g.take_runnable(&p), Some(1));
+        assert_eq!(g.take_runnable(&p), Some(2));
+        for i in [1, 2, 3] {
+            g.finish(&p, i);
+        }
+        assert_eq!(g.left, 0);
+    }
+
+    #[test]
+    fn dependencies_outside_the_set_count_as_done() {
+        let mut p = plan();
+        p.after_tables = vec![1, 3];
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(1));
+        assert_eq!(g.take_runnable(&p), Some(3));
+    }
+}
