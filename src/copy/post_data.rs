@@ -12,11 +12,15 @@ use tokio::sync::{mpsc, Mutex};
 use crate::conn::ConnectParams;
 
 use super::entry_runner::{EntrySession, SessionOptions};
-use super::post_plan::PostDataPlan;
+use super::post_plan::{PostDataPlan, CATALOG_LANE};
 use super::CopyError;
 
 const PER_TABLE: &str = "building indexes and constraints";
 const AFTER_TABLES: &str = "restoring post-data";
+/// Ready catalog-lane entries (comments, grants, triggers, …) sent as one
+/// job: they hold the same single lane anyway, and one round trip for
+/// many keeps a remote target from costing a round trip each.
+const CATALOG_BATCH: usize = 64;
 
 /// Builds each finished table's indexes and constraints until `done`
 /// closes; `jobs` sessions work side by side, one at a time per tree.
@@ -96,7 +100,7 @@ async fn join_all(
 }
 
 /// What one finished entry hands back to the scheduler.
-type Finished = (Option<EntrySession>, usize, Result<(), CopyError>);
+type Finished = (Option<EntrySession>, Vec<usize>, Result<(), CopyError>);
 
 /// Bookkeeping of the dependency graph of the entries after the tables.
 struct Graph {
@@ -136,17 +140,31 @@ impl Graph {
         g
     }
 
-    /// The first ready entry (in archive order) whose lanes are all free.
-    fn take_runnable(&mut self, plan: &PostDataPlan) -> Option<usize> {
+    /// The first ready entry (in archive order) whose lanes are all free,
+    /// with further ready entries that hold only the catalog lane when it
+    /// holds only that lane too.
+    fn take_runnable(&mut self, plan: &PostDataPlan) -> Option<Vec<usize>> {
         let lanes_of = |i: usize| plan.lanes.get(i).map(Vec::as_slice).unwrap_or_default();
         let i = self
             .ready
             .iter()
             .copied()
             .find(|&i| lanes_of(i).iter().all(|l| !self.busy.contains(l)))?;
-        self.ready.remove(&i);
+        let mut job = vec![i];
+        if lanes_of(i) == [CATALOG_LANE] {
+            job.extend(
+                self.ready
+                    .iter()
+                    .copied()
+                    .filter(|&j| j != i && lanes_of(j) == [CATALOG_LANE])
+                    .take(CATALOG_BATCH - 1),
+            );
+        }
+        for j in &job {
+            self.ready.remove(j);
+        }
         self.busy.extend(lanes_of(i).iter().copied());
-        Some(i)
+        Some(job)
     }
 
     fn finish(&mut self, plan: &PostDataPlan, i: usize) {
@@ -182,7 +200,7 @@ pub async fn build_remaining(
     let mut first_err: Option<CopyError> = None;
     loop {
         while first_err.is_none() && running.len() < jobs {
-            let Some(i) = graph.take_runnable(&plan) else {
+            let Some(job) = graph.take_runnable(&plan) else {
                 break;
             };
             let (plan, target, db, session, options) = (
@@ -199,18 +217,18 @@ pub async fn build_remaining(
                         .await
                     {
                         Ok(s) => s,
-                        Err(e) => return (None, i, Err(e)),
+                        Err(e) => return (None, job, Err(e)),
                     },
                 };
-                let entries: Vec<_> = plan.entries.get(i).into_iter().collect();
+                let entries: Vec<_> = job.iter().filter_map(|&i| plan.entries.get(i)).collect();
                 let r = s.run(&entries, &plan.lines, &db, AFTER_TABLES).await;
-                (Some(s), i, r)
+                (Some(s), job, r)
             });
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (session, i, r) = joined.map_err(|e| CopyError::Unexpected {
+        let (session, job, r) = joined.map_err(|e| CopyError::Unexpected {
             db: db.to_string(),
             message: format!("post-data task failed: {e}"),
         })?;
@@ -218,7 +236,11 @@ pub async fn build_remaining(
             idle.push(s);
         }
         match r {
-            Ok(()) => graph.finish(&plan, i),
+            Ok(()) => {
+                for i in job {
+                    graph.finish(&plan, i);
+                }
+            }
             Err(e) => {
                 first_err.get_or_insert(e);
             }
@@ -260,13 +282,13 @@ mod tests {
     fn one_entry_per_lane_and_dependencies_first() {
         let p = plan();
         let mut g = Graph::new(&p);
-        assert_eq!(g.take_runnable(&p), Some(0));
+        assert_eq!(g.take_runnable(&p), Some(vec![0]));
         // 2 shares lane 7 with the running 0; 1 waits for 0.
-        assert_eq!(g.take_runnable(&p), Some(3));
+        assert_eq!(g.take_runnable(&p), Some(vec![3]));
         assert_eq!(g.take_runnable(&p), None);
         g.finish(&p, 0);
-        assert_eq!(g.take_runnable(&p), Some(1));
-        assert_eq!(g.take_runnable(&p), Some(2));
+        assert_eq!(g.take_runnable(&p), Some(vec![1]));
+        assert_eq!(g.take_runnable(&p), Some(vec![2]));
         for i in [1, 2, 3] {
             g.finish(&p, i);
         }
@@ -278,7 +300,28 @@ mod tests {
         let mut p = plan();
         p.after_tables = vec![1, 3];
         let mut g = Graph::new(&p);
-        assert_eq!(g.take_runnable(&p), Some(1));
-        assert_eq!(g.take_runnable(&p), Some(3));
+        assert_eq!(g.take_runnable(&p), Some(vec![1]));
+        assert_eq!(g.take_runnable(&p), Some(vec![3]));
+    }
+
+    #[test]
+    fn ready_catalog_entries_go_together() {
+        let p = PostDataPlan {
+            after_tables: vec![0, 1, 2, 3],
+            deps: vec![vec![], vec![], vec![0], vec![]],
+            lanes: vec![
+                vec![CATALOG_LANE],
+                vec![CATALOG_LANE],
+                vec![CATALOG_LANE],
+                vec![5, CATALOG_LANE],
+            ],
+            ..PostDataPlan::default()
+        };
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(vec![0, 1]));
+        assert_eq!(g.take_runnable(&p), None, "the catalog lane is held");
+        g.finish(&p, 0);
+        g.finish(&p, 1);
+        assert_eq!(g.take_runnable(&p), Some(vec![2]));
     }
 }

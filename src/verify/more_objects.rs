@@ -113,7 +113,8 @@ pub fn more_objects_sql(server_major: u32) -> String {
                 pg_catalog.format_type(c.casttarget, NULL) || ' (' || c.castcontext::text || c.castmethod::text || ')' \
            FROM pg_catalog.pg_cast c WHERE c.oid >= {USER_OID} \
          UNION ALL \
-         SELECT 'collations', c.oid::regcollation::text FROM pg_catalog.pg_collation c WHERE c.oid >= {USER_OID} \
+         SELECT 'collations', n.nspname || '.' || c.collname FROM pg_catalog.pg_collation c \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace WHERE c.oid >= {USER_OID} \
          UNION ALL \
          SELECT 'conversions', n.nspname || '.' || c.conname FROM pg_catalog.pg_conversion c \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace WHERE c.oid >= {USER_OID} \
