@@ -60,6 +60,27 @@ fn offline(src: &Cluster) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_identical(src, &dst, "regression", &cfg);
+
+    // verify sees what only it compares: a dropped policy, a large object's
+    // contents, a comment's text.
+    dst.psql(
+        "regression",
+        "DO $$ DECLARE p record; BEGIN SELECT polname, polrelid::regclass AS t INTO p \
+         FROM pg_policy ORDER BY 1 LIMIT 1; \
+         EXECUTE format('DROP POLICY %I ON %s', p.polname, p.t); END $$;\
+         SELECT lo_put(oid, 0, '\\x00') FROM pg_largeobject_metadata ORDER BY oid LIMIT 1;\
+         COMMENT ON CONSTRAINT comment_test_child_fk ON comment_test_child IS 'changed';",
+    );
+    let out = pgmigrate(&["verify", "--config", &cfg.display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    for what in [
+        "policy ",
+        "large object ",
+        "comment on constraint comment_test_child_fk",
+    ] {
+        assert!(text.contains(what), "verify must name the {what}: {text}");
+    }
 }
 
 /// Writes to a keyed table and a keyless one until `stop`.

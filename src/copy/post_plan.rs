@@ -62,67 +62,20 @@ pub struct PlanInput<'a> {
     pub exclude_publication: Option<&'a str>,
 }
 
+/// The table of contents entry of each script entry.
+type TocOf<'a> = Vec<Option<&'a TocEntry>>;
+
 impl PostDataPlan {
     /// Builds the plan.
     pub fn build(input: PlanInput<'_>) -> PostDataPlan {
         let by_id: HashMap<u32, &TocEntry> = input.toc.iter().map(|e| (e.dump_id, e)).collect();
-        let entries = without_excluded(input.entries, &by_id, input.exclude_publication);
-        let index: HashMap<u32, usize> = entries
+        let mut entries = without_excluded(input.entries, &by_id, input.exclude_publication);
+        let toc: TocOf<'_> = entries
             .iter()
-            .enumerate()
-            .map(|(i, e)| (e.dump_id, i))
+            .map(|e| by_id.get(&e.dump_id).copied())
             .collect();
-        let deps: Vec<Vec<usize>> = entries
-            .iter()
-            .map(|e| {
-                let mut d: Vec<usize> = by_id
-                    .get(&e.dump_id)
-                    .map(|t| {
-                        t.deps
-                            .iter()
-                            .filter_map(|id| index.get(id).copied())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                d.sort_unstable();
-                d.dedup();
-                d
-            })
-            .collect();
-        let toc_of = |i: usize| entries.get(i).and_then(|e| by_id.get(&e.dump_id));
-        let table_of = |i: usize| -> Option<u32> {
-            let t = toc_of(i)?;
-            PER_TABLE_KINDS.contains(&t.kind.as_str()).then_some(())?;
-            input
-                .owners
-                .table_of
-                .get(&t.oid)
-                .copied()
-                .filter(|rel| input.copied.contains(rel))
-        };
-        // Per table: only entries whose dependencies inside post-data are
-        // on the same table's list (repeated until nothing moves out).
-        let mut home: Vec<Option<u32>> = (0..entries.len()).map(table_of).collect();
-        loop {
-            let mut moved = false;
-            for i in 0..entries.len() {
-                let Some(t) = home.get(i).copied().flatten() else {
-                    continue;
-                };
-                let ok = deps
-                    .get(i)
-                    .is_some_and(|d| d.iter().all(|&j| home.get(j).copied().flatten() == Some(t)));
-                if !ok {
-                    if let Some(h) = home.get_mut(i) {
-                        *h = None;
-                    }
-                    moved = true;
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
+        let deps = dependencies(&entries, &toc);
+        let home = per_table_homes(&toc, &deps, input.owners, input.copied);
         let mut plan = PostDataPlan {
             lines: input
                 .toc
@@ -142,43 +95,11 @@ impl PostDataPlan {
                 None => plan.after_tables.push(i),
             }
         }
-        let mut lanes: Vec<Vec<u64>> = Vec::with_capacity(entries.len());
-        for i in 0..entries.len() {
-            let t = toc_of(i);
-            let mut l: Vec<u64> = t
-                .map(|t| {
-                    let mut trees = input.owners.trees(t.oid);
-                    if let Some(&tree) = input.owners.tree_of.get(&t.oid) {
-                        trees.push(tree);
-                    }
-                    trees.into_iter().map(u64::from).collect()
-                })
-                .unwrap_or_default();
-            if l.is_empty() && !t.is_some_and(|t| input.owners.has_table(t.oid)) {
-                // A comment, grant, attachment: on whatever its object is on.
-                for &j in deps.get(i).map(Vec::as_slice).unwrap_or_default() {
-                    for &lane in lanes.get(j).map(Vec::as_slice).unwrap_or_default() {
-                        if lane != CATALOG_LANE {
-                            l.push(lane);
-                        }
-                    }
-                }
-            }
-            if !t.is_some_and(|t| PARALLEL_KINDS.contains(&t.kind.as_str())) {
-                l.push(CATALOG_LANE);
-            }
-            l.sort_unstable();
-            l.dedup();
-            lanes.push(l);
-        }
-        let mut entries = entries;
-        for e in entries.iter_mut() {
-            let Some(t) = by_id.get(&e.dump_id) else {
+        plan.lanes = lanes(&toc, &deps, input.owners);
+        for (e, t) in entries.iter_mut().zip(&toc) {
+            let Some(t) = t.filter(|t| t.kind == "FK CONSTRAINT") else {
                 continue;
             };
-            if t.kind != "FK CONSTRAINT" {
-                continue;
-            }
             if let Some(first) = input.owners.partition_fks.get(&t.oid) {
                 // In the same transaction, before the parent's key adopts them.
                 e.statements.splice(0..0, first.iter().cloned());
@@ -186,9 +107,109 @@ impl PostDataPlan {
         }
         plan.entries = entries;
         plan.deps = deps;
-        plan.lanes = lanes;
         plan
     }
+}
+
+/// For each entry, the entries (indices) it depends on inside post-data.
+fn dependencies(entries: &[ScriptEntry], toc: &TocOf<'_>) -> Vec<Vec<usize>> {
+    let index: HashMap<u32, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.dump_id, i))
+        .collect();
+    toc.iter()
+        .map(|t| {
+            let mut d: Vec<usize> = t
+                .map(|t| {
+                    t.deps
+                        .iter()
+                        .filter_map(|id| index.get(id).copied())
+                        .collect()
+                })
+                .unwrap_or_default();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect()
+}
+
+/// The copied table each entry runs with, if any: indexes and constraints
+/// whose dependencies inside post-data are all on the same table's list
+/// (repeated until nothing moves out).
+fn per_table_homes(
+    toc: &TocOf<'_>,
+    deps: &[Vec<usize>],
+    owners: &Owners,
+    copied: &HashSet<u32>,
+) -> Vec<Option<u32>> {
+    let mut home: Vec<Option<u32>> = toc
+        .iter()
+        .map(|t| {
+            let t = t.filter(|t| PER_TABLE_KINDS.contains(&t.kind.as_str()))?;
+            owners
+                .table_of
+                .get(&t.oid)
+                .copied()
+                .filter(|rel| copied.contains(rel))
+        })
+        .collect();
+    loop {
+        let mut moved = false;
+        for i in 0..home.len() {
+            let Some(t) = home.get(i).copied().flatten() else {
+                continue;
+            };
+            let ok = deps
+                .get(i)
+                .is_some_and(|d| d.iter().all(|&j| home.get(j).copied().flatten() == Some(t)));
+            if !ok {
+                if let Some(h) = home.get_mut(i) {
+                    *h = None;
+                }
+                moved = true;
+            }
+        }
+        if !moved {
+            return home;
+        }
+    }
+}
+
+/// The lanes each entry holds: the trees of its table (and of the table a
+/// foreign key references), or for a comment, grant or attachment the
+/// trees of what it depends on; plus the catalog lane for everything that
+/// is not an index or constraint build.
+fn lanes(toc: &TocOf<'_>, deps: &[Vec<usize>], owners: &Owners) -> Vec<Vec<u64>> {
+    let mut lanes: Vec<Vec<u64>> = Vec::with_capacity(toc.len());
+    for (i, t) in toc.iter().enumerate() {
+        let mut l: Vec<u64> = t
+            .map(|t| {
+                let mut trees = owners.trees(t.oid);
+                if let Some(&tree) = owners.tree_of.get(&t.oid) {
+                    trees.push(tree);
+                }
+                trees.into_iter().map(u64::from).collect()
+            })
+            .unwrap_or_default();
+        if l.is_empty() && !t.is_some_and(|t| owners.has_table(t.oid)) {
+            for &j in deps.get(i).map(Vec::as_slice).unwrap_or_default() {
+                for &lane in lanes.get(j).map(Vec::as_slice).unwrap_or_default() {
+                    if lane != CATALOG_LANE {
+                        l.push(lane);
+                    }
+                }
+            }
+        }
+        if !t.is_some_and(|t| PARALLEL_KINDS.contains(&t.kind.as_str())) {
+            l.push(CATALOG_LANE);
+        }
+        l.sort_unstable();
+        l.dedup();
+        lanes.push(l);
+    }
+    lanes
 }
 
 impl PostDataPlan {

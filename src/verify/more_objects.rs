@@ -49,8 +49,22 @@ const USER_OID: u32 = 16384;
 /// source only while a migration streams.
 const NOT_OURS: &str = "p.pubname NOT LIKE 'pgmigrate\\_%'";
 
+/// SQL for a short digest of `expr`, appended to an object's name.
+fn digest(expr: &str) -> String {
+    format!("' (' || left(md5({expr}), 8) || ')'")
+}
+
 /// One query naming these objects with their kind.
 pub fn more_objects_sql(server_major: u32) -> String {
+    format!(
+        "{} UNION ALL {}",
+        table_objects_sql(server_major),
+        catalog_objects_sql()
+    )
+}
+
+/// Objects on tables: policies, RLS flags, rules, publications, grants.
+fn table_objects_sql(server_major: u32) -> String {
     let schema_members = if server_major >= 15 {
         format!(
             " UNION ALL SELECT 'publication members', p.pubname || ': schema ' || n.nspname \
@@ -61,17 +75,12 @@ pub fn more_objects_sql(server_major: u32) -> String {
     } else {
         String::new()
     };
-    let digest = |expr: &str| format!("' (' || left(md5({expr}), 8) || ')'");
     let policy = digest(
         "p.polcmd::text || p.polpermissive::text || p.polroles::regrole[]::text || \
          coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') || '/' || \
          coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '')",
     );
     let rule = digest("pg_catalog.pg_get_ruledef(r.oid)");
-    let acl = digest("c.relacl::text");
-    let col_acl = digest("a.attacl::text");
-    let def_acl = digest("d.defaclacl::text");
-    let comment = digest("d.description");
     format!(
         "SELECT 'policies', p.polname || ' on ' || n.nspname || '.' || c.relname || {policy} \
            FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
@@ -97,9 +106,19 @@ pub fn more_objects_sql(server_major: u32) -> String {
          SELECT 'publication members', p.pubname || ': ' || n.nspname || '.' || c.relname \
            FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid \
            JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid \
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {NOT_OURS}{schema_members} \
-         UNION ALL \
-         SELECT 'operators', o.oid::regoperator::text FROM pg_catalog.pg_operator o WHERE o.oid >= {USER_OID} AND o.oprcode <> 0 \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {NOT_OURS}{schema_members}"
+    )
+}
+
+/// Objects of the database's catalog: operators, casts, collations, …,
+/// privileges, comments and extension versions.
+fn catalog_objects_sql() -> String {
+    let acl = digest("c.relacl::text");
+    let col_acl = digest("a.attacl::text");
+    let def_acl = digest("d.defaclacl::text");
+    let comment = digest("d.description");
+    format!(
+        "SELECT 'operators', o.oid::regoperator::text FROM pg_catalog.pg_operator o WHERE o.oid >= {USER_OID} AND o.oprcode <> 0 \
          UNION ALL \
          SELECT 'operator classes', n.nspname || '.' || o.opcname || ' using ' || a.amname \
            FROM pg_catalog.pg_opclass o JOIN pg_catalog.pg_am a ON a.oid = o.opcmethod \
