@@ -7,7 +7,9 @@
 //! objects identical, and `pgmigrate verify` must agree.
 //!
 //! The database is built once (one test function, about 20-80 s) and reused:
-//! the online run migrates a copy made from it as a template.
+//! the online run migrates a copy made from it as a template, and it is
+//! restored into PostgreSQL 12 and 18 sources (as much as they accept) that
+//! migrate into 15 and 18.
 
 mod common;
 
@@ -20,8 +22,8 @@ use std::time::{Duration, Instant};
 use common::daemon::{show, start, verify_ok, wait_exit};
 use common::regress::build_regression_db;
 use common::{
-    assert_same, assert_same_schema, pgmigrate_bin, server_owned_dir, tmp_dir, write_config,
-    Cluster,
+    assert_same, assert_same_schema, dump_bin_dir, is_installed, pgmigrate_bin, server_owned_dir,
+    tmp_dir, write_config, Cluster, FULL_18_DIR,
 };
 
 fn pgmigrate(args: &[&str]) -> Output {
@@ -200,6 +202,83 @@ fn online(src: &Cluster) {
     assert_identical(src, &dst, DB, &cfg);
 }
 
+/// The 15 database restored into a `source_major` server (as much of it as
+/// that major accepts: C functions of the 15 `regress.so` and newer syntax
+/// fail there) and migrated offline into `target_major`.
+fn cross_version(src15: &Cluster, source_major: u32, target_major: u32) {
+    let src = Cluster::builder().version(source_major).start();
+    let roles = src15.psql(
+        "postgres",
+        "SELECT coalesce(string_agg(format('CREATE ROLE %I;', rolname), ' '), '') FROM pg_roles \
+         WHERE rolname !~ '^pg_' AND rolname <> 'postgres'",
+    );
+    src.psql("postgres", &format!("{roles} CREATE DATABASE regression"));
+    let dir = tmp_dir();
+    let dump = dir.path().join("regression.dump");
+    let tools = Path::new(FULL_18_DIR);
+    let out = Command::new(tools.join("pg_dump"))
+        .args(["-Fc", "--no-sync", "-h"])
+        .arg(src15.socket_dir())
+        .args(["-p", &src15.port().to_string(), "-U", "postgres", "-f"])
+        .arg(&dump)
+        .arg("regression")
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Errors are expected (see above); what matters is what got in.
+    let _ = Command::new(tools.join("pg_restore"))
+        .args(["-h"])
+        .arg(src.socket_dir())
+        .args([
+            "-p",
+            &src.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "regression",
+        ])
+        .arg(&dump)
+        .output()
+        .expect("run pg_restore");
+    let tables: u32 = src
+        .psql("regression", "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        tables > 300,
+        "only {tables} tables restored into PostgreSQL {source_major}"
+    );
+
+    let dst = Cluster::builder().version(target_major).start();
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        &format!("regress-{source_major}-{target_major}"),
+        &src,
+        &dst,
+        &["regression"],
+        &format!(
+            "mode = \"offline\"\npg_bin_dir = \"{}\"\n[copy]\njobs = 2\nindex_jobs = 4\n",
+            dump_bin_dir(source_major).display()
+        ),
+    );
+    let out = pgmigrate(&["run", "--config", &cfg.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{source_major} -> {target_major}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(&src, &dst, "regression");
+    if source_major == target_major {
+        assert_same_schema(&src, &dst, "regression");
+    }
+    verify_ok(&cfg);
+}
+
 #[test]
 fn regression_database_migrates_identically_offline_and_online() {
     let src = Cluster::start_default();
@@ -208,4 +287,16 @@ fn regression_database_migrates_identically_offline_and_online() {
     eprintln!("regression database built in {took:.1?}");
     offline(&src);
     online(&src);
+    for (from, to) in [(12, 15), (18, 18)] {
+        if is_installed(from)
+            && is_installed(to)
+            && Path::new(FULL_18_DIR).join("pg_restore").is_file()
+        {
+            let started = Instant::now();
+            cross_version(&src, from, to);
+            eprintln!("PostgreSQL {from} -> {to} took {:.1?}", started.elapsed());
+        } else {
+            eprintln!("PostgreSQL {from} or {to} not installed (scripts/install-deps --versions): {from} -> {to} skipped");
+        }
+    }
 }

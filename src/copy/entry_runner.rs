@@ -270,6 +270,20 @@ mod tests {
     }
 
     #[test]
+    fn deadlocks_and_serialization_failures_are_retried_nothing_else() {
+        let err = |code: &str| {
+            ConnError::Db(Box::new(crate::conn::DbError {
+                code: code.into(),
+                ..Default::default()
+            }))
+        };
+        assert!(retryable(&err(SQLSTATE_DEADLOCK_DETECTED)));
+        assert!(retryable(&err(SQLSTATE_SERIALIZATION_FAILURE)));
+        assert!(!retryable(&err(SQLSTATE_DUPLICATE_OBJECT)));
+        assert!(!retryable(&err("42704")));
+    }
+
+    #[test]
     fn batches_stop_at_budget_and_setting_changes() {
         let a = Arc::new(vec!["SET x = 1".to_string()]);
         let b = Arc::new(vec!["SET x = 2".to_string()]);

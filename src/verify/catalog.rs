@@ -232,7 +232,9 @@ fn not_extension_member(class: &str, oid: &str) -> String {
     )
 }
 
-/// One query naming every user schema object with its kind.
+/// One query naming every user schema object with its kind. A
+/// procedure's arguments are named without the `IN` that 14 and later
+/// print for them, so servers of different majors name it alike.
 fn objects_sql(server_major: u32) -> String {
     // From 13 on, a partition's copy of a parent's trigger is not internal;
     // leave the copies out so every version counts the same triggers.
@@ -280,7 +282,8 @@ fn objects_sql(server_major: u32) -> String {
          UNION ALL \
          SELECT CASE p.prokind WHEN 'p' THEN 'procedures' ELSE 'functions' END, \
                 n.nspname || '.' || p.proname || '(' || \
-                pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' \
+                pg_catalog.regexp_replace(pg_catalog.pg_get_function_identity_arguments(p.oid), \
+                  '(^|, )IN ', '\\1', 'g') || ')' \
            FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
            WHERE {USER_SCHEMA} AND {proc_not_ext} \
          UNION ALL \

@@ -46,7 +46,13 @@ pub fn fingerprint(c: &Cluster, db: &str) -> BTreeMap<String, String> {
         ("sequences", "SELECT coalesce(string_agg(schemaname || '.' || sequencename || '=' || coalesce(last_value::text, 'null'), ',' ORDER BY schemaname, sequencename), '') FROM pg_sequences"),
         ("indexes", "SELECT count(*) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog')"),
         ("constraints", "SELECT coalesce(string_agg(contype || '=' || n, ',' ORDER BY contype), '') FROM (SELECT contype::text, count(*) n FROM pg_constraint c JOIN pg_namespace s ON s.oid = c.connamespace WHERE s.nspname NOT IN ('pg_catalog', 'information_schema') AND contype <> 'n' GROUP BY 1) x"),
-        ("triggers", "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"),
+        // A partition's copy of its parent's trigger is internal before
+        // 13 and not from 13 on: count only the parents' everywhere.
+        ("triggers", if c.version() >= 13 {
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgparentid = 0"
+        } else {
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"
+        }),
         ("views", "SELECT count(*) FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"),
         ("matviews", "SELECT coalesce(string_agg(matviewname || ':' || ispopulated, ',' ORDER BY matviewname), '') FROM pg_matviews"),
         ("functions", "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"),
