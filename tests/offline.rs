@@ -301,3 +301,65 @@ fn failures_name_their_cause_and_leave_no_slot() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
 }
+
+/// A post-data entry that fails on the target (a materialized view whose
+/// refresh reads a setting only the source has) fails the migration naming
+/// the entry; once the cause is fixed, `run` again resumes there — without
+/// copying the rows again — and completes the foreign key, its comment,
+/// sequences and large objects.
+#[test]
+fn a_failed_post_data_entry_is_named_and_run_again_resumes_there() {
+    let src = Cluster::builder().conf("pgmigrate.flag", "'1'").start();
+    let dst = Cluster::start_default();
+    src.create_db("app");
+    src.psql(
+        "app",
+        "CREATE TABLE p (id int PRIMARY KEY);\
+         CREATE TABLE c (id serial PRIMARY KEY, p int CONSTRAINT c_p_fk REFERENCES p);\
+         COMMENT ON CONSTRAINT c_p_fk ON c IS 'the parent';\
+         INSERT INTO p SELECT generate_series(1, 100);\
+         INSERT INTO c (p) SELECT generate_series(1, 100);\
+         CREATE MATERIALIZED VIEW mv AS SELECT 1 AS x WHERE current_setting('pgmigrate.flag') = '1';\
+         SELECT lo_from_bytea(0, 'large object contents');",
+    );
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "resume-post",
+        &src,
+        &dst,
+        &["app"],
+        "mode = \"offline\"\noption = \"migrate\"\n[copy]\nindex_jobs = 2\n",
+    );
+    let out = pgmigrate(&["run"], &cfg);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = show(state.path(), "resume-post");
+    assert_eq!(doc["status"], "Failed");
+    let message = doc["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("MATERIALIZED VIEW DATA public mv") && message.contains("pgmigrate.flag"),
+        "the error must name the entry and the SQL error: {message}"
+    );
+
+    dst.psql("postgres", "ALTER DATABASE app SET pgmigrate.flag = '1'");
+    let again = pgmigrate(&["run"], &cfg);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "resumed run failed: {stderr}");
+    assert!(stderr.contains("resuming post-data"), "{stderr}");
+    assert!(
+        !stderr.contains("copying data"),
+        "rows must not be copied again: {stderr}"
+    );
+    assert_same(&src, &dst, "app");
+    assert_eq!(
+        dst.psql("app", "SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint WHERE conname = 'c_p_fk'"),
+        "the parent"
+    );
+    assert_eq!(dst.psql("app", "SELECT x FROM mv"), "1");
+    assert_eq!(show(state.path(), "resume-post")["status"], "Succeeded");
+}

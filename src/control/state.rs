@@ -118,6 +118,10 @@ pub struct ResumeState {
     pub target_database_created: bool,
     /// Snapshot copy, schema and indexes are all done.
     pub copy_completed: bool,
+    /// Every table's rows (and its own indexes) are on the target: a failed
+    /// or interrupted post-data resumes from the entries not yet done
+    /// (listed in the work directory), then sequences and large objects.
+    pub data_copied: bool,
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,

@@ -191,30 +191,3 @@ pub async fn sequences(conn: &mut Connection, db: &str) -> Result<Vec<Sequence>,
         })
         .collect()
 }
-
-/// Maps each post-data object (index, constraint, trigger) OID to the OID
-/// of the table it belongs to.
-pub async fn post_data_owners(
-    conn: &mut Connection,
-    db: &str,
-) -> Result<std::collections::HashMap<u32, u32>, CopyError> {
-    let rows = conn
-        .simple_query(
-            "SELECT indexrelid, indrelid FROM pg_catalog.pg_index \
-             UNION ALL SELECT oid, conrelid FROM pg_catalog.pg_constraint WHERE conrelid <> 0 \
-             UNION ALL SELECT oid, tgrelid FROM pg_catalog.pg_trigger",
-        )
-        .await
-        .map_err(|e| CopyError::source(db, "mapping indexes to tables", e))?;
-    let mut map = std::collections::HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let obj: u32 = r
-            .parse(0)
-            .map_err(|e| CopyError::source(db, "mapping indexes", e))?;
-        let rel: u32 = r
-            .parse(1)
-            .map_err(|e| CopyError::source(db, "mapping indexes", e))?;
-        map.insert(obj, rel);
-    }
-    Ok(map)
-}

@@ -29,6 +29,19 @@ pub enum CopyError {
         #[source]
         source: Box<ConnError>,
     },
+    /// One archive entry of the schema failed on the target.
+    #[error("database {db}: {context}: archive entry \"{entry}\" failed on the target: {source}")]
+    Entry {
+        /// Database being migrated.
+        db: String,
+        /// What we were doing.
+        context: String,
+        /// The entry's `pg_restore --list` line.
+        entry: String,
+        /// The wire error.
+        #[source]
+        source: Box<ConnError>,
+    },
     /// Copying one table failed.
     #[error("database {db}, table {table}: {context}: {source}")]
     Table {

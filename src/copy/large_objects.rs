@@ -75,6 +75,12 @@ pub async fn copy_all(
                 break;
             }
         }
+        if created_here {
+            // pg_dump 17 and later dump large objects' metadata with the
+            // data section, which we do not restore: comment and grants
+            // come from here then.
+            carry_metadata(source, target, db, oid, keep_owner).await?;
+        }
         if let (true, Some(owner)) = (keep_owner && created_here, owner) {
             if let Err(e) = target
                 .execute(&format!(
@@ -89,6 +95,37 @@ pub async fn copy_all(
         objects += 1;
     }
     Ok((objects, bytes))
+}
+
+/// The comment and (with owners kept) the grants of large object `oid`.
+async fn carry_metadata(
+    source: &mut Connection,
+    target: &mut Connection,
+    db: &str,
+    oid: u32,
+    keep_owner: bool,
+) -> Result<(), CopyError> {
+    let ctx = format!("reading the comment and grants of large object {oid}");
+    let rows = source
+        .simple_query(&format!(
+            "SELECT format('COMMENT ON LARGE OBJECT {oid} IS %L', d) \
+             FROM pg_catalog.obj_description({oid}, 'pg_largeobject') d WHERE d IS NOT NULL \
+             UNION ALL \
+             SELECT format('GRANT %s ON LARGE OBJECT {oid} TO %s%s', a.privilege_type, \
+                    CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
+                    CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+             FROM pg_catalog.pg_largeobject_metadata m, pg_catalog.aclexplode(m.lomacl) a \
+             WHERE m.oid = {oid} AND {keep_owner} AND a.grantee <> m.lomowner"
+        ))
+        .await
+        .map_err(|e| CopyError::source(db, &ctx, e))?;
+    for r in &rows {
+        let sql = r.str(0).map_err(|e| CopyError::source(db, &ctx, e))?;
+        if let Err(e) = target.execute(sql).await {
+            tracing::warn!(db, oid, "large object metadata not set ({sql}): {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Decodes bytea's hex text form (`\x0a1b`).

@@ -3,10 +3,16 @@
 //! post-data, sequences and large objects. Never decodes row bytes.
 
 pub mod catalog;
+mod done_log;
+mod entry_runner;
+pub mod entry_script;
 mod error;
 pub mod large_objects;
+pub mod owners;
 pub mod pg_tools;
 mod post_data;
+pub mod post_plan;
+mod resume;
 pub mod roles;
 pub mod schema;
 pub mod sequences;
@@ -15,6 +21,7 @@ pub mod slot;
 pub mod sql_script;
 pub mod table_copy;
 pub mod target_db;
+pub mod toc;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -76,7 +83,13 @@ pub struct DatabaseCopy<'a> {
     pub keep_owners: bool,
     /// The migration's own publication, left out of the restored schema.
     pub exclude_publication: Option<&'a str>,
+    /// Called once every table's rows and own indexes are in: from then on
+    /// a failure resumes at the post-data entries not yet done.
+    pub on_data_copied: &'a (dyn Fn() + Sync),
 }
+
+/// Name of the post-data log in the work directory.
+const DONE_LOG: &str = "post-data.done";
 
 impl DatabaseCopy<'_> {
     async fn open_copy_session(
@@ -126,7 +139,7 @@ impl DatabaseCopy<'_> {
         );
         let (sessions, archive) = tokio::join!(import, dump);
         let mut sessions = sessions?;
-        let archive = Arc::new(archive?);
+        let archive = archive?;
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
                 db: db.into(),
@@ -136,7 +149,7 @@ impl DatabaseCopy<'_> {
 
         let tables = catalog::tables(first, db).await?;
         let sequences = catalog::sequences(first, db).await?;
-        let owners = catalog::post_data_owners(first, db).await?;
+        let owners = owners::read(first, db).await?;
         let block_size: u64 = first
             .simple_query("SELECT current_setting('block_size')")
             .await
@@ -151,12 +164,14 @@ impl DatabaseCopy<'_> {
         let mut target = Connection::connect(self.target)
             .await
             .map_err(|e| CopyError::target(db, "connecting to the new database", e))?;
-        archive.restore_pre_data(&mut target, db).await?;
+        archive.restore_pre_data(self.target, db).await?;
 
         let copied: HashSet<u32> = tables.iter().map(|t| t.oid).collect();
-        let plan = archive
-            .post_data_plan(&owners, &copied, self.exclude_publication, db)
-            .await?;
+        let plan = Arc::new(
+            archive
+                .post_data_plan(self.target, &owners, &copied, self.exclude_publication, db)
+                .await?,
+        );
         let units = plan_units(&tables, self.options.split_bytes, block_size, can_split);
         let table_count = tables.len();
         tracing::info!(
@@ -168,6 +183,13 @@ impl DatabaseCopy<'_> {
         );
         self.progress.set_phase(Phase::CopyingData);
         let (run, done_rx) = CopyRun::new(db, tables, units, self.progress.clone());
+        // A new copy: nothing of an earlier attempt's post-data counts.
+        let log_path = self.work_dir.join(DONE_LOG);
+        let _ = std::fs::remove_file(&log_path);
+        let options = entry_runner::SessionOptions {
+            log: Some(Arc::new(done_log::DoneLog::open(&log_path, db)?)),
+            resuming: false,
+        };
 
         let mut workers = tokio::task::JoinSet::new();
         for source in sessions.drain(..) {
@@ -175,14 +197,13 @@ impl DatabaseCopy<'_> {
             workers.spawn(run.clone().worker(source, target));
         }
         let per_table = {
-            let archive = archive.clone();
+            let plan = plan.clone();
             let target = self.target.clone();
             let db = db.to_string();
             let index_jobs = self.options.index_jobs;
-            let per_table = plan.per_table.clone();
+            let options = options.clone();
             tokio::spawn(async move {
-                post_data::build_per_table(archive, per_table, &target, index_jobs, done_rx, &db)
-                    .await
+                post_data::build_per_table(plan, &target, index_jobs, done_rx, options, &db).await
             })
         };
         let mut first_err = None;
@@ -212,8 +233,8 @@ impl DatabaseCopy<'_> {
             return Err(e);
         }
         indexes?;
-        post_data::build_remaining(&archive, &plan, self.target, self.options.index_jobs, db)
-            .await?;
+        (self.on_data_copied)();
+        post_data::build_remaining(plan, self.target, self.options.index_jobs, options, db).await?;
 
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
@@ -221,15 +242,29 @@ impl DatabaseCopy<'_> {
                 message: "copy sessions lost".into(),
             });
         };
-        let seq = sequences::sync(first, &mut target, &sequences, db).await?;
-        let (los, _) = large_objects::copy_all(first, &mut target, db, self.keep_owners).await?;
+        let summary = self
+            .finish(first, &mut target, &sequences, table_count)
+            .await?;
         for mut s in sessions {
             let _ = s.execute("COMMIT").await;
             let _ = s.close().await;
         }
         let _ = target.close().await;
+        Ok(summary)
+    }
+
+    /// Sequences and large objects, the last steps of a copy (resumed or not).
+    async fn finish(
+        &self,
+        source: &mut Connection,
+        target: &mut Connection,
+        sequences: &[catalog::Sequence],
+        tables: usize,
+    ) -> Result<CopySummary, CopyError> {
+        let seq = sequences::sync(source, target, sequences, self.db).await?;
+        let (los, _) = large_objects::copy_all(source, target, self.db, self.keep_owners).await?;
         Ok(CopySummary {
-            tables: table_count,
+            tables,
             rows: self.progress.rows_copied.load(Ordering::Relaxed),
             bytes: self.progress.bytes_copied.load(Ordering::Relaxed),
             sequences: seq,

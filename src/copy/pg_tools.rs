@@ -130,38 +130,27 @@ impl PgTools {
         run(cmd, "pg_dump").await.map(|_| ())
     }
 
-    /// The table of contents of an archive (`pg_restore -l`).
+    /// The table of contents of an archive with each entry's dependencies
+    /// (`pg_restore --list --verbose`: a `;\tdepends on: …` line after an
+    /// entry that has any).
     pub async fn list(&self, archive: &Path) -> Result<String, ToolError> {
         let mut cmd = Command::new(self.bin_dir.join("pg_restore"));
-        cmd.arg("--list").arg(archive);
+        cmd.arg("--list").arg("--verbose").arg(archive);
         run(cmd, "pg_restore --list").await
     }
 
-    /// The table of contents of one section of an archive.
-    pub async fn sql_list(&self, archive: &Path, section: &str) -> Result<String, ToolError> {
-        let mut cmd = Command::new(self.bin_dir.join("pg_restore"));
-        cmd.arg("--list")
-            .arg(format!("--section={section}"))
-            .arg(archive);
-        run(cmd, "pg_restore --list").await
-    }
-
-    /// The SQL of a section of an archive, or of the entries in `list_file`.
+    /// The SQL of one section of an archive. `--verbose` heads every entry
+    /// with `-- TOC entry <dump id>`, so the script can be cut into entries.
     pub async fn sql(
         &self,
         archive: &Path,
-        section: Option<&str>,
-        list_file: Option<&Path>,
+        section: &str,
         no_owner: bool,
     ) -> Result<String, ToolError> {
         let mut cmd = Command::new(self.bin_dir.join("pg_restore"));
-        cmd.arg("--file=-");
-        if let Some(s) = section {
-            cmd.arg(format!("--section={s}"));
-        }
-        if let Some(l) = list_file {
-            cmd.arg("--use-list").arg(l);
-        }
+        cmd.arg("--file=-")
+            .arg("--verbose")
+            .arg(format!("--section={section}"));
         // Tablespaces, subscriptions and security labels name things that
         // live outside this database and rarely exist on the target.
         cmd.arg("--no-tablespaces")
@@ -253,81 +242,4 @@ async fn tool_major(bin: &Path) -> Result<u32, ToolError> {
                 bin.display()
             ))
         })
-}
-
-/// One line of `pg_restore --list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TocEntry {
-    /// The line as printed, fed back through `--use-list`.
-    pub line: String,
-    /// Catalog OID of the object on the source.
-    pub oid: u32,
-    /// Entry type: `INDEX`, `CONSTRAINT`, `FK CONSTRAINT`, `TRIGGER`, …
-    pub kind: String,
-}
-
-/// Parses `pg_restore --list` output: `3340; 1259 16399 INDEX public idx owner`.
-pub fn parse_toc(list: &str) -> Vec<TocEntry> {
-    const KINDS: &[&str] = &[
-        "FK CONSTRAINT",
-        "CHECK CONSTRAINT",
-        "CONSTRAINT",
-        "INDEX ATTACH",
-        "INDEX",
-        "TRIGGER",
-        "EVENT TRIGGER",
-        "MATERIALIZED VIEW DATA",
-        "RULE",
-        "POLICY",
-        "PUBLICATION TABLE",
-        "PUBLICATION TABLES IN SCHEMA",
-        "PUBLICATION",
-        "SUBSCRIPTION TABLE",
-        "SUBSCRIPTION",
-        "STATISTICS DATA",
-        "STATISTICS",
-        "DEFAULT ACL",
-        "COMMENT",
-        "SECURITY LABEL",
-        "ACL",
-    ];
-    list.lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("; ")?;
-            let mut parts = rest.splitn(3, ' ');
-            let _table_oid = parts.next()?;
-            let oid = parts.next()?.parse().ok()?;
-            let tail = parts.next()?;
-            let kind = KINDS
-                .iter()
-                .find(|k| tail.starts_with(*k) && tail.as_bytes().get(k.len()) == Some(&b' '))
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| tail.split(' ').next().unwrap_or("").to_string());
-            Some(TocEntry {
-                line: l.to_string(),
-                oid,
-                kind,
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn toc_lines() {
-        let toc = parse_toc(
-            ";\n; Archive created at\n3340; 1259 16399 INDEX public idx_a postgres\n\
-             3341; 2606 16400 CONSTRAINT public t t_pkey postgres\n\
-             3342; 2606 16401 FK CONSTRAINT public c c_fk postgres\n",
-        );
-        assert_eq!(toc.len(), 3);
-        assert_eq!(toc[0].kind, "INDEX");
-        assert_eq!(toc[0].oid, 16399);
-        assert_eq!(toc[1].kind, "CONSTRAINT");
-        assert_eq!(toc[2].kind, "FK CONSTRAINT");
-    }
 }

@@ -1,66 +1,96 @@
 //! Post-data built in parallel: `index_jobs` target sessions take each
-//! table's indexes and constraints as soon as its rows are in, then the
-//! rest of post-data, then the foreign keys side by side.
+//! table's indexes and constraints as soon as its rows are in, then run the
+//! rest of post-data as a dependency graph: an entry starts when every
+//! entry it depends on is done and none of its lanes (partition or
+//! inheritance trees, the catalog lane) is held by a running entry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Mutex};
 
-use crate::conn::{ConnectParams, Connection};
+use crate::conn::ConnectParams;
 
-use super::schema::{filter_statements, is_session_setup, run_script, PostDataPlan, SchemaArchive};
+use super::entry_runner::{EntrySession, SessionOptions};
+use super::post_plan::{PostDataPlan, CATALOG_LANE};
 use super::CopyError;
 
+const PER_TABLE: &str = "building indexes and constraints";
+const AFTER_TABLES: &str = "restoring post-data";
+/// Ready catalog-lane entries (comments, grants, triggers, …) sent as one
+/// job: they hold the same single lane anyway, and one round trip for
+/// many keeps a remote target from costing a round trip each.
+const CATALOG_BATCH: usize = 64;
+
 /// Builds each finished table's indexes and constraints until `done`
-/// closes; `jobs` sessions work side by side.
+/// closes; `jobs` sessions work side by side, one at a time per tree.
 pub async fn build_per_table(
-    archive: Arc<SchemaArchive>,
-    plan: HashMap<u32, Vec<super::pg_tools::TocEntry>>,
+    plan: Arc<PostDataPlan>,
     target: &ConnectParams,
     jobs: usize,
     done: mpsc::UnboundedReceiver<u32>,
+    options: SessionOptions,
     db: &str,
 ) -> Result<(), CopyError> {
-    let plan = Arc::new(std::sync::Mutex::new(plan));
     let done = Arc::new(Mutex::new(done));
+    let trees: HashMap<u64, Arc<Mutex<()>>> = plan
+        .table_lane
+        .values()
+        .map(|&l| (l, Arc::new(Mutex::new(()))))
+        .collect();
+    let trees = Arc::new(trees);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..jobs.max(1) {
-        let (archive, plan, done, target, db) = (
-            archive.clone(),
+        let (plan, done, target, db, trees, options) = (
             plan.clone(),
             done.clone(),
             target.clone(),
             db.to_string(),
+            trees.clone(),
+            options.clone(),
         );
         set.spawn(async move {
-            let mut conn: Option<Connection> = None;
+            let mut session: Option<EntrySession> = None;
             loop {
                 let next = done.lock().await.recv().await;
                 let Some(oid) = next else { break };
-                let entries = plan.lock().ok().and_then(|mut p| p.remove(&oid));
-                let Some(entries) = entries else { continue };
-                let sql = archive
-                    .sql_for(&entries, &format!("table-{oid}"), &db)
-                    .await?;
-                if conn.is_none() {
-                    conn =
-                        Some(Connection::connect(&target).await.map_err(|e| {
-                            CopyError::target(&db, "connecting for index builds", e)
-                        })?);
-                }
-                if let Some(c) = conn.as_mut() {
-                    run_script(c, &sql, &db, "building indexes and constraints").await?;
-                }
+                let Some(list) = plan.per_table.get(&oid) else {
+                    continue;
+                };
+                let entries: Vec<_> = list.iter().filter_map(|&i| plan.entries.get(i)).collect();
+                let lane = plan.table_lane.get(&oid).and_then(|l| trees.get(l));
+                let _tree = match lane {
+                    Some(m) => Some(m.lock().await),
+                    None => None,
+                };
+                let s = match session.as_mut() {
+                    Some(s) => s,
+                    None => session.insert(
+                        EntrySession::connect_with(&target, &db, PER_TABLE, options.clone())
+                            .await?,
+                    ),
+                };
+                s.run(&entries, &plan.lines, &db, PER_TABLE).await?;
+            }
+            if let Some(s) = session {
+                s.close().await;
             }
             Ok::<(), CopyError>(())
         });
     }
+    join_all(set, db, "index build").await
+}
+
+async fn join_all(
+    mut set: tokio::task::JoinSet<Result<(), CopyError>>,
+    db: &str,
+    what: &str,
+) -> Result<(), CopyError> {
     let mut first_err = None;
     while let Some(r) = set.join_next().await {
         let r = r.map_err(|e| CopyError::Unexpected {
             db: db.to_string(),
-            message: format!("index build task failed: {e}"),
+            message: format!("{what} task failed: {e}"),
         })?;
         if let (Err(e), None) = (r, &first_err) {
             first_err = Some(e);
@@ -69,74 +99,229 @@ pub async fn build_per_table(
     first_err.map_or(Ok(()), Err)
 }
 
-/// Runs the post-data that waits for all tables, then the foreign keys in
-/// parallel over `jobs` sessions.
-pub async fn build_remaining(
-    archive: &SchemaArchive,
-    plan: &PostDataPlan,
-    target: &ConnectParams,
-    jobs: usize,
-    db: &str,
-) -> Result<(), CopyError> {
-    let mut conn = Connection::connect(target)
-        .await
-        .map_err(|e| CopyError::target(db, "connecting for post-data", e))?;
-    let sql = archive
-        .sql_for(&plan.after_tables, "after-tables", db)
-        .await?;
-    run_script(
-        &mut conn,
-        &sql,
-        db,
-        "restoring post-data (triggers, rules, attachments)",
-    )
-    .await?;
-    if plan.foreign_keys.is_empty() {
-        return Ok(());
-    }
-    let sql = archive
-        .sql_for(&plan.foreign_keys, "foreign-keys", db)
-        .await?;
-    let statements = filter_statements(&mut conn, &sql, db).await?;
-    let (setup, work): (Vec<&str>, Vec<&str>) =
-        statements.into_iter().partition(|s| is_session_setup(s));
-    let setup = setup.iter().map(|s| format!("{s};")).collect::<String>();
-    let work = Arc::new(std::sync::Mutex::new(
-        work.into_iter().map(str::to_string).collect::<Vec<_>>(),
-    ));
-    let mut set = tokio::task::JoinSet::new();
-    drop(conn);
-    for _ in 0..jobs.max(1) {
-        let (work, setup, target, db) =
-            (work.clone(), setup.clone(), target.clone(), db.to_string());
-        set.spawn(async move {
-            let mut c = Connection::connect(&target)
-                .await
-                .map_err(|e| CopyError::target(&db, "connecting for foreign keys", e))?;
-            if !setup.is_empty() {
-                c.execute(&setup)
-                    .await
-                    .map_err(|e| CopyError::target(&db, "preparing the session", e))?;
+/// What one finished entry hands back to the scheduler.
+type Finished = (Option<EntrySession>, Vec<usize>, Result<(), CopyError>);
+
+/// Bookkeeping of the dependency graph of the entries after the tables.
+struct Graph {
+    waiting_on: HashMap<usize, usize>,
+    dependents: HashMap<usize, Vec<usize>>,
+    ready: BTreeSet<usize>,
+    busy: HashSet<u64>,
+    left: usize,
+}
+
+impl Graph {
+    fn new(plan: &PostDataPlan) -> Graph {
+        let todo: HashSet<usize> = plan.after_tables.iter().copied().collect();
+        let mut g = Graph {
+            waiting_on: HashMap::new(),
+            dependents: HashMap::new(),
+            ready: BTreeSet::new(),
+            busy: HashSet::new(),
+            left: todo.len(),
+        };
+        for &i in &plan.after_tables {
+            // Dependencies outside this set ran per table already.
+            let deps: Vec<usize> = plan
+                .deps
+                .get(i)
+                .map(|d| d.iter().copied().filter(|j| todo.contains(j)).collect())
+                .unwrap_or_default();
+            for &j in &deps {
+                g.dependents.entry(j).or_default().push(i);
             }
-            loop {
-                let next = work.lock().ok().and_then(|mut w| w.pop());
-                let Some(stmt) = next else { break };
-                c.execute(&stmt)
-                    .await
-                    .map_err(|e| CopyError::target(&db, "adding foreign keys", e))?;
+            if deps.is_empty() {
+                g.ready.insert(i);
+            } else {
+                g.waiting_on.insert(i, deps.len());
             }
-            Ok::<(), CopyError>(())
-        });
+        }
+        g
     }
-    let mut first_err = None;
-    while let Some(r) = set.join_next().await {
-        let r = r.map_err(|e| CopyError::Unexpected {
-            db: db.to_string(),
-            message: format!("foreign key task failed: {e}"),
-        })?;
-        if let (Err(e), None) = (r, &first_err) {
-            first_err = Some(e);
+
+    /// The first ready entry (in archive order) whose lanes are all free,
+    /// with further ready entries that hold only the catalog lane when it
+    /// holds only that lane too.
+    fn take_runnable(&mut self, plan: &PostDataPlan) -> Option<Vec<usize>> {
+        let lanes_of = |i: usize| plan.lanes.get(i).map(Vec::as_slice).unwrap_or_default();
+        let i = self
+            .ready
+            .iter()
+            .copied()
+            .find(|&i| lanes_of(i).iter().all(|l| !self.busy.contains(l)))?;
+        let mut job = vec![i];
+        if lanes_of(i) == [CATALOG_LANE] {
+            job.extend(
+                self.ready
+                    .iter()
+                    .copied()
+                    .filter(|&j| j != i && lanes_of(j) == [CATALOG_LANE])
+                    .take(CATALOG_BATCH - 1),
+            );
+        }
+        for j in &job {
+            self.ready.remove(j);
+        }
+        self.busy.extend(lanes_of(i).iter().copied());
+        Some(job)
+    }
+
+    fn finish(&mut self, plan: &PostDataPlan, i: usize) {
+        for l in plan.lanes.get(i).map(Vec::as_slice).unwrap_or_default() {
+            self.busy.remove(l);
+        }
+        self.left = self.left.saturating_sub(1);
+        for d in self.dependents.remove(&i).unwrap_or_default() {
+            if let Some(n) = self.waiting_on.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    self.waiting_on.remove(&d);
+                    self.ready.insert(d);
+                }
+            }
         }
     }
-    first_err.map_or(Ok(()), Err)
+}
+
+/// Runs the post-data that waits for all tables, each entry once its
+/// dependencies are done, over up to `jobs` sessions.
+pub async fn build_remaining(
+    plan: Arc<PostDataPlan>,
+    target: &ConnectParams,
+    jobs: usize,
+    options: SessionOptions,
+    db: &str,
+) -> Result<(), CopyError> {
+    let jobs = jobs.max(1);
+    let mut graph = Graph::new(&plan);
+    let mut idle: Vec<EntrySession> = Vec::new();
+    let mut running: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
+    let mut first_err: Option<CopyError> = None;
+    loop {
+        while first_err.is_none() && running.len() < jobs {
+            let Some(job) = graph.take_runnable(&plan) else {
+                break;
+            };
+            let (plan, target, db, session, options) = (
+                plan.clone(),
+                target.clone(),
+                db.to_string(),
+                idle.pop(),
+                options.clone(),
+            );
+            running.spawn(async move {
+                let mut s = match session {
+                    Some(s) => s,
+                    None => match EntrySession::connect_with(&target, &db, AFTER_TABLES, options)
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => return (None, job, Err(e)),
+                    },
+                };
+                let entries: Vec<_> = job.iter().filter_map(|&i| plan.entries.get(i)).collect();
+                let r = s.run(&entries, &plan.lines, &db, AFTER_TABLES).await;
+                (Some(s), job, r)
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (session, job, r) = joined.map_err(|e| CopyError::Unexpected {
+            db: db.to_string(),
+            message: format!("post-data task failed: {e}"),
+        })?;
+        if let Some(s) = session {
+            idle.push(s);
+        }
+        match r {
+            Ok(()) => {
+                for i in job {
+                    graph.finish(&plan, i);
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    for s in idle {
+        s.close().await;
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if graph.left > 0 {
+        return Err(CopyError::Unexpected {
+            db: db.to_string(),
+            message: format!(
+                "{} post-data entries wait on each other in a cycle and were not run",
+                graph.left
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries 0..4: 1 depends on 0; 0 and 2 share a tree lane; 3 is free.
+    fn plan() -> PostDataPlan {
+        PostDataPlan {
+            after_tables: vec![0, 1, 2, 3],
+            deps: vec![vec![], vec![0], vec![], vec![]],
+            lanes: vec![vec![7], vec![], vec![7], vec![]],
+            ..PostDataPlan::default()
+        }
+    }
+
+    #[test]
+    fn one_entry_per_lane_and_dependencies_first() {
+        let p = plan();
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(vec![0]));
+        // 2 shares lane 7 with the running 0; 1 waits for 0.
+        assert_eq!(g.take_runnable(&p), Some(vec![3]));
+        assert_eq!(g.take_runnable(&p), None);
+        g.finish(&p, 0);
+        assert_eq!(g.take_runnable(&p), Some(vec![1]));
+        assert_eq!(g.take_runnable(&p), Some(vec![2]));
+        for i in [1, 2, 3] {
+            g.finish(&p, i);
+        }
+        assert_eq!(g.left, 0);
+    }
+
+    #[test]
+    fn dependencies_outside_the_set_count_as_done() {
+        let mut p = plan();
+        p.after_tables = vec![1, 3];
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(vec![1]));
+        assert_eq!(g.take_runnable(&p), Some(vec![3]));
+    }
+
+    #[test]
+    fn ready_catalog_entries_go_together() {
+        let p = PostDataPlan {
+            after_tables: vec![0, 1, 2, 3],
+            deps: vec![vec![], vec![], vec![0], vec![]],
+            lanes: vec![
+                vec![CATALOG_LANE],
+                vec![CATALOG_LANE],
+                vec![CATALOG_LANE],
+                vec![5, CATALOG_LANE],
+            ],
+            ..PostDataPlan::default()
+        };
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(vec![0, 1]));
+        assert_eq!(g.take_runnable(&p), None, "the catalog lane is held");
+        g.finish(&p, 0);
+        g.finish(&p, 1);
+        assert_eq!(g.take_runnable(&p), Some(vec![2]));
+    }
 }

@@ -12,6 +12,8 @@
 pub struct Statement<'a> {
     /// The statement text, leading comments and whitespace removed.
     pub sql: &'a str,
+    /// Byte offset of `sql` in the script.
+    pub offset: usize,
 }
 
 impl Statement<'_> {
@@ -71,6 +73,7 @@ pub fn split(script: &str) -> Vec<Statement<'_>> {
                 if let Some(s) = start.take() {
                     out.push(Statement {
                         sql: script[s..i].trim_end(),
+                        offset: s,
                     });
                 }
                 i += 1;
@@ -87,7 +90,10 @@ pub fn split(script: &str) -> Vec<Statement<'_>> {
     if let Some(s) = start {
         let rest = script[s..].trim_end();
         if !rest.is_empty() {
-            out.push(Statement { sql: rest });
+            out.push(Statement {
+                sql: rest,
+                offset: s,
+            });
         }
     }
     out

@@ -397,7 +397,11 @@ impl Daemon {
         if !st.failures.is_empty() {
             // A database whose copy did not finish cannot resume (its
             // snapshot is gone): its slot and publication would only pin WAL.
-            for d in state.databases.iter().filter(|d| !d.resume.copy_completed) {
+            for d in state
+                .databases
+                .iter()
+                .filter(|d| !d.resume.copy_completed && !d.resume.data_copied)
+            {
                 if let Err(e) = clean_up_database(&self.config, d, false).await {
                     tracing::warn!(db = %d.name, "cleanup after failure: {e}");
                 }
@@ -441,7 +445,7 @@ impl Daemon {
                         s.substatus
                     };
                     for d in &mut s.databases {
-                        if !d.resume.copy_completed {
+                        if !d.resume.copy_completed && !d.resume.data_copied {
                             forget(&mut d.resume);
                         }
                     }

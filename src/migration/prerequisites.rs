@@ -23,8 +23,11 @@ pub(super) struct Prepared {
     pub(super) tools: PgTools,
     /// Whether the target has the source's roles (so ownership is kept).
     pub(super) keep_owners: bool,
-    /// The OID of the target database just created.
+    /// The OID of the target database.
     pub(super) target_oid: u32,
+    /// The target database is kept from an earlier run whose data phase
+    /// finished: the copy resumes at post-data.
+    pub(super) data_copied: bool,
 }
 
 /// Connects to a maintenance database of the target (`postgres`, else
@@ -41,7 +44,14 @@ pub async fn connect_maintenance(endpoint: &Endpoint) -> Result<Connection, Conn
 /// Connects, checks the tools and the servers' identities, and creates
 /// the target database (dropping an earlier one only when it is ours or
 /// the operator asked to overwrite it and no migration uses it).
-pub(super) async fn prepare(ctx: &DbContext, resume: &ResumeState) -> Result<Prepared, DbError> {
+///
+/// With `may_resume`, a target database holding an earlier run's copied
+/// data is kept as it is (see [`Prepared::data_copied`]).
+pub(super) async fn prepare(
+    ctx: &DbContext,
+    resume: &ResumeState,
+    may_resume: bool,
+) -> Result<Prepared, DbError> {
     let db = ctx.db.as_str();
     let cfg = &ctx.config;
     let source_params = cfg.source.connect_params(db);
@@ -84,6 +94,18 @@ pub(super) async fn prepare(ctx: &DbContext, resume: &ResumeState) -> Result<Pre
     let exists = target_db::exists(&mut maint, db)
         .await
         .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;
+    if exists && may_resume && resume.data_copied && resume.target_database_created {
+        let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
+        let target_oid = target_db::oid(&mut maint, db).await?;
+        return Ok(Prepared {
+            source,
+            props,
+            tools,
+            keep_owners,
+            target_oid,
+            data_copied: true,
+        });
+    }
     if exists {
         if resume.target_database_created || cfg.overwrite_target {
             // Ours from an interrupted run (its snapshot is gone, so the
@@ -107,6 +129,7 @@ pub(super) async fn prepare(ctx: &DbContext, resume: &ResumeState) -> Result<Pre
     ctx.record(|r| {
         r.target_database_created = true;
         r.copy_completed = false;
+        r.data_copied = false;
     })?;
     Ok(Prepared {
         source,
@@ -114,6 +137,7 @@ pub(super) async fn prepare(ctx: &DbContext, resume: &ResumeState) -> Result<Pre
         tools,
         keep_owners,
         target_oid,
+        data_copied: false,
     })
 }
 

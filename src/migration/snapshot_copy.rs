@@ -7,9 +7,10 @@ use super::database::{DbContext, DbError};
 use super::prerequisites::{prepare, Prepared};
 use super::replication_objects::{drop_exported_slot, origin_names};
 use crate::config::Mode;
-use crate::conn::Connection;
+use crate::conn::{ConnectParams, Connection};
 use crate::control::state::ResumeState;
 use crate::control::status::Phase;
+use crate::copy::pg_tools::PgTools;
 use crate::copy::{slot, CopyError, CopyOptions, DatabaseCopy};
 use crate::protocol::lsn::Lsn;
 use crate::stream::publication;
@@ -22,13 +23,21 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
     ctx.progress.set_phase(Phase::CopyingSchema);
     let source_params = cfg.source.connect_params(db);
     let target_params = cfg.target.connect_params(db);
+    let mut prepared = prepare(ctx, resume, true).await?;
+    if prepared.data_copied {
+        if resume_copy(ctx, &prepared.tools, prepared.keep_owners).await? {
+            return Ok(());
+        }
+        prepared = prepare(ctx, resume, false).await?;
+    }
     let Prepared {
         mut source,
         props,
         tools,
         keep_owners,
         target_oid,
-    } = prepare(ctx, resume).await?;
+        ..
+    } = prepared;
     let name = slot::object_name(cfg.name.as_str(), props.oid);
     // A slot or publication of an interrupted copy would pin WAL forever.
     slot::drop_if_exists(&mut source, db, &name).await?;
@@ -79,6 +88,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         progress: ctx.progress.clone(),
         keep_owners,
         exclude_publication: (!temporary).then_some(name.as_str()),
+        on_data_copied: &|| mark_data_copied(ctx),
     };
     let started = Instant::now();
     let summary = copy.run(&exported.snapshot_name).await?;
@@ -96,7 +106,66 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         drop_exported_slot(&mut exported.conn, db, &name).await?;
     }
     let _ = exported.conn.close().await;
-    let mut target = Connection::connect(&target_params)
+    complete_copy(ctx, &target_params).await
+}
+
+/// Records that every table's rows are in, so a failure after this point
+/// resumes at post-data instead of copying again.
+fn mark_data_copied(ctx: &DbContext) {
+    if let Err(e) = ctx.record(|r| r.data_copied = true) {
+        tracing::warn!(db = %ctx.db, "recording that the data is copied: {e}");
+    }
+}
+
+/// Resumes a copy whose data phase finished in an earlier run: the rest of
+/// post-data, sequences, large objects. False when its work files are gone
+/// (the copy then starts over).
+async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Result<bool, DbError> {
+    let db = ctx.db.as_str();
+    let cfg = &ctx.config;
+    let source_params = cfg.source.connect_params(db);
+    let target_params = cfg.target.connect_params(db);
+    let name = ctx.resume().publication_name;
+    let copy = DatabaseCopy {
+        db,
+        source: &source_params,
+        target: &target_params,
+        tools,
+        work_dir: &ctx.work_dir,
+        options: CopyOptions {
+            jobs: cfg.copy.jobs,
+            index_jobs: cfg.copy.index_jobs,
+            split_bytes: cfg.copy.split_tables_larger_than,
+        },
+        progress: ctx.progress.clone(),
+        keep_owners,
+        exclude_publication: name.as_deref(),
+        on_data_copied: &|| {},
+    };
+    if !copy.can_resume() {
+        tracing::warn!(
+            db,
+            "the earlier run's schema archive is gone: copying again"
+        );
+        return Ok(false);
+    }
+    ctx.progress.set_phase(Phase::BuildingIndexes);
+    let summary = copy.resume().await?;
+    tracing::info!(
+        db,
+        sequences = summary.sequences,
+        large_objects = summary.large_objects,
+        "resumed copy done"
+    );
+    complete_copy(ctx, &target_params).await?;
+    Ok(true)
+}
+
+/// The end of a copy: statistics for the planner, work files removed, and
+/// the copy recorded as complete.
+async fn complete_copy(ctx: &DbContext, target_params: &ConnectParams) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let mut target = Connection::connect(target_params)
         .await
         .map_err(|e| CopyError::target(db, "connecting for ANALYZE", e))?;
     target

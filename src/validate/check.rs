@@ -62,6 +62,9 @@ pub const LARGE_OBJECTS: &str = "large_objects";
 pub const USER_CASTS: &str = "user_casts";
 /// Objects in tablespaces other than the default.
 pub const TABLESPACES: &str = "tablespaces";
+/// Objects the migration cannot carry (subscriptions, security labels,
+/// inheritance children's column order).
+pub const NOT_CARRIED: &str = "not_carried";
 /// Checks of the source server that could not run (no connection).
 pub const SOURCE_CHECKS_SKIPPED: &str = "source_checks_skipped";
 /// Checks of the target server that could not run (no connection).

@@ -158,6 +158,22 @@ pub fn source_only(
             "after the migration, ALTER TABLE/INDEX … SET TABLESPACE on the target if needed",
         )
     });
+    out.push(if d.not_carried.is_empty() {
+        pass(
+            check::NOT_CARRIED,
+            format!("database \"{db}\": nothing that the migration cannot carry"),
+        )
+    } else {
+        warn(
+            check::NOT_CARRIED,
+            format!(
+                "database \"{db}\": {} not carried to the target: {}",
+                count(d.not_carried.len(), "object"),
+                list(&d.not_carried)
+            ),
+            "recreate subscriptions and security labels on the target after the migration; an inheritance child's columns come in its parent's order there (see the README)",
+        )
+    });
     out
 }
 

@@ -54,6 +54,9 @@ pub struct SourceDatabase {
     pub extensions: Vec<(String, String)>,
     /// Collations used by columns, indexes and domains.
     pub collations: Vec<CollationUse>,
+    /// What the migration cannot carry: subscriptions, security labels,
+    /// and the column order of inheritance children pg_dump reorders.
+    pub not_carried: Vec<String>,
 }
 
 /// A non-default collation the schema refers to.
@@ -168,6 +171,7 @@ impl SourceDatabase {
             .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string())))
             .collect::<Result<_, ConnError>>()?;
         let collations = read_collations(conn).await?;
+        let not_carried = names(conn, &not_carried_sql()).await?;
         Ok(SourceDatabase {
             name: db.to_string(),
             size_bytes,
@@ -186,8 +190,44 @@ impl SourceDatabase {
             tablespace_objects,
             extensions,
             collations,
+            not_carried,
         })
     }
+}
+
+/// Objects pg_dump/pg_restore as pgmigrate runs them leave behind:
+/// subscriptions and security labels (they name things outside this
+/// server), and an inheritance child whose columns do not come as
+/// `CREATE TABLE … INHERITS` recreates them (the parent's first, in its
+/// order, then the child's own).
+fn not_carried_sql() -> String {
+    let col = |a: &str| format!("{a}.attnum > 0 AND NOT {a}.attisdropped");
+    format!(
+        "SELECT 'subscription ' || quote_ident(s.subname) FROM pg_catalog.pg_subscription s \
+           WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+         UNION ALL \
+         SELECT 'security label on ' || pg_catalog.pg_describe_object(l.classoid, l.objoid, l.objsubid) \
+           FROM pg_catalog.pg_seclabel l \
+         UNION ALL \
+         SELECT 'column order of inheritance child ' || format('%I.%I', n.nspname, c.relname) \
+           {RELATIONS} WHERE {USER_RELATION} AND c.relkind = 'r' AND NOT c.relispartition \
+           AND (EXISTS (SELECT 1 FROM pg_catalog.pg_attribute l JOIN pg_catalog.pg_attribute i \
+                  ON i.attrelid = l.attrelid AND i.attnum > l.attnum \
+                WHERE l.attrelid = c.oid AND {l} AND {i} AND l.attinhcount = 0 AND i.attinhcount > 0) \
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h \
+                JOIN pg_catalog.pg_attribute x ON x.attrelid = h.inhrelid AND {x} \
+                JOIN pg_catalog.pg_attribute y ON y.attrelid = h.inhrelid AND {y} AND x.attnum < y.attnum \
+                JOIN pg_catalog.pg_attribute px ON px.attrelid = h.inhparent AND px.attname = x.attname AND {px} \
+                JOIN pg_catalog.pg_attribute py ON py.attrelid = h.inhparent AND py.attname = y.attname AND {py} \
+                WHERE h.inhrelid = c.oid AND h.inhseqno = 1 AND px.attnum > py.attnum)) \
+         ORDER BY 1",
+        l = col("l"),
+        i = col("i"),
+        x = col("x"),
+        y = col("y"),
+        px = col("px"),
+        py = col("py"),
+    )
 }
 
 async fn names(conn: &mut Connection, sql: &str) -> Result<Vec<String>, ConnError> {

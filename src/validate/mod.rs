@@ -248,6 +248,7 @@ const DATABASE_IDS: &[&str] = &[
     check::LARGE_OBJECTS,
     check::USER_CASTS,
     check::TABLESPACES,
+    check::NOT_CARRIED,
 ];
 
 /// What became of one source database.

@@ -83,6 +83,7 @@ fn database() -> SourceDatabase {
         large_objects: 0,
         casts: vec![],
         tablespace_objects: vec![],
+        not_carried: vec![],
         extensions: vec![("plpgsql".into(), "1.0".into())],
         collations: vec![CollationUse {
             schema: "pg_catalog".into(),
@@ -306,6 +307,7 @@ fn database_rules_online_and_offline() {
     d.large_objects = 3;
     d.casts = vec!["text AS integer".into()];
     d.tablespace_objects = vec!["public.big (fast)".into()];
+    d.not_carried = vec!["subscription s".into()];
     d.unreadable = vec!["secret.t".into()];
     let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
     let ri = result_of(&out, check::REPLICA_IDENTITY);
@@ -325,6 +327,7 @@ fn database_rules_online_and_offline() {
         check::LARGE_OBJECTS,
         check::USER_CASTS,
         check::TABLESPACES,
+        check::NOT_CARRIED,
     ] {
         assert_eq!(result_of(&out, id).result, CheckResult::Warning, "{id}");
     }

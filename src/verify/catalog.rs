@@ -35,6 +35,9 @@ pub const OBJECT_KINDS: &[(&str, &str)] = &[
     ("extensions", "extension"),
 ];
 
+/// SQLSTATE 42501: the verifying role may not read something.
+const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
+
 /// Schemas that belong to the system, for objects outside `pg_class`.
 const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'";
@@ -131,6 +134,48 @@ pub async fn read_catalog(conn: &mut Connection) -> Result<Catalog, CatalogError
             .insert(name.to_string());
     }
 
+    let more = read(
+        "listing further schema objects",
+        conn.simple_query(&super::more_objects::more_objects_sql(conn.server_major()))
+            .await,
+    )?;
+    // The session is inside its snapshot transaction: a savepoint keeps it
+    // usable when the role may not read large objects' contents.
+    read(
+        "reading large objects",
+        conn.execute("SAVEPOINT pgmigrate_lo").await,
+    )?;
+    let los = match conn
+        .simple_query(super::more_objects::LARGE_OBJECTS_SQL)
+        .await
+    {
+        Err(e) if e.code() == Some(SQLSTATE_INSUFFICIENT_PRIVILEGE) => {
+            read(
+                "reading large objects",
+                conn.execute("ROLLBACK TO SAVEPOINT pgmigrate_lo").await,
+            )?;
+            read(
+                "listing large objects",
+                conn.simple_query(super::more_objects::LARGE_OBJECT_NAMES_SQL)
+                    .await,
+            )?
+        }
+        r => read("reading large objects", r)?,
+    };
+    read(
+        "reading large objects",
+        conn.execute("RELEASE SAVEPOINT pgmigrate_lo").await,
+    )?;
+    for r in more.iter().chain(los.iter()) {
+        let kind = read("listing further schema objects", r.str(0))?;
+        let name = read("listing further schema objects", r.opt_str(1))?;
+        catalog
+            .objects
+            .entry(kind.to_string())
+            .or_default()
+            .insert(name.unwrap_or("(unnamed)").to_string());
+    }
+
     let rows = read(
         "listing table columns",
         conn.simple_query(&tables_sql()).await,
@@ -187,7 +232,9 @@ fn not_extension_member(class: &str, oid: &str) -> String {
     )
 }
 
-/// One query naming every user schema object with its kind.
+/// One query naming every user schema object with its kind. A
+/// procedure's arguments are named without the `IN` that 14 and later
+/// print for them, so servers of different majors name it alike.
 fn objects_sql(server_major: u32) -> String {
     // From 13 on, a partition's copy of a parent's trigger is not internal;
     // leave the copies out so every version counts the same triggers.
@@ -219,9 +266,13 @@ fn objects_sql(server_major: u32) -> String {
          SELECT CASE k.contype WHEN 'p' THEN 'primary keys' WHEN 'u' THEN 'unique constraints' \
                   WHEN 'f' THEN 'foreign keys' WHEN 'c' THEN 'check constraints' \
                   ELSE 'exclusion constraints' END, \
-                k.conname || ' on ' || n.nspname || '.' || c.relname \
+                CASE WHEN pk.conrelid = k.conrelid \
+                     THEN pk.conname || ' (server-named copy for ' || \
+                          k.confrelid::pg_catalog.regclass::text || ')' \
+                     ELSE k.conname END || ' on ' || n.nspname || '.' || c.relname \
            FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           LEFT JOIN pg_catalog.pg_constraint pk ON pk.oid = k.conparentid \
            WHERE k.contype IN ('p', 'u', 'f', 'c', 'x') AND {USER_RELATION} \
          UNION ALL \
          SELECT 'triggers', g.tgname || ' on ' || n.nspname || '.' || c.relname \
@@ -231,7 +282,8 @@ fn objects_sql(server_major: u32) -> String {
          UNION ALL \
          SELECT CASE p.prokind WHEN 'p' THEN 'procedures' ELSE 'functions' END, \
                 n.nspname || '.' || p.proname || '(' || \
-                pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' \
+                pg_catalog.regexp_replace(pg_catalog.pg_get_function_identity_arguments(p.oid), \
+                  '(^|, )IN ', '\\1', 'g') || ')' \
            FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
            WHERE {USER_SCHEMA} AND {proc_not_ext} \
          UNION ALL \
@@ -249,6 +301,10 @@ fn objects_sql(server_major: u32) -> String {
 
 /// Plain tables and leaf partitions with their columns (one row per
 /// column; a table without columns has one row with NULL column).
+/// An inheritance child's columns come in name order: pg_dump recreates
+/// such a child with its parent's columns first, so its physical order is
+/// not carried (validation warns, the README lists it); contents are
+/// compared by column name either way.
 fn tables_sql() -> String {
     format!(
         "SELECT n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid), a.attname, \
@@ -257,7 +313,9 @@ fn tables_sql() -> String {
          LEFT JOIN pg_catalog.pg_attribute a \
            ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          WHERE c.relkind = 'r' AND {USER_RELATION} \
-         ORDER BY c.oid, a.attnum"
+         ORDER BY c.oid, CASE WHEN NOT c.relispartition AND EXISTS ( \
+                  SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) \
+                  THEN 0 ELSE a.attnum END, a.attname"
     )
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::conn::quote_ident;
 
 use super::catalog::{Catalog, Column, SequenceValue, TableName, OBJECT_KINDS};
+use super::more_objects::MORE_KINDS;
 use super::report::{DiffKind, Difference, ObjectCount};
 
 /// Row count and content checksum of one table on one side.
@@ -49,7 +50,7 @@ pub fn diff_objects(
     let empty = BTreeSet::new();
     let mut counts = BTreeMap::new();
     let mut diffs = Vec::new();
-    for (kind, singular) in OBJECT_KINDS {
+    for (kind, singular) in OBJECT_KINDS.iter().chain(MORE_KINDS) {
         let s = source.objects.get(*kind).unwrap_or(&empty);
         let t = target.objects.get(*kind).unwrap_or(&empty);
         counts.insert(
@@ -229,7 +230,7 @@ mod tests {
             ("tables", &["public.a", "public.b"]),
         ]);
         let (counts, diffs) = diff_objects(&s, &tg);
-        assert_eq!(counts.len(), OBJECT_KINDS.len());
+        assert_eq!(counts.len(), OBJECT_KINDS.len() + MORE_KINDS.len());
         assert_eq!(
             counts["tables"],
             ObjectCount {

@@ -11,6 +11,7 @@
 
 mod catalog;
 mod diff;
+mod more_objects;
 mod report;
 mod tables;
 
@@ -33,8 +34,11 @@ use tables::{checksum_tables, TableJob};
 /// client_encoding at startup; they are repeated so this list is complete.
 /// The timeouts are cleared because a role default must not cut a long
 /// checksum short, and sessions idle in their snapshot transaction while
-/// others work.
-pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
+/// others work. Only pg_catalog is searched, so a user's operator or
+/// function (the regression database has `text || "char"`) never captures
+/// one the queries mean.
+pub const SESSION_SETTINGS: &str = "SET search_path = pg_catalog; \
+     SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; \
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
      SET lc_monetary = 'C'; SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0";

@@ -26,6 +26,7 @@ mod cluster;
 mod compare;
 mod config;
 pub mod daemon;
+pub mod regress;
 mod run;
 mod tls;
 mod versions;
@@ -33,7 +34,7 @@ mod versions;
 use std::path::PathBuf;
 
 pub use cluster::{conninfo_value, quote_ident, Cluster, ClusterBuilder};
-pub use compare::{assert_same, assert_same_except, fingerprint};
+pub use compare::{assert_same, assert_same_except, assert_same_schema, fingerprint, schema_dump};
 pub use config::write_config;
 pub use run::{running_as_root, SERVER_USER};
 pub use versions::{
