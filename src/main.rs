@@ -260,9 +260,13 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             let Some(name) = migration_name(&name) else {
                 return Ok(exit::USAGE);
             };
-            let Some((state, source)) = console_client::read_state(&state_dir(dir), &name).await?
+            let Some((state, source)) =
+                console_client::read_state(&state_dir(dir.clone()), &name).await?
             else {
-                eprintln!("pgmigrate: no migration named {name}");
+                eprintln!(
+                    "pgmigrate: no migration named {name} in {}; pass the --state-dir of its config",
+                    state_dir(dir.clone()).display()
+                );
                 return Ok(exit::USAGE);
             };
             if json {
@@ -431,7 +435,25 @@ async fn request(
 ) -> anyhow::Result<Option<u8>> {
     match console_client::send(state_dir, name, command).await {
         Ok(_) => Ok(None),
-        Err(e @ (ConsoleClientError::NotRunning { .. } | ConsoleClientError::Refused { .. })) => {
+        Err(e @ ConsoleClientError::NotRunning { .. }) => {
+            // Say what the migration is, not only that no daemon answers.
+            match pgmigrate::control::store::StateStore::read(state_dir, name) {
+                Ok(Some(state)) if state.status.is_terminal() => eprintln!(
+                    "pgmigrate: migration {name} is {}/{}; there is nothing to do",
+                    state.status, state.substatus
+                ),
+                Ok(Some(state)) => eprintln!(
+                    "pgmigrate: {e} (it is {}/{}): start it with `pgmigrate run` or its service first",
+                    state.status, state.substatus
+                ),
+                _ => eprintln!(
+                    "pgmigrate: no migration named {name} in {}; pass the --state-dir of its config",
+                    state_dir.display()
+                ),
+            }
+            Ok(Some(exit::NOT_ALLOWED))
+        }
+        Err(e @ ConsoleClientError::Refused { .. }) => {
             eprintln!("pgmigrate: {e}");
             Ok(Some(exit::NOT_ALLOWED))
         }

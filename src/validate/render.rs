@@ -37,10 +37,11 @@ pub fn render_table(checks: &[ValidationCheck]) -> String {
         }
     }
     let n = |r: CheckResult| checks.iter().filter(|c| c.result == r).count();
+    let warnings = n(CheckResult::Warning);
     out.push_str(&format!(
-        "\n{} failed, {} warnings, {} succeeded\n",
+        "\n{} failed, {warnings} {}, {} succeeded\n",
         n(CheckResult::Failed),
-        n(CheckResult::Warning),
+        if warnings == 1 { "warning" } else { "warnings" },
         n(CheckResult::Succeeded)
     ));
     out
