@@ -33,6 +33,7 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut retries = 0u32;
     let mut applied_at_restart = stream.applied();
+    let mut report = MinuteReport::new(ctx);
     loop {
         let mut cutover = ctx.cutover.clone();
         let (stop, cut) = tokio::select! {
@@ -81,6 +82,7 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         else {
             continue;
         };
+        report.maybe_log(ctx);
         if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
             tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
         }
@@ -213,4 +215,41 @@ async fn slot_position(source: &mut Connection, slot_name: &str, db: &str) -> Op
             .set(bytes);
     }
     row.opt_str(1).ok().flatten().and_then(|s| s.parse().ok())
+}
+
+/// One journal line a minute while streaming, so a quiet journal means a
+/// quiet daemon and not a stuck one.
+struct MinuteReport {
+    since: std::time::Instant,
+    applied: u64,
+}
+
+impl MinuteReport {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn new(ctx: &DbContext) -> MinuteReport {
+        MinuteReport {
+            since: std::time::Instant::now(),
+            applied: ctx.progress.applied_changes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn maybe_log(&mut self, ctx: &DbContext) {
+        let elapsed = self.since.elapsed();
+        if elapsed < Self::EVERY {
+            return;
+        }
+        let applied = ctx.progress.applied_changes.load(Ordering::Relaxed);
+        let rate = applied.saturating_sub(self.applied) as f64 / elapsed.as_secs_f64();
+        tracing::info!(
+            db = %ctx.db,
+            lag_bytes = ctx.progress.lag_bytes.load(Ordering::Relaxed),
+            lag_seconds = format!("{:.1}", ctx.progress.latency_seconds()),
+            applied_changes = applied,
+            changes_per_second = format!("{rate:.0}"),
+            "streaming"
+        );
+        self.since = std::time::Instant::now();
+        self.applied = applied;
+    }
 }
