@@ -11,6 +11,7 @@ pub mod conn;
 pub mod control;
 pub mod copy;
 pub mod demo;
+pub mod listen;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;

@@ -10,6 +10,7 @@ pub mod notify;
 pub mod progress;
 pub mod report;
 pub mod state;
+pub mod state_dir;
 pub mod status;
 pub mod store;
 mod table;
