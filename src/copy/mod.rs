@@ -5,6 +5,7 @@
 pub mod catalog;
 mod error;
 pub mod large_objects;
+pub mod passfile;
 pub mod pg_tools;
 mod post_data;
 pub mod roles;
