@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::console::{ConsoleCommand, CONSOLE_PORT};
+use super::console_session::CLI_APPLICATION_NAME;
 use super::state::MigrationState;
 use super::status::Status;
 use super::store::{StateError, StateStore};
@@ -68,6 +69,9 @@ pub fn console_params(state_dir: &Path, name: &MigrationName) -> ConnectParams {
     );
     params.sslmode = SslMode::Disable;
     params.connect_timeout = CONNECT_TIMEOUT;
+    // Lets the console admit us to a reserved session when other clients
+    // hold all the ordinary ones.
+    params.application_name = CLI_APPLICATION_NAME.to_owned();
     params
 }
 
