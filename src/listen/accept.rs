@@ -5,7 +5,8 @@
 //! logging every failure wrote 19.9 M lines in 60 s. [`AcceptErrors`] turns
 //! each failure into a pause that doubles up to [`MAX_BACKOFF`] and a log line
 //! at most once per [`LOG_INTERVAL`], carrying the count of failures it did
-//! not log; the first success resets both and says how many were suppressed.
+//! not log; a success resets the pause, and says (within the same rate
+//! limit) how many attempts had failed.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -85,10 +86,18 @@ impl AcceptErrors {
     }
 
     /// Records a successful accept; returns a line to log when it ends a run
-    /// of failures.
-    pub fn accepted(&mut self) -> Option<String> {
+    /// of failures and no line was logged within [`LOG_INTERVAL`]. Near the
+    /// limit accepts succeed and fail by turns, so a success resets the
+    /// backoff but not the log's rate limit.
+    pub fn accepted(&mut self, now: Instant) -> Option<String> {
         self.next_backoff = MIN_BACKOFF;
         if self.failing == 0 {
+            return None;
+        }
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOG_INTERVAL);
+        if !due {
             return None;
         }
         let line = format!(
@@ -97,7 +106,7 @@ impl AcceptErrors {
         );
         self.failing = 0;
         self.suppressed = 0;
-        self.last_logged = None;
+        self.last_logged = Some(now);
         Some(line)
     }
 
@@ -112,7 +121,7 @@ impl AcceptErrors {
 
     /// Handles a successful accept in a listener's loop.
     pub fn note_accepted(&mut self) {
-        if let Some(line) = self.accepted() {
+        if let Some(line) = self.accepted(Instant::now()) {
             tracing::info!("{line}");
         }
     }
@@ -135,7 +144,7 @@ mod tests {
         assert_eq!(pauses[1], MIN_BACKOFF * 2);
         assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(*pauses.last().unwrap(), MAX_BACKOFF);
-        assert!(e.accepted().is_some());
+        assert!(e.accepted(now + LOG_INTERVAL).is_some());
         assert_eq!(e.failed(&emfile(), now).pause, MIN_BACKOFF);
     }
 
@@ -155,11 +164,16 @@ mod tests {
         assert_eq!(quiet, 0, "nothing logged within the interval");
         let next = e.failed(&emfile(), t0 + LOG_INTERVAL).log.unwrap();
         assert!(next.contains("999 more failures not logged"), "{next}");
-        let recovered = e.accepted().unwrap();
+        // Success and failure by turns: still one line per interval.
+        let t1 = t0 + LOG_INTERVAL + Duration::from_millis(1);
+        assert_eq!(e.accepted(t1), None);
+        assert_eq!(e.failed(&emfile(), t1).log, None);
+        let recovered = e.accepted(t0 + LOG_INTERVAL * 2).unwrap();
         assert!(
-            recovered.contains("after 1001 failed attempts"),
+            recovered.contains("after 1002 failed attempts"),
             "{recovered}"
         );
-        assert_eq!(e.accepted(), None, "a success after a success is quiet");
+        let t3 = t0 + LOG_INTERVAL * 3;
+        assert_eq!(e.accepted(t3), None, "a success after a success is quiet");
     }
 }
