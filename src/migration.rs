@@ -886,6 +886,7 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         {
             if let Some(Ok(Some(bytes))) = rows.first().map(|r| r.opt_parse::<f64>(0)) {
                 metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes);
+                ctx.progress.source_retained_wal_bytes.store(bytes as u64, Ordering::Relaxed);
             }
         }
         if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
