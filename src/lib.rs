@@ -3,7 +3,9 @@
 //!
 //! Modules follow the data flow: `protocol` (pure bytes) → `conn` (wire
 //! client) → `copy` (snapshot copy) → `stream`/`apply` (change stream) →
-//! `migration` (phase order) → `control` (state, console, signals).
+//! `migration` (phase order) → `control` (state, console, signals);
+//! `listen` holds what the daemon's listeners share (accept backoff, the
+//! metrics HTTP server, the open-files limit).
 
 pub mod apply;
 pub mod config;
