@@ -3,7 +3,9 @@
 //!
 //! Modules follow the data flow: `protocol` (pure bytes) → `conn` (wire
 //! client) → `copy` (snapshot copy) → `stream`/`apply` (change stream) →
-//! `migration` (phase order) → `control` (state, console, signals).
+//! `migration` (phase order) → `control` (state, console, signals);
+//! `listen` holds what the daemon's listeners share (accept backoff, the
+//! metrics HTTP server, the open-files limit).
 
 pub mod apply;
 pub mod chaos;
@@ -12,6 +14,7 @@ pub mod conn;
 pub mod control;
 pub mod copy;
 pub mod demo;
+pub mod listen;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;

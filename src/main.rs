@@ -16,6 +16,7 @@ use pgmigrate::control::console_client::{self, ConsoleClientError};
 use pgmigrate::control::report::{
     list_migrations, render_json, render_list, render_show, ListFilter,
 };
+use pgmigrate::control::state_dir;
 use pgmigrate::control::status::Status;
 use pgmigrate::control::ConsoleCommand;
 use pgmigrate::migration::{self, Outcome};
@@ -181,6 +182,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Many COPY and apply connections, spill files and listener sessions: use
+/// the hard limit of open files, not the (often 1024) soft one.
+fn raise_open_files_limit() {
+    match pgmigrate::listen::rlimit::raise_nofile() {
+        Ok(l) if l.after > l.before => {
+            tracing::debug!(from = l.before, to = l.after, "raised the open files limit");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
 fn load_config(path: &Path) -> Result<Config, u8> {
     Config::from_file(path).map_err(|e| {
         eprintln!("pgmigrate: {e}");
@@ -203,6 +216,11 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            if let Err(e) = state_dir::check_writable(&config.state_dir) {
+                eprintln!("pgmigrate: {e}");
+                return Ok(exit::USAGE);
+            }
+            raise_open_files_limit();
             let shutdown = shutdown_on_signals()?;
             if let Some(addr) = config.metrics_listen {
                 // A busy port must not stop a migration: metrics are a view.

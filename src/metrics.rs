@@ -6,11 +6,13 @@
 //! exporter once, when `metrics_listen` is set.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
 use thiserror::Error;
+
+use crate::listen::http::{self, HttpLimits};
 
 /// Bytes of WAL the target is behind the source.
 pub const REPLICATION_LAG_BYTES: &str = "pgmigrate_replication_lag_bytes";
@@ -170,8 +172,21 @@ pub fn describe() {
 /// The Prometheus exporter could not start.
 #[derive(Debug, Error)]
 pub enum MetricsError {
-    /// Binding the listener or installing the global recorder failed (the
-    /// address is in use, or a recorder is already installed).
+    /// The listener could not be bound (the address is in use, say).
+    #[error("cannot serve Prometheus metrics on {listen}: {error}")]
+    Bind {
+        /// The `metrics_listen` address.
+        listen: SocketAddr,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// `install` was called outside a tokio runtime.
+    #[error("cannot serve Prometheus metrics on {listen}: not inside a tokio runtime")]
+    NoRuntime {
+        /// The `metrics_listen` address.
+        listen: SocketAddr,
+    },
+    /// Installing the global recorder failed (one is already installed).
     #[error("cannot serve Prometheus metrics on {listen}: {error}")]
     Install {
         /// The `metrics_listen` address.
@@ -182,14 +197,45 @@ pub enum MetricsError {
 }
 
 /// Serves `http://<listen>/metrics` and makes it the process's recorder, then
-/// registers the help texts. Once per process. Called inside a tokio runtime
-/// the HTTP server runs as a task of that runtime (and stops with it);
-/// outside one, the exporter starts its own thread.
-pub fn install(listen: SocketAddr) -> Result<(), MetricsError> {
-    PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .install()
+/// registers the help texts. Once per process, inside a tokio runtime: the
+/// HTTP server ([`crate::listen::http`], with its connection limits and
+/// timeouts) runs as a task of that runtime and stops with it. Returns the
+/// bound address (`listen` with port 0 gets a free one).
+pub fn install(listen: SocketAddr) -> Result<SocketAddr, MetricsError> {
+    install_with(listen, HttpLimits::default())
+}
+
+/// [`install`] with other listener limits (tests use short timeouts).
+pub fn install_with(listen: SocketAddr, limits: HttpLimits) -> Result<SocketAddr, MetricsError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(MetricsError::NoRuntime { listen });
+    }
+    // Bound before the recorder is installed: a busy port leaves the process
+    // without a recorder, as if metrics_listen were "".
+    let listener = http::bind(listen).map_err(|error| MetricsError::Bind { listen, error })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| MetricsError::Bind { listen, error })?;
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
         .map_err(|error| MetricsError::Install { listen, error })?;
     describe();
-    Ok(())
+    let render_handle = handle.clone();
+    tokio::spawn(http::serve(
+        listener,
+        Arc::new(move || render_handle.render()),
+        limits,
+    ));
+    // Histograms and summaries need draining now and then; the exporter's own
+    // listener did this, the bare recorder does not.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UPKEEP_INTERVAL).await;
+            handle.run_upkeep();
+        }
+    });
+    Ok(bound)
 }
+
+/// How often the recorder's upkeep runs.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

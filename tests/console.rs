@@ -8,16 +8,20 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgmigrate::config::{MigrationName, Mode};
+use pgmigrate::conn::{ConnectParams, Connection, Host, SslMode};
 use pgmigrate::control::console::{socket_path, SQLSTATE_NOT_IN_PREREQUISITE_STATE};
 use pgmigrate::control::console_client::{self, ConsoleClientError, StateSource};
+use pgmigrate::control::console_session::SessionLimits;
 use pgmigrate::control::store::StateStore;
 use pgmigrate::control::{
-    serve_console, show_reply, ConsoleCommand, ConsoleHandler, ConsoleRefusal, ConsoleReply,
-    MigrationState, Phase, Status, Substatus,
+    serve_console, serve_console_with, show_reply, ConsoleCommand, ConsoleHandler, ConsoleRefusal,
+    ConsoleReply, MigrationState, Phase, Status, Substatus,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -89,12 +93,16 @@ struct Served {
 
 impl Served {
     async fn start(daemon: Arc<TestDaemon>) -> Served {
+        Served::start_with(daemon, SessionLimits::default()).await
+    }
+
+    async fn start_with(daemon: Arc<TestDaemon>, limits: SessionLimits) -> Served {
         let state_dir = common::tmp_dir();
         let dir = state_dir.path().join(NAME);
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(async move { serve_console(&dir, daemon, rx).await });
+        let task = tokio::spawn(async move { serve_console_with(&dir, daemon, rx, limits).await });
         let served = Served {
             state_dir,
             stop,
@@ -415,23 +423,37 @@ async fn cli_without_daemon() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_over_the_limit_are_refused_with_53300() {
-    let daemon = TestDaemon::new(Status::InProgress, Substatus::MigratingData);
-    let served = Served::start(daemon).await;
-    // Sixteen silent clients hold every session slot.
+/// Sixteen clients that finished their startup and then sit idle: what an
+/// operator's forgotten psql windows or a stuck monitoring script look like.
+async fn idle_sessions(served: &Served, n: usize) -> Vec<Connection> {
+    let mut params = ConnectParams::new(Host::Unix(served.dir()), 6543, "x", "pgmigrate");
+    params.sslmode = SslMode::Disable;
+    params.application_name = "idle-client".into();
     let mut idle = Vec::new();
-    for _ in 0..16 {
-        idle.push(
-            tokio::net::UnixStream::connect(served.socket())
-                .await
-                .unwrap(),
-        );
+    for _ in 0..n {
+        idle.push(Connection::connect(&params).await.unwrap());
     }
+    idle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_the_limit_are_refused_with_53300_but_cutover_gets_through() {
+    let daemon = TestDaemon::new(
+        Status::WaitingForUserAction,
+        Substatus::WaitingForCutoverTrigger,
+    );
+    let served = Served::start(daemon.clone()).await;
+    let idle = idle_sessions(&served, 16).await;
     let out = psql(&served.dir(), "SHOW STATUS").await;
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("at most 16 sessions"), "{stderr}");
+    // The CLI uses a reserved session: no "Broken pipe", no refusal.
+    let out = pgmigrate(&["cutover", NAME], served.state_dir.path()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(daemon.commands().contains(&ConsoleCommand::Cutover));
+    let out = pgmigrate(&["show", NAME, "--json"], served.state_dir.path()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     drop(idle);
     // Freed slots serve again once the server notices the hang-ups.
     let mut ok = false;
@@ -443,5 +465,156 @@ async fn sessions_over_the_limit_are_refused_with_53300() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ok, "console did not recover after idle clients left");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_gets_through_while_idle_sessions_hold_every_slot() {
+    let daemon = TestDaemon::new(Status::InProgress, Substatus::MigratingData);
+    let served = Served::start(daemon.clone()).await;
+    let _idle = idle_sessions(&served, 16).await;
+    let out = pgmigrate(&["cancel", NAME], served.state_dir.path()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("Broken pipe"));
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_connections_are_dropped_after_their_timeouts() {
+    let daemon = TestDaemon::new(Status::InProgress, Substatus::MigratingData);
+    let limits = SessionLimits {
+        startup_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(1),
+        ..SessionLimits::default()
+    };
+    let served = Served::start_with(daemon, limits).await;
+    // More silent sockets than there are sessions: none sends a startup.
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(UnixStream::connect(served.socket()).await.unwrap());
+    }
+    let mut idle = idle_sessions(&served, 15).await;
+    let started = Instant::now();
+    for s in &mut silent {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("a silent connection must be closed by the console")
+            .unwrap();
+        assert_eq!(n, 0, "nothing is sent to a client that never started");
+    }
+    // An idle session is told why before it is closed.
+    let mut raw = raw_session(&served).await;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut reply))
+        .await
+        .expect("an idle session must be closed by the console")
+        .unwrap();
+    let reply = text(&reply);
+    assert!(reply.contains("57P05") && reply.contains("idle"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // The idle sessions from before were closed too.
+    assert!(idle[0].simple_query("SHOW STATUS").await.is_err());
+    drop(idle);
+    assert!(psql(&served.dir(), "SHOW STATUS").await.status.success());
+    served.stop().await;
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Startup by hand, then read until ReadyForQuery.
+async fn raw_session(served: &Served) -> UnixStream {
+    let mut s = UnixStream::connect(served.socket()).await.unwrap();
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0x\0database\0pgmigrate\0\0");
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    s.write_all(&packet).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !seen.ends_with(b"Z\0\0\0\x05I") {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "console closed during startup");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_query_is_refused_with_a_short_error_and_flat_memory() {
+    let daemon = TestDaemon::new(Status::InProgress, Substatus::MigratingData);
+    let served = Served::start(daemon).await;
+    let mut s = raw_session(&served).await;
+    let before = rss_kib();
+    let size: u32 = 200 * 1024 * 1024;
+    let (mut read, mut write) = s.split();
+    let sender = async {
+        let mut header = vec![b'Q'];
+        header.extend_from_slice(&(size + 4).to_be_bytes());
+        write.write_all(&header).await?;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..200 {
+            write.write_all(&chunk).await?;
+        }
+        std::io::Result::Ok(())
+    };
+    let receiver = async {
+        let mut reply = Vec::new();
+        let _ = read.read_to_end(&mut reply).await;
+        reply
+    };
+    let (sent, reply) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(sender, receiver)
+    })
+    .await
+    .expect("the console must answer at once");
+    // The console discards the body (so the client reads the error rather
+    // than failing its write) without keeping any of it.
+    let _ = sent;
+    let after = rss_kib();
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    eprintln!(
+        "RSS {before} kB -> {after} kB; reply {} bytes: {text:?}",
+        reply.len()
+    );
+    assert!(reply.first() == Some(&b'E'), "{text}");
+    assert!(reply.len() < 300, "{text}");
+    assert!(
+        text.contains("54000") && text.contains("exceeds the limit"),
+        "{text}"
+    );
+    assert!(
+        after < before + 20 * 1024,
+        "RSS grew from {before} to {after} kB"
+    );
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_a_long_unknown_or_oversized_query_gets_a_short_error() {
+    let daemon = TestDaemon::new(Status::InProgress, Substatus::MigratingData);
+    let served = Served::start(daemon).await;
+    let dir = common::tmp_dir();
+    for (len, expect) in [(60_000, "42601"), (5_000_000, "54000")] {
+        let file = dir.path().join(format!("q{len}.sql"));
+        std::fs::write(&file, "x".repeat(len)).unwrap();
+        let out = psql(&served.dir(), &format!("\\i {}", file.display())).await;
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expect), "{len}: {stderr}");
+        assert!(
+            stderr.len() < 1000,
+            "{len}: error of {} bytes",
+            stderr.len()
+        );
+    }
+    assert!(psql(&served.dir(), "SHOW STATUS").await.status.success());
     served.stop().await;
 }

@@ -107,6 +107,44 @@ fn unit_keeps_the_deployment_contract() {
         text.contains("systemctl kill -s USR1"),
         "the unit must explain how SIGUSR1 cuts over"
     );
+    // Out of descriptors, the listeners stopped answering (issue 11).
+    let nofile: u64 = service_value(&entries, "LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE is a number");
+    assert!(nofile >= 65536, "LimitNOFILE={nofile}");
+}
+
+/// A minimal config whose state_dir is `state_dir`; no server is contacted
+/// before the state directory is checked.
+fn config_with_state_dir(dir: &Path, state_dir: &str) -> PathBuf {
+    let path = dir.join("m1.toml");
+    let text = format!(
+        "name = \"m1\"\ndatabases = [\"app\"]\nstate_dir = \"{state_dir}\"\nmetrics_listen = \"\"\n\
+         [source]\nhost = \"127.0.0.1\"\nport = 1\nuser = \"u\"\nsslmode = \"disable\"\n\
+         [target]\nhost = \"127.0.0.1\"\nport = 2\nuser = \"u\"\nsslmode = \"disable\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_unusable_state_dir_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Under a regular file: refused for root too, where mode bits are not.
+    for state_dir in ["/dev/null/x".to_owned(), "/proc/pgmigrate-state".to_owned()] {
+        let cfg = config_with_state_dir(dir.path(), &state_dir);
+        let out = Command::new(env!("CARGO_BIN_EXE_pgmigrate"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{state_dir}: {stderr}");
+        assert!(
+            stderr.contains(&format!("state_dir {state_dir} ")),
+            "{state_dir}: {stderr}"
+        );
+    }
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {

@@ -7,8 +7,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pgmigrate::listen::http::{self, HttpLimits};
 use pgmigrate::metrics;
 
 /// Every metric name the contract promises.
@@ -175,4 +177,135 @@ fn exporter_serves_every_contract_metric() {
     // A second exporter in the same process is refused with the address named.
     let err = metrics::install(free_port()).expect_err("second install must fail");
     assert!(err.to_string().contains("127.0.0.1:"), "{err}");
+}
+
+/// A metrics server of our own limits on an ephemeral port, with a fixed body.
+fn serve_test(runtime: &tokio::runtime::Runtime, limits: HttpLimits) -> SocketAddr {
+    let _guard = runtime.enter();
+    let listener = http::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(http::serve(
+        listener,
+        Arc::new(|| "pgmigrate_cutover_ready 0\n".to_owned()),
+        limits,
+    ));
+    addr
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Reads until EOF; `Err` when the server keeps the connection open longer
+/// than `limit`.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(limit))?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn idle_and_half_open_connections_are_closed_and_the_excess_refused() {
+    let runtime = runtime();
+    let addr = serve_test(
+        &runtime,
+        HttpLimits {
+            max_connections: 8,
+            read_timeout: Duration::from_secs(1),
+            ..HttpLimits::default()
+        },
+    );
+    let started = Instant::now();
+    // Eight hold every slot: four send nothing, four stop halfway.
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"GET /metr").unwrap();
+            }
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The ninth is told at once that the server is busy.
+    let mut extra = TcpStream::connect(addr).unwrap();
+    let busy = read_until_closed(&mut extra, Duration::from_secs(1)).expect("closed at once");
+    assert!(busy.starts_with("HTTP/1.1 503 "), "{busy:?}");
+    for s in &mut held {
+        let got = read_until_closed(s, Duration::from_secs(5)).expect("closed after the timeout");
+        assert_eq!(got, "", "a timed-out request gets no response");
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(4), "closed after {elapsed:?}");
+    // And the slots are free again.
+    assert!(scrape(addr).contains("pgmigrate_cutover_ready 0"));
+}
+
+/// Env var that makes `emfile_child` serve instead of returning at once.
+const EMFILE_CHILD: &str = "PGMIGRATE_TEST_EMFILE_CHILD";
+
+/// Child half of the next test: serves metrics under a tiny open-files
+/// limit, printing its port, for a few seconds.
+#[test]
+fn emfile_child() {
+    if std::env::var_os(EMFILE_CHILD).is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let runtime = runtime();
+    let addr = serve_test(&runtime, HttpLimits::default());
+    println!("PORT {}", addr.port());
+    std::thread::sleep(Duration::from_secs(6));
+}
+
+#[test]
+fn out_of_descriptors_the_listener_backs_off_logs_rarely_and_recovers() {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=32:32")
+        .arg(&exe)
+        .args(["--exact", "emfile_child", "--nocapture", "--test-threads=1"])
+        .env(EMFILE_CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let port: u16 = stdout
+        .by_ref()
+        .lines()
+        .map_while(Result::ok)
+        // libtest prints "test emfile_child ... " before it on the same line.
+        .find_map(|l| {
+            let rest = l.split("PORT ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .expect("child port");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Far more idle connections than the child has descriptors: the kernel
+    // completes them (backlog) while the child's accept fails with EMFILE.
+    let idle: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(idle);
+    // Once the idle ones are gone (or timed out), scrapes work again.
+    assert!(scrape(addr).contains("pgmigrate_cutover_ready"));
+    // Kept open to the end: the child's last words must not hit EPIPE.
+    std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let failures = log.lines().filter(|l| l.contains("cannot accept")).count();
+    eprintln!("child log:\n{log}");
+    assert!(failures >= 1, "EMFILE never reached:\n{log}");
+    assert!(failures <= 3, "{failures} accept-error lines:\n{log}");
 }

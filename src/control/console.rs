@@ -16,7 +16,6 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Sink;
@@ -28,16 +27,18 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use super::console_session::{self, Admission, SessionLimits};
+use crate::listen::accept::AcceptErrors;
 
 /// The console's port: the suffix of its socket's name.
 pub const CONSOLE_PORT: u16 = 6543;
 
-/// Sessions served at once; one more is refused with SQLSTATE 53300.
-const MAX_SESSIONS: usize = 16;
+/// At most this many characters of an unknown command are quoted back.
+const ECHO_LIMIT: usize = 200;
 
 /// SQLSTATE of a command the console does not know (`syntax_error`).
 pub const SQLSTATE_SYNTAX_ERROR: &str = "42601";
@@ -95,7 +96,7 @@ impl ConsoleCommand {
             ["CANCEL"] => Ok(ConsoleCommand::Cancel { drop_target: false }),
             ["CANCEL", "DROP", "TARGET"] => Ok(ConsoleCommand::Cancel { drop_target: true }),
             _ => Err(UnknownCommand {
-                query: trimmed.to_owned(),
+                query: echo(trimmed),
             }),
         }
     }
@@ -119,11 +120,20 @@ impl fmt::Display for ConsoleCommand {
     }
 }
 
+/// `query` as quoted in an error: its first [`ECHO_LIMIT`] characters.
+fn echo(query: &str) -> String {
+    match query.char_indices().nth(ECHO_LIMIT) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &query[..cut], query.len()),
+        None => query.to_owned(),
+    }
+}
+
 /// A query that is none of the console's commands.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("unknown console command \"{query}\"; the commands are {COMMAND_LIST}")]
 pub struct UnknownCommand {
-    /// The query as received, trimmed.
+    /// The query as received, trimmed, and cut to its first 200
+    /// characters: an error must not echo a huge query back.
     pub query: String,
 }
 
@@ -222,10 +232,21 @@ pub enum ConsoleError {
 /// turns true (or its sender is dropped), then closes every session and
 /// removes the socket file. A socket file left by a crashed daemon is
 /// replaced; the caller holds the migration's lock, so no live daemon owns it.
+/// Sessions are bounded by [`SessionLimits::default`].
 pub async fn serve(
     socket_dir: &Path,
     handler: Arc<dyn ConsoleHandler>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConsoleError> {
+    serve_with(socket_dir, handler, shutdown, SessionLimits::default()).await
+}
+
+/// [`serve`] with other session limits (tests use short timeouts).
+pub async fn serve_with(
+    socket_dir: &Path,
+    handler: Arc<dyn ConsoleHandler>,
     mut shutdown: watch::Receiver<bool>,
+    limits: SessionLimits,
 ) -> Result<(), ConsoleError> {
     let path = socket_path(socket_dir);
     let listener = bind(&path)?;
@@ -233,7 +254,8 @@ pub async fn serve(
     let handlers = Arc::new(ConsoleHandlers {
         backend: Arc::new(ConsoleBackend { handler }),
     });
-    let sessions_left = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let admission = Arc::new(Admission::new(limits));
+    let mut errors = AcceptErrors::new(format!("admin console {}", path.display()));
     let mut sessions = JoinSet::new();
     loop {
         if *shutdown.borrow() {
@@ -247,23 +269,20 @@ pub async fn serve(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let Ok(permit) = Arc::clone(&sessions_left).try_acquire_owned() else {
-                        sessions.spawn(refuse_session(stream));
-                        continue;
-                    };
-                    let handlers = Arc::clone(&handlers);
-                    sessions.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket_unix(stream, handlers).await {
-                            tracing::debug!(error = %e, "console session ended with an error");
-                        }
-                        drop(permit);
-                    });
+                    errors.note_accepted();
+                    // Over the pending limit the connection is closed at
+                    // once: it has not even said who it is.
+                    if let Some(pending) = admission.pending() {
+                        let session = console_session::run(
+                            stream,
+                            Arc::clone(&handlers),
+                            Arc::clone(&admission),
+                            pending,
+                        );
+                        sessions.spawn(session);
+                    }
                 }
-                Err(e) => {
-                    // EMFILE and the like pass; retrying at once would spin.
-                    tracing::warn!(error = %e, "console cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                Err(e) => errors.pause_after(&e).await,
             },
             // Reap finished sessions so the set stays as small as the live ones.
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -316,33 +335,6 @@ fn bind(path: &Path) -> Result<UnixListener, ConsoleError> {
         }
     })?;
     Ok(listener)
-}
-
-/// Tells a client over the session limit why, as PostgreSQL does: a FATAL
-/// ErrorResponse sent before reading its startup packet.
-async fn refuse_session(mut stream: UnixStream) {
-    let message = format!("the admin console serves at most {MAX_SESSIONS} sessions at once");
-    let mut fields = Vec::new();
-    for (code, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "53300"),
-        (b'M', message.as_str()),
-    ] {
-        fields.push(code);
-        fields.extend_from_slice(value.as_bytes());
-        fields.push(0);
-    }
-    fields.push(0);
-    let Ok(len) = i32::try_from(fields.len() + 4) else {
-        return;
-    };
-    let mut packet = vec![b'E'];
-    packet.extend_from_slice(&len.to_be_bytes());
-    packet.extend_from_slice(&fields);
-    // Best effort: the client may already be gone.
-    let _ = stream.write_all(&packet).await;
-    let _ = stream.shutdown().await;
 }
 
 /// pgwire's handler set: trust startup and our simple query handler; the
@@ -495,6 +487,10 @@ mod tests {
         }
         let e = ConsoleCommand::parse("  select 1; ").unwrap_err();
         assert_eq!(e.query, "select 1;");
+        let long = "x".repeat(100_000);
+        let e = ConsoleCommand::parse(&long).unwrap_err();
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        assert!(e.query.ends_with("… (100000 bytes)"), "{}", e.query);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::console::{ConsoleCommand, CONSOLE_PORT};
+use super::console_session::CLI_APPLICATION_NAME;
 use super::state::MigrationState;
 use super::status::Status;
 use super::store::{StateError, StateStore};
@@ -17,6 +18,12 @@ use crate::conn::{ConnError, ConnectParams, Connection, Host, Row, SslMode};
 
 /// How long to wait for a console that exists to answer the startup.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLSTATE of a console with every session taken.
+const SQLSTATE_TOO_MANY: &str = "53300";
+
+/// Tries, POLL_INTERVAL apart, while the console has no free session.
+const BUSY_ATTEMPTS: u32 = 10;
 
 /// Pause between two looks at the status while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -68,6 +75,9 @@ pub fn console_params(state_dir: &Path, name: &MigrationName) -> ConnectParams {
     );
     params.sslmode = SslMode::Disable;
     params.connect_timeout = CONNECT_TIMEOUT;
+    // Lets the console admit us to a reserved session when other clients
+    // hold all the ordinary ones.
+    params.application_name = CLI_APPLICATION_NAME.to_owned();
     params
 }
 
@@ -78,9 +88,20 @@ pub async fn send(
     command: ConsoleCommand,
 ) -> Result<Vec<Row>, ConsoleClientError> {
     let conn_err = |error: ConnError| classify(name, error);
-    let mut conn = Connection::connect(&console_params(state_dir, name))
-        .await
-        .map_err(conn_err)?;
+    let params = console_params(state_dir, name);
+    let mut attempt = 1;
+    let mut conn = loop {
+        match Connection::connect(&params).await {
+            Ok(conn) => break conn,
+            // Every session, the reserved ones included, is taken: they are
+            // short, so one frees up soon.
+            Err(ConnError::Db(db)) if db.code == SQLSTATE_TOO_MANY && attempt < BUSY_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            Err(e) => return Err(conn_err(e)),
+        }
+    };
     let rows = conn
         .simple_query(command.as_sql())
         .await

@@ -70,6 +70,7 @@ pub fn databases_reply(state: &MigrationState) -> ConsoleReply {
             "incoming_changes",
             "latency_seconds",
             "lag_bytes",
+            "source_retained_wal_bytes",
             "confirmed_lsn",
             "message",
         ]),
@@ -96,6 +97,7 @@ fn database_row(d: &DatabaseState) -> Vec<Option<String>> {
         Some(d.incoming_changes.to_string()),
         Some(d.latency_seconds.to_string()),
         Some(d.lag_bytes.to_string()),
+        Some(d.source_retained_wal_bytes.to_string()),
         d.confirmed_lsn.clone(),
         d.message.clone(),
     ]

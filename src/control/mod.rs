@@ -5,18 +5,20 @@
 
 pub mod console;
 pub mod console_client;
+pub mod console_session;
 pub mod console_show;
 pub mod notify;
 pub mod progress;
 pub mod report;
 pub mod state;
+pub mod state_dir;
 pub mod status;
 pub mod store;
 mod table;
 
 pub use console::{
-    serve as serve_console, ConsoleCommand, ConsoleError, ConsoleHandler, ConsoleRefusal,
-    ConsoleReply,
+    serve as serve_console, serve_with as serve_console_with, ConsoleCommand, ConsoleError,
+    ConsoleHandler, ConsoleRefusal, ConsoleReply,
 };
 pub use console_show::{databases_reply, show_reply, status_reply, tables_reply};
 pub use progress::{spawn_state_flusher, DbProgress, MigrationProgress};

@@ -50,6 +50,8 @@ pub struct DbProgress {
     pub incoming_changes: AtomicU64,
     /// Source WAL bytes not yet confirmed.
     pub lag_bytes: AtomicU64,
+    /// Source WAL the migration's slot retains, as last measured.
+    pub source_retained_wal_bytes: AtomicU64,
     /// `f64::to_bits` of the apply latency in seconds.
     latency_bits: AtomicU64,
     phase: Mutex<Phase>,
@@ -87,6 +89,10 @@ impl DbProgress {
             (&p.applied_changes, state.applied_changes),
             (&p.incoming_changes, state.incoming_changes),
             (&p.lag_bytes, state.lag_bytes),
+            (
+                &p.source_retained_wal_bytes,
+                state.source_retained_wal_bytes,
+            ),
         ];
         for (counter, value) in pairs {
             counter.store(value, Ordering::Relaxed);
@@ -166,6 +172,7 @@ impl DbProgress {
         state.incoming_changes = load(&self.incoming_changes);
         state.latency_seconds = self.latency_seconds();
         state.lag_bytes = load(&self.lag_bytes);
+        state.source_retained_wal_bytes = load(&self.source_retained_wal_bytes);
         state.confirmed_lsn = self.confirmed_lsn();
         state.message = self.message();
     }
@@ -294,6 +301,7 @@ mod tests {
             &p.applied_changes,
             &p.incoming_changes,
             &p.lag_bytes,
+            &p.source_retained_wal_bytes,
         ];
         for (i, c) in values.iter().enumerate() {
             c.fetch_add(i as u64 + 1, Ordering::Relaxed);
@@ -320,8 +328,9 @@ mod tests {
             s.applied_changes,
             s.incoming_changes,
             s.lag_bytes,
+            s.source_retained_wal_bytes,
         ];
-        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
         assert_eq!(s.latency_seconds, 1.5);
         assert_eq!(s.phase, Phase::Streaming);
         assert_eq!(s.message.as_deref(), Some("slow"));

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::state::MigrationState;
+use super::status::Status;
 use super::status::UnknownValue;
 use super::store::{self, StateError, STATE_FILE};
 use super::table::{Align, Table};
@@ -172,6 +173,9 @@ pub fn render_show(state: &MigrationState) -> String {
     }
     out.push('\n');
     out.push_str(&dbs.render());
+    for warning in leftover_slots(state) {
+        out.push_str(&format!("\nwarning: {warning}\n"));
+    }
 
     if !state.validation.is_empty() {
         let mut checks = Table::new(&[
@@ -196,6 +200,34 @@ pub fn render_show(state: &MigrationState) -> String {
         out.push_str(&checks.render());
     }
     out
+}
+
+/// One warning per replication slot a Failed migration still holds: the
+/// source keeps every WAL segment from the slot's position on, so its disk
+/// fills until the slot is dropped, which only `cancel` does.
+pub fn leftover_slots(state: &MigrationState) -> Vec<String> {
+    if state.status != Status::Failed {
+        return Vec::new();
+    }
+    state
+        .databases
+        .iter()
+        .filter_map(|d| {
+            let slot = d.resume.slot_name.as_deref()?;
+            let wal = match d.source_retained_wal_bytes {
+                0 => "retains source WAL (amount not measured yet)".to_owned(),
+                bytes => format!(
+                    "retained {:.1} MB of source WAL when last measured, and more since",
+                    bytes as f64 / (1024.0 * 1024.0)
+                ),
+            };
+            Some(format!(
+                "replication slot {slot} (database {}) still exists and {wal}; \
+                 run `pgmigrate cancel {}` to drop it, or `pgmigrate run` to resume",
+                d.name, state.name
+            ))
+        })
+        .collect()
 }
 
 /// `show --json` / `list --json`: one pretty-printed JSON document with a
@@ -225,6 +257,28 @@ mod tests {
         s.substatus = substatus;
         s.started_on = Some("2026-05-01T12:00:00Z".into());
         s
+    }
+
+    #[test]
+    fn failed_migration_with_a_slot_says_so() {
+        let mut s = state("m1", Status::Failed, Substatus::MigratingData);
+        let d = s.database_mut("ticketdb").unwrap();
+        d.resume.slot_name = Some("pgmigrate_m1_ticketdb".into());
+        d.source_retained_wal_bytes = 300 * 1024 * 1024;
+        s.database_mut("timedb").unwrap().resume.slot_name = Some("pgmigrate_m1_timedb".into());
+        let out = render_show(&s);
+        assert!(
+            out.contains(
+                "warning: replication slot pgmigrate_m1_ticketdb (database ticketdb) still exists \
+                 and retained 300.0 MB of source WAL when last measured, and more since; \
+                 run `pgmigrate cancel m1` to drop it"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("pgmigrate_m1_timedb (database timedb) still exists and retains source WAL (amount not measured yet)"), "{out}");
+        s.status = Status::InProgress;
+        assert!(leftover_slots(&s).is_empty());
+        assert!(!render_show(&s).contains("warning:"));
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct DatabaseState {
     pub latency_seconds: f64,
     /// Source WAL bytes between its current position and the confirmed LSN.
     pub lag_bytes: u64,
+    /// Source WAL kept for this database's replication slot, as last
+    /// measured while streaming (0: not measured). A Failed migration keeps
+    /// its slot, and this WAL, until `cancel`.
+    pub source_retained_wal_bytes: u64,
     /// Last LSN confirmed to the source as applied (`X/Y`).
     pub confirmed_lsn: Option<String>,
     /// Last error or warning for this database.
@@ -288,6 +292,8 @@ mod tests {
             "incoming_changes",
             "latency_seconds",
             "lag_bytes",
+            // Added by issue 11: what a Failed migration's slot still holds.
+            "source_retained_wal_bytes",
             "confirmed_lsn",
             "message",
             "resume",

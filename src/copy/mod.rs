@@ -9,6 +9,7 @@ pub mod entry_script;
 mod error;
 pub mod large_objects;
 pub mod owners;
+pub mod passfile;
 pub mod pg_tools;
 mod post_data;
 pub mod post_plan;

@@ -1,12 +1,14 @@
 //! pg_dump and pg_restore: finding a pair new enough for the source, and
-//! running them with the connection passed through the environment so no
-//! password ever shows in a process title.
+//! running them with the connection passed through the environment (and the
+//! password through a 0600 password file) so no password ever shows in a
+//! process title or a process environment.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::Command;
 
+use super::passfile::Passfile;
 use crate::conn::{ConnectParams, Host, SslMode};
 
 /// Errors of the external dump tools.
@@ -34,6 +36,15 @@ pub enum ToolError {
         status: String,
         /// What it printed on stderr (last lines).
         stderr: String,
+    },
+    /// The password file for the tool could not be written.
+    #[error("cannot write a password file in {dir}: {source}")]
+    Passfile {
+        /// The directory it was to go in.
+        dir: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// The tool could not be started.
     #[error("cannot run {tool}: {source}")]
@@ -126,7 +137,10 @@ impl PgTools {
             .arg("--no-sync")
             .arg("--file")
             .arg(out);
-        libpq_env(&mut cmd, params);
+        // The password file sits beside the archive, in the migration's
+        // 0700 directory, and lives until pg_dump has exited.
+        let dir = out.parent().unwrap_or(Path::new("."));
+        let _passfile = libpq_env(&mut cmd, params, dir)?;
         run(cmd, "pg_dump").await.map(|_| ())
     }
 
@@ -165,7 +179,14 @@ impl PgTools {
 }
 
 /// Points libpq of a child process at `params` through its environment.
-fn libpq_env(cmd: &mut Command, params: &ConnectParams) {
+/// The password goes into a 0600 file in `passfile_dir` named by
+/// `PGPASSFILE`, never into `PGPASSWORD`; keep the returned file until the
+/// child has exited.
+pub fn libpq_env(
+    cmd: &mut Command,
+    params: &ConnectParams,
+    passfile_dir: &Path,
+) -> Result<Option<Passfile>, ToolError> {
     let host = match &params.host {
         Host::Tcp(h) => h.clone(),
         Host::Unix(d) => d.display().to_string(),
@@ -191,9 +212,19 @@ fn libpq_env(cmd: &mut Command, params: &ConnectParams) {
         )
         .env_remove("PGSERVICE")
         .env_remove("PGOPTIONS");
-    match &params.password {
-        Some(pw) => cmd.env("PGPASSWORD", pw),
-        None => cmd.env_remove("PGPASSWORD"),
+    // Also when we have no password: one inherited from our own
+    // environment must not reach the child.
+    cmd.env_remove("PGPASSWORD");
+    let passfile = match &params.password {
+        Some(pw) => {
+            let file = Passfile::create(passfile_dir, pw).map_err(|e| ToolError::Passfile {
+                dir: passfile_dir.display().to_string(),
+                source: e,
+            })?;
+            cmd.env("PGPASSFILE", file.path());
+            Some(file)
+        }
+        None => None,
     };
     match &params.sslrootcert {
         Some(p) => cmd.env("PGSSLROOTCERT", p),
@@ -202,6 +233,7 @@ fn libpq_env(cmd: &mut Command, params: &ConnectParams) {
         }
         None => cmd.env_remove("PGSSLROOTCERT"),
     };
+    Ok(passfile)
 }
 
 async fn run(mut cmd: Command, tool: &str) -> Result<String, ToolError> {
@@ -242,4 +274,50 @@ async fn tool_major(bin: &Path) -> Result<u32, ToolError> {
                 bin.display()
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(cmd: &Command) -> Vec<(String, Option<String>)> {
+        cmd.as_std()
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn password_goes_through_a_passfile_not_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = ConnectParams::new(Host::Tcp("db1".into()), 5432, "u", "app");
+        params.password = Some(r"p:w\d".into());
+        let mut cmd = Command::new("pg_dump");
+        let file = libpq_env(&mut cmd, &params, dir.path()).unwrap().unwrap();
+        let env = env_of(&cmd);
+        // PGPASSWORD is only ever removed, never set.
+        assert!(env.contains(&("PGPASSWORD".into(), None)), "{env:?}");
+        let passfile = env
+            .iter()
+            .find(|(k, _)| k == "PGPASSFILE")
+            .and_then(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(Path::new(&passfile), file.path());
+        assert_eq!(
+            std::fs::read_to_string(&passfile).unwrap(),
+            "*:*:*:*:p\\:w\\\\d\n"
+        );
+        drop(file);
+        assert!(!Path::new(&passfile).exists());
+
+        params.password = None;
+        let mut cmd = Command::new("pg_dump");
+        assert!(libpq_env(&mut cmd, &params, dir.path()).unwrap().is_none());
+        assert!(!env_of(&cmd).iter().any(|(k, _)| k == "PGPASSFILE"));
+    }
 }

@@ -185,7 +185,7 @@ async fn measure_lag(
     // Before the workers report (at every stream start and restart) their
     // position is unknown, not 0: the slot's confirmed position is applied
     // for sure, so the lag is never more than the WAL truly behind.
-    let confirmed = slot_position(source, slot_name, db).await;
+    let confirmed = slot_position(ctx, source, slot_name).await;
     let applied = stream.applied();
     let lag = now.saturating_sub(applied.max(confirmed.unwrap_or(applied)));
     ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);
@@ -200,7 +200,8 @@ async fn measure_lag(
 
 /// The slot's confirmed flush position, publishing the WAL it retains on
 /// the way; None when it cannot be read now.
-async fn slot_position(source: &mut Connection, slot_name: &str, db: &str) -> Option<Lsn> {
+async fn slot_position(ctx: &DbContext, source: &mut Connection, slot_name: &str) -> Option<Lsn> {
+    let db = ctx.db.as_str();
     let rows = source
         .query(
             "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint, confirmed_flush_lsn::text \
@@ -213,6 +214,9 @@ async fn slot_position(source: &mut Connection, slot_name: &str, db: &str) -> Op
     if let Ok(Some(bytes)) = row.opt_parse::<f64>(0) {
         metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string())
             .set(bytes);
+        ctx.progress
+            .source_retained_wal_bytes
+            .store(bytes as u64, Ordering::Relaxed);
     }
     row.opt_str(1).ok().flatten().and_then(|s| s.parse().ok())
 }
