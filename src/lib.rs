@@ -13,6 +13,7 @@ pub mod copy;
 pub mod demo;
 pub mod metrics;
 pub mod migration;
+pub mod pgtypes;
 pub mod protocol;
 pub mod spill;
 pub mod stream;

@@ -18,6 +18,7 @@ use crate::copy::pg_tools::PgTools;
 use crate::copy::server_identity::ServerIdentity;
 use crate::copy::{self, roles, slot, target_db, CopyError, CopyOptions, DatabaseCopy};
 use crate::protocol::lsn::Lsn;
+use crate::stream::supervisor::{Event, Supervisor};
 use crate::stream::{self, publication, Stream, StreamConfig, StreamError};
 
 /// How a `run` ended; the binary maps it to an exit status.
@@ -308,6 +309,13 @@ pub async fn run(
                     store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
                     metrics::gauge!(crate::metrics::CUTOVER_READY).set(1.0);
                     tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
+                } else if waiting && !all_ready && store.snapshot().status == Status::WaitingForUserAction {
+                    // A stream stopped applying (restarting, or behind
+                    // again after a restart): not ready until it is.
+                    waiting = false;
+                    store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
+                    metrics::gauge!(crate::metrics::CUTOVER_READY).set(0.0);
+                    tracing::warn!("a stream is not applying: not ready for cutover until it has caught up again");
                 }
             }
         }
@@ -786,17 +794,12 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         binary: stream::binary_possible(&mut source, &publication_name).await,
     };
     ctx.progress.set_phase(Phase::Streaming);
-    let mut stream =
-        Stream::start(stream_cfg.clone(), ctx.progress.clone()).map_err(DbError::Stream)?;
-    let catch_up = current_wal_lsn(&mut source, db).await?;
+    // Restarts (a server restart, a network cut, a change the target
+    // refuses) are the supervisor's: bounded per position, see stream::retry.
+    let mut stream = Supervisor::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
+    let mut catch_up = current_wal_lsn(&mut source, db).await?;
     let mut shutdown = ctx.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // A server restart or a network cut must not end a migration that can
-    // resume: the stream restarts from the origins, with backoff, until it
-    // fails this many times in a row without applying anything.
-    const MAX_RETRIES: u32 = 20;
-    let mut retries = 0u32;
-    let mut applied_at_restart = stream.applied();
     loop {
         let mut cutover = ctx.cutover.clone();
         let (stop, cut) = tokio::select! {
@@ -809,52 +812,37 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             return Ok(DbEnd::Stopped);
         }
         if cut {
+            let Some(stream) = stream.into_stream() else {
+                return Err(DbError::Stream(StreamError::Other {
+                    db: db.to_string(),
+                    message: "cutover requested while the stream was restarting".into(),
+                }));
+            };
             cut_over(ctx, &mut source, stream, &slot_name).await?;
             return Ok(DbEnd::Done);
         }
-        if !stream.is_running() {
-            let err = match stream.stop().await {
-                Err(e) => e,
-                Ok(()) => StreamError::Other {
-                    db: db.to_string(),
-                    message: "the stream ended unexpectedly".into(),
-                },
-            };
-            retries += 1;
-            if retries > MAX_RETRIES {
-                return Err(DbError::Stream(err));
+        match stream.check().await.map_err(DbError::Stream)? {
+            Event::Down { message } => {
+                // Not applying: not ready, whatever it was before.
+                ctx.ready.store(false, Ordering::Release);
+                ctx.progress.set_message(Some(message));
             }
-            let wait = Duration::from_secs((1u64 << retries.min(5)).min(30));
-            tracing::warn!(
-                db,
-                retry = retries,
-                wait_s = wait.as_secs(),
-                "stream interrupted, restarting: {err}"
-            );
-            ctx.progress
-                .set_message(Some(format!("stream interrupted (retry {retries}): {err}")));
-            let stopped = tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
-                r = shutdown.wait_for(|s| *s) => r.is_ok(),
-            };
-            if stopped {
-                return Ok(DbEnd::Stopped);
-            }
-            if let Ok(c) = Connection::connect(&source_params).await {
-                source = c;
-            }
-            match Stream::start(stream_cfg.clone(), ctx.progress.clone()) {
-                Ok(s) => {
-                    stream = s;
-                    applied_at_restart = stream.applied();
+            Event::Restarted => {
+                ctx.ready.store(false, Ordering::Release);
+                if let Ok(c) = Connection::connect(&source_params).await {
+                    source = c;
                 }
-                Err(e) => return Err(DbError::Stream(e)),
+                // Ready again only once this stream applied what the
+                // source holds now.
+                if let Ok(l) = current_wal_lsn(&mut source, db).await {
+                    catch_up = l;
+                }
             }
-            continue;
-        }
-        if retries > 0 && stream.applied() > applied_at_restart {
-            retries = 0;
-            ctx.progress.set_message(None);
+            Event::Running { recovered } => {
+                if recovered {
+                    ctx.progress.set_message(None);
+                }
+            }
         }
         stream.poke();
         let now = match current_wal_lsn(&mut source, db).await {
@@ -888,7 +876,10 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
                 metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes);
             }
         }
-        if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
+        let ready = stream.applying() && applied >= catch_up;
+        if !stream.applying() {
+            ctx.ready.store(false, Ordering::Release);
+        } else if ready && !ctx.ready.swap(true, Ordering::AcqRel) {
             tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
         }
     }
