@@ -95,13 +95,32 @@ pub fn describe_key(rel: &RelationInfo, tuple: &TupleData) -> String {
             ColumnRef::Null => "NULL".to_string(),
             ColumnRef::UnchangedToast => "(unchanged)".to_string(),
             ColumnRef::Text(b) => cut(&String::from_utf8_lossy(b)),
-            ColumnRef::Binary(b) => {
-                let hex: String = b.iter().take(VALUE_LIMIT / 2).map(|x| format!("{x:02x}")).collect();
-                format!("\\x{hex}{}", if b.len() > VALUE_LIMIT / 2 { "…" } else { "" })
-            }
+            ColumnRef::Binary(b) => binary_value(c.type_oid, b),
         });
     }
     format!("({})=({})", names.join(", "), values.join(", "))
+}
+
+/// A binary value as text: integers and booleans as such, the rest as hex.
+fn binary_value(type_oid: u32, b: &[u8]) -> String {
+    let number = match type_oid {
+        16 if b.len() == 1 => Some((b.first() != Some(&0)).to_string()),
+        21 => <[u8; 2]>::try_from(b).ok().map(|a| i16::from_be_bytes(a).to_string()),
+        23 => <[u8; 4]>::try_from(b).ok().map(|a| i32::from_be_bytes(a).to_string()),
+        20 => <[u8; 8]>::try_from(b).ok().map(|a| i64::from_be_bytes(a).to_string()),
+        _ => None,
+    };
+    match number {
+        Some(n) => n,
+        _ => {
+            let hex: String = b
+                .iter()
+                .take(VALUE_LIMIT / 2)
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            format!("\\x{hex}{}", if b.len() > VALUE_LIMIT / 2 { "…" } else { "" })
+        }
+    }
 }
 
 fn cut(s: &str) -> String {
@@ -145,6 +164,14 @@ mod tests {
             assert_eq!(classify(&db(code)), Retry::Transient, "{code}");
         }
         assert_eq!(classify(&ConnError::Closed), Retry::Transient);
+    }
+
+    #[test]
+    fn binary_integers_read_as_numbers() {
+        assert_eq!(binary_value(23, &3i32.to_be_bytes()), "3");
+        assert_eq!(binary_value(20, &(-5i64).to_be_bytes()), "-5");
+        assert_eq!(binary_value(16, &[1]), "true");
+        assert_eq!(binary_value(17, &[0xab, 0x01]), "\\xab01");
     }
 
     #[test]
