@@ -796,7 +796,8 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     ctx.progress.set_phase(Phase::Streaming);
     // Restarts (a server restart, a network cut, a change the target
     // refuses) are the supervisor's: bounded per position, see stream::retry.
-    let mut stream = Supervisor::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
+    let mut stream =
+        Supervisor::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
     let mut catch_up = current_wal_lsn(&mut source, db).await?;
     let mut shutdown = ctx.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -8,7 +8,8 @@
 /// identity (box and circle compare areas; xml has none even where it is
 /// binary-coercible to text): a row holding one is matched by text form.
 pub const NO_EQUALITY_LEAVES: &[u32] = &[
-    114, 142, 600, 601, 602, 603, 604, 628, 718, 1790, 2970, 4072, 5038,
+    114, 142, 600, 601, 602, 603, 604, 628, 718, 1790, 2970, 4072,
+    5038,
     // json xml point lseg path box polygon line circle refcursor
     // txid_snapshot jsonpath pg_snapshot
 ];

@@ -417,7 +417,13 @@ fn streams_composite_domain_and_enum_keys() {
     );
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
-    wait_caught_up(state.path(), "typed-keys", &mut child, &log, Duration::from_secs(60));
+    wait_caught_up(
+        state.path(),
+        "typed-keys",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
     // Single changes, several in one transaction, a key change, deletes.
     for t in ["ck", "dk", "ek", "ak", "fullc"] {
         src.psql(
@@ -442,7 +448,12 @@ fn streams_composite_domain_and_enum_keys() {
     let contents = |c: &Cluster| -> Vec<String> {
         tables
             .iter()
-            .map(|t| c.psql("typed", &format!("SELECT string_agg(t::text, ';' ORDER BY t::text) FROM {t} t")))
+            .map(|t| {
+                c.psql(
+                    "typed",
+                    &format!("SELECT string_agg(t::text, ';' ORDER BY t::text) FROM {t} t"),
+                )
+            })
             .collect()
     };
     let want = contents(&src);
@@ -460,13 +471,25 @@ fn streams_composite_domain_and_enum_keys() {
     let doc = show(state.path(), "typed-keys");
     assert_eq!(doc["status"], "WaitingForUserAction", "{doc}");
     assert!(
-        doc["databases"][0]["cdc_update_counter"].as_u64().unwrap_or(0) >= 10,
+        doc["databases"][0]["cdc_update_counter"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 10,
         "updates not counted: {doc}"
     );
     // The key changes and deletes happened (not only the compare above).
-    assert_eq!(dst.psql("typed", "SELECT count(*) FROM dk WHERE (k).b = 'moved'"), "1");
-    assert_eq!(dst.psql("typed", "SELECT count(*) FROM fullc WHERE id = 4"), "0");
-    assert_eq!(dst.psql("typed", "SELECT count(*) FROM ek WHERE k = 'sad'"), "0");
+    assert_eq!(
+        dst.psql("typed", "SELECT count(*) FROM dk WHERE (k).b = 'moved'"),
+        "1"
+    );
+    assert_eq!(
+        dst.psql("typed", "SELECT count(*) FROM fullc WHERE id = 4"),
+        "0"
+    );
+    assert_eq!(
+        dst.psql("typed", "SELECT count(*) FROM ek WHERE k = 'sad'"),
+        "0"
+    );
     assert_same_except(&src, &dst, "typed", &["sequences"]);
     stop(child);
 }
@@ -520,7 +543,13 @@ fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
     );
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
-    wait_caught_up(state.path(), "refused", &mut child, &log, Duration::from_secs(60));
+    wait_caught_up(
+        state.path(),
+        "refused",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
     assert_eq!(metric(&scrape(&addr), "pgmigrate_cutover_ready"), Some(1.0));
     dst.psql(
         "refuse",
@@ -537,7 +566,9 @@ fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
             break s;
         }
         let body = scrape(&addr);
-        if metric(&body, "pgmigrate_cutover_ready") == Some(1.0) && started.elapsed() > Duration::from_secs(3) {
+        if metric(&body, "pgmigrate_cutover_ready") == Some(1.0)
+            && started.elapsed() > Duration::from_secs(3)
+        {
             saw_ready = true;
         }
         assert!(
@@ -548,12 +579,27 @@ fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
         std::thread::sleep(Duration::from_millis(300));
     };
     let elapsed = started.elapsed();
-    assert_eq!(status.code(), Some(1), "{}", std::fs::read_to_string(&log).unwrap_or_default());
-    assert!(!saw_ready, "cutover_ready stayed 1 while the change was refused");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        !saw_ready,
+        "cutover_ready stayed 1 while the change was refused"
+    );
     let doc = show(state.path(), "refused");
     assert_eq!(doc["status"], "Failed", "{doc}");
     let message = doc["message"].as_str().unwrap_or_default().to_string();
-    for part in ["refuse", "public.t", "(id)=(3)", "committed at ", "23514", "attempts"] {
+    for part in [
+        "refuse",
+        "public.t",
+        "(id)=(3)",
+        "committed at ",
+        "23514",
+        "attempts",
+    ] {
         assert!(message.contains(part), "{part:?} missing from {message:?}");
     }
     // The reported commit LSN is the UPDATE's (at or before the WAL
@@ -570,7 +616,10 @@ fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
         &format!("SELECT '{reported}'::pg_lsn <= '{lsn}'::pg_lsn + 4096 AND '{reported}'::pg_lsn >= '{lsn}'::pg_lsn - 65536"),
     );
     assert_eq!(cmp, "t", "reported {reported}, update at {lsn}");
-    eprintln!("refused change failed the migration after {:.1} s", elapsed.as_secs_f64());
+    eprintln!(
+        "refused change failed the migration after {:.1} s",
+        elapsed.as_secs_f64()
+    );
 }
 
 /// While the target is down the stream cannot apply: the migration leaves
@@ -594,7 +643,13 @@ fn not_ready_while_the_stream_cannot_apply() {
     );
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
-    wait_caught_up(state.path(), "target-down", &mut child, &log, Duration::from_secs(60));
+    wait_caught_up(
+        state.path(),
+        "target-down",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
     dst.stop();
     src.psql("down", "INSERT INTO t VALUES (1, 1)");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -603,7 +658,11 @@ fn not_ready_while_the_stream_cannot_apply() {
         let doc = show(state.path(), "target-down");
         let ready = metric(&scrape(&addr), "pgmigrate_cutover_ready");
         not_ready = doc["status"] == "InProgress" && ready == Some(0.0);
-        max_latency = max_latency.max(doc["databases"][0]["latency_seconds"].as_f64().unwrap_or(0.0));
+        max_latency = max_latency.max(
+            doc["databases"][0]["latency_seconds"]
+                .as_f64()
+                .unwrap_or(0.0),
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(
@@ -612,7 +671,13 @@ fn not_ready_while_the_stream_cannot_apply() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     dst.restart();
-    wait_caught_up(state.path(), "target-down", &mut child, &log, Duration::from_secs(90));
+    wait_caught_up(
+        state.path(),
+        "target-down",
+        &mut child,
+        &log,
+        Duration::from_secs(90),
+    );
     assert_eq!(metric(&scrape(&addr), "pgmigrate_cutover_ready"), Some(1.0));
     assert_eq!(dst.psql("down", "SELECT v FROM t WHERE id = 1"), "1");
     stop(child);

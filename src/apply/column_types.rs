@@ -53,9 +53,7 @@ impl ColumnTypes {
         let mut out = ColumnTypes::default();
         for c in &rel.columns {
             let row = rows.iter().find(|r| r.str(0).ok() == Some(c.name.as_str()));
-            let target_type = row
-                .and_then(|r| r.parse::<u32>(1).ok())
-                .unwrap_or_default();
+            let target_type = row.and_then(|r| r.parse::<u32>(1).ok()).unwrap_or_default();
             out.param_types.push(param_type(c.type_oid, target_type));
             out.text_match.push(lacking.contains(&c.name.as_str()));
         }

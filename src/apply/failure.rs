@@ -4,6 +4,7 @@
 //! the change in the error an operator reads.
 
 use crate::conn::ConnError;
+use crate::protocol::lsn::Lsn;
 use crate::protocol::pgoutput::{ColumnRef, TupleData};
 
 use super::relation::RelationInfo;
@@ -77,6 +78,34 @@ pub fn classify(e: &ConnError) -> Retry {
     }
 }
 
+/// A change the target refused, named: the statement, the table, the
+/// row's identity and the transaction it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("database {db}: apply worker {worker}: {what} table {table}, row {key}, in the transaction committed at {lsn}{more}: {source}")]
+pub struct RefusedChange {
+    /// Database.
+    pub db: String,
+    /// Worker index.
+    pub worker: usize,
+    /// `update of`, `insert into`, … (`set-based …` when many rows went together).
+    pub what: String,
+    /// `schema.table`.
+    pub table: String,
+    /// The row's identity (key columns, or every column under FULL).
+    pub key: String,
+    /// Commit LSN of the source transaction (the last one folded into the
+    /// statement, when it carried several).
+    pub lsn: Lsn,
+    /// How many other rows the statement carried, said when not none.
+    pub more: String,
+    /// Commit LSN of the first transaction of the batch that failed: where
+    /// this worker resumes, hence the position retries count at.
+    pub batch_start: Lsn,
+    /// The wire error.
+    #[source]
+    pub source: Box<ConnError>,
+}
+
 /// Longest text of one value in an error message.
 const VALUE_LIMIT: usize = 64;
 
@@ -105,9 +134,15 @@ pub fn describe_key(rel: &RelationInfo, tuple: &TupleData) -> String {
 fn binary_value(type_oid: u32, b: &[u8]) -> String {
     let number = match type_oid {
         16 if b.len() == 1 => Some((b.first() != Some(&0)).to_string()),
-        21 => <[u8; 2]>::try_from(b).ok().map(|a| i16::from_be_bytes(a).to_string()),
-        23 => <[u8; 4]>::try_from(b).ok().map(|a| i32::from_be_bytes(a).to_string()),
-        20 => <[u8; 8]>::try_from(b).ok().map(|a| i64::from_be_bytes(a).to_string()),
+        21 => <[u8; 2]>::try_from(b)
+            .ok()
+            .map(|a| i16::from_be_bytes(a).to_string()),
+        23 => <[u8; 4]>::try_from(b)
+            .ok()
+            .map(|a| i32::from_be_bytes(a).to_string()),
+        20 => <[u8; 8]>::try_from(b)
+            .ok()
+            .map(|a| i64::from_be_bytes(a).to_string()),
         _ => None,
     };
     match number {
@@ -118,7 +153,10 @@ fn binary_value(type_oid: u32, b: &[u8]) -> String {
                 .take(VALUE_LIMIT / 2)
                 .map(|x| format!("{x:02x}"))
                 .collect();
-            format!("\\x{hex}{}", if b.len() > VALUE_LIMIT / 2 { "…" } else { "" })
+            format!(
+                "\\x{hex}{}",
+                if b.len() > VALUE_LIMIT / 2 { "…" } else { "" }
+            )
         }
     }
 }

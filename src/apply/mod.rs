@@ -146,30 +146,8 @@ pub enum ApplyError {
     },
     /// A change the target refused, named: the statement, the table, the
     /// row's identity and the transaction it belongs to.
-    #[error("database {db}: apply worker {worker}: {what} table {table}, row {key}, in the transaction committed at {lsn}{more}: {source}")]
-    Change {
-        /// Database.
-        db: String,
-        /// Worker index.
-        worker: usize,
-        /// `update of`, `insert into`, … (`set-based` when many rows went together).
-        what: String,
-        /// `schema.table`.
-        table: String,
-        /// The row's identity (key columns, or every column under FULL).
-        key: String,
-        /// Commit LSN of the source transaction (the last one folded into
-        /// the statement, when it carried several).
-        lsn: Lsn,
-        /// How many other rows the statement carried, said when not none.
-        more: String,
-        /// Commit LSN of the first transaction of the batch that failed:
-        /// where this worker resumes, hence the position retries count at.
-        batch_start: Lsn,
-        /// The wire error.
-        #[source]
-        source: Box<crate::conn::ConnError>,
-    },
+    #[error(transparent)]
+    Change(Box<failure::RefusedChange>),
     /// Something inconsistent in what the worker was given (not the target's
     /// doing): retrying cannot help.
     #[error("database {db}: apply worker {worker}: {message}")]
@@ -187,9 +165,8 @@ impl ApplyError {
     /// Whether another attempt at the same change can succeed.
     pub fn retry(&self) -> failure::Retry {
         match self {
-            ApplyError::Target { source, .. } | ApplyError::Change { source, .. } => {
-                failure::classify(source)
-            }
+            ApplyError::Target { source, .. } => failure::classify(source),
+            ApplyError::Change(c) => failure::classify(&c.source),
             ApplyError::Setup { .. } => failure::Retry::Deterministic,
         }
     }
@@ -198,11 +175,7 @@ impl ApplyError {
     /// apply, when known: the same on every attempt that gets no further.
     pub fn position(&self) -> Option<(usize, Lsn)> {
         match self {
-            ApplyError::Change {
-                worker,
-                batch_start,
-                ..
-            } => Some((*worker, *batch_start)),
+            ApplyError::Change(c) => Some((c.worker, c.batch_start)),
             ApplyError::Target {
                 worker,
                 at: Some(at),

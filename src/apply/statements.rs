@@ -106,8 +106,7 @@ fn where_clause(
         let col = quote_ident(&c.name);
         conds.push(if !rel.full_identity() {
             format!("{col} = ${n}")
-        } else if NO_EQUALITY.contains(&c.type_oid) || text_match.get(i).copied().unwrap_or(false)
-        {
+        } else if NO_EQUALITY.contains(&c.type_oid) || text_match.get(i).copied().unwrap_or(false) {
             format!("{col}::text IS NOT DISTINCT FROM ${n}::text")
         } else {
             format!("{col} IS NOT DISTINCT FROM ${n}")
@@ -317,10 +316,7 @@ mod tests {
             update(&r, &no_doc, &[], m),
             "UPDATE \"s\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3"
         );
-        assert_eq!(
-            delete(&r, m),
-            "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1"
-        );
+        assert_eq!(delete(&r, m), "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1");
     }
 
     #[test]

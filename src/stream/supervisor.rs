@@ -189,5 +189,4 @@ impl Supervisor {
             None => Ok(()),
         }
     }
-
 }

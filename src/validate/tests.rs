@@ -443,7 +443,10 @@ fn identity_columns_without_equality() {
     let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
     let c = result_of(&out, check::REPLICA_IDENTITY_EQUALITY);
     assert_eq!(c.result, CheckResult::Warning, "{c:?}");
-    assert!(c.message.contains("public.shapes.c") && c.fix.contains("primary key"), "{c:?}");
+    assert!(
+        c.message.contains("public.shapes.c") && c.fix.contains("primary key"),
+        "{c:?}"
+    );
     d.key_without_equality = vec!["public.k.id".into()];
     let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
     let c = result_of(&out, check::REPLICA_IDENTITY_EQUALITY);

@@ -8,7 +8,7 @@ use crate::conn::PipelineError;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::pgoutput::TupleData;
 
-use super::super::failure::describe_key;
+use super::super::failure::{describe_key, RefusedChange};
 use super::super::relation::RelationInfo;
 use super::super::ApplyError;
 use super::{Kind, Worker};
@@ -91,7 +91,7 @@ impl Worker {
             Kind::Update => "update of",
             Kind::Delete => "delete from",
         };
-        ApplyError::Change {
+        ApplyError::Change(Box::new(RefusedChange {
             db: self.cfg.db.clone(),
             worker: self.cfg.index,
             what: if q.set_based {
@@ -109,6 +109,6 @@ impl Worker {
             },
             batch_start: self.batch_first,
             source: Box::new(e.error),
-        }
+        }))
     }
 }

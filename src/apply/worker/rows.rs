@@ -125,7 +125,11 @@ impl Worker {
             let set_cols = (0..rel.columns.len())
                 .filter(|&i| set.has(i) && !skip.get(i).copied().unwrap_or(false));
             let mut types = table.types.of(set_cols);
-            types.extend(table.types.of((0..rel.columns.len()).filter(|&i| matching.has(i))));
+            types.extend(
+                table
+                    .types
+                    .of((0..rel.columns.len()).filter(|&i| matching.has(i))),
+            );
             (statements::update(rel, set, skip, m), types)
         })?;
         let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len() * 2);
