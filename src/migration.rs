@@ -846,37 +846,10 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             }
         }
         stream.poke();
-        let now = match current_wal_lsn(&mut source, db).await {
-            Ok(l) => l,
-            Err(e) => {
-                // Lag is a view: reconnect next time, keep streaming.
-                tracing::warn!(db, "cannot read the source's WAL position: {e}");
-                if let Ok(c) = Connection::connect(&source_params).await {
-                    source = c;
-                }
-                continue;
-            }
+        let Some(applied) = report_lag(ctx, &mut source, &source_params, &stream, &slot_name).await
+        else {
+            continue;
         };
-        let applied = stream.applied();
-        let lag = now.saturating_sub(applied);
-        ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);
-        let latency = stream.latency_seconds();
-        ctx.progress.set_latency_seconds(latency);
-        metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES, "database" => db.to_string())
-            .set(lag as f64);
-        metrics::gauge!(crate::metrics::REPLICATION_LAG_SECONDS, "database" => db.to_string())
-            .set(latency);
-        if let Ok(rows) = source
-            .query(
-                "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-                &[slot_name.as_str().into()],
-            )
-            .await
-        {
-            if let Some(Ok(Some(bytes))) = rows.first().map(|r| r.opt_parse::<f64>(0)) {
-                metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes);
-            }
-        }
         let ready = stream.applying() && applied >= catch_up;
         if !stream.applying() {
             ctx.ready.store(false, Ordering::Release);
@@ -884,6 +857,52 @@ async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
         }
     }
+}
+
+/// Measures and publishes one database's lag (bytes, seconds) and the WAL
+/// its slot retains; returns the LSN applied through, or `None` when the
+/// source's position could not be read (the session is renewed for the
+/// next time).
+async fn report_lag(
+    ctx: &DbContext,
+    source: &mut Connection,
+    source_params: &ConnectParams,
+    stream: &Supervisor,
+    slot_name: &str,
+) -> Option<Lsn> {
+    let db = ctx.db.as_str();
+    let now = match current_wal_lsn(source, db).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Lag is a view: reconnect next time, keep streaming.
+            tracing::warn!(db, "cannot read the source's WAL position: {e}");
+            if let Ok(c) = Connection::connect(source_params).await {
+                *source = c;
+            }
+            return None;
+        }
+    };
+    let applied = stream.applied();
+    let lag = now.saturating_sub(applied);
+    ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);
+    let latency = stream.latency_seconds();
+    ctx.progress.set_latency_seconds(latency);
+    metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES, "database" => db.to_string())
+        .set(lag as f64);
+    metrics::gauge!(crate::metrics::REPLICATION_LAG_SECONDS, "database" => db.to_string())
+        .set(latency);
+    if let Ok(rows) = source
+        .query(
+            "SELECT (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[slot_name.into()],
+        )
+        .await
+    {
+        if let Some(Ok(Some(bytes))) = rows.first().map(|r| r.opt_parse::<f64>(0)) {
+            metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string()).set(bytes);
+        }
+    }
+    Some(applied)
 }
 
 /// Cutover of one database: optionally make the source read-only, record

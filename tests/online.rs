@@ -459,6 +459,12 @@ fn streams_composite_domain_and_enum_keys() {
     let want = contents(&src);
     let deadline = Instant::now() + Duration::from_secs(60);
     while contents(&dst) != want {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "pgmigrate exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "target differs: {:?} vs {want:?}: {}\n{}",
