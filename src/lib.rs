@@ -17,6 +17,7 @@ pub mod demo;
 pub mod listen;
 pub mod metrics;
 pub mod migration;
+pub mod pgtypes;
 pub mod protocol;
 pub mod spill;
 pub mod stream;

@@ -465,7 +465,7 @@ async fn request(
                     state.status, state.substatus
                 ),
                 _ => eprintln!(
-                    "pgmigrate: no migration named {name} in {}; pass the --state-dir of its config",
+                    "pgmigrate: {e}: there is no migration named {name} in {} (yet); pass the --state-dir of its config",
                     state_dir.display()
                 ),
             }

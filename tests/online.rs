@@ -407,3 +407,314 @@ fn a_large_transaction_keeps_memory_bounded() {
     common::assert_same(&src, &dst, "big");
     stop(child);
 }
+
+/// Composite keys, a domain over a composite, an enum key, arrays of
+/// composites, and composites holding types without equality under
+/// REPLICA IDENTITY FULL: every UPDATE and DELETE finds its row on the
+/// target (an untyped parameter would fail with 0A000 and stall the stream).
+#[test]
+fn streams_composite_domain_and_enum_keys() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("typed");
+    src.psql(
+        "typed",
+        "CREATE SCHEMA \"Other\"; \
+         CREATE TYPE \"Other\".\"Pair\" AS (a int, b text); \
+         CREATE DOMAIN \"Other\".dpair AS \"Other\".\"Pair\"; \
+         CREATE TYPE ptj AS (p point, j json); \
+         CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
+         CREATE TABLE ck (k \"Other\".\"Pair\" PRIMARY KEY, v int); \
+         CREATE TABLE dk (k \"Other\".dpair PRIMARY KEY, v int); \
+         CREATE TABLE ek (k mood PRIMARY KEY, v int); \
+         CREATE TABLE ak (k \"Other\".\"Pair\"[] PRIMARY KEY, v int); \
+         CREATE TABLE fullc (id int, c ptj, arr \"Other\".\"Pair\"[], v int); \
+         ALTER TABLE fullc REPLICA IDENTITY FULL; \
+         INSERT INTO ck SELECT ROW(g, 'b ' || g)::\"Other\".\"Pair\", 0 FROM generate_series(1, 20) g; \
+         INSERT INTO dk SELECT ROW(g, 'd,' || g)::\"Other\".\"Pair\", 0 FROM generate_series(1, 20) g; \
+         INSERT INTO ek VALUES ('sad', 0), ('ok', 0), ('happy', 0); \
+         INSERT INTO ak SELECT ARRAY[ROW(g, 'x')::\"Other\".\"Pair\", ROW(g, 'y \"q\"')::\"Other\".\"Pair\"], 0 FROM generate_series(1, 20) g; \
+         INSERT INTO fullc SELECT g, ROW(point(g, g), '{\"g\": 1}')::ptj, ARRAY[ROW(g, 'f')::\"Other\".\"Pair\"], 0 FROM generate_series(1, 20) g;",
+    );
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "typed-keys",
+        &src,
+        &dst,
+        &["typed"],
+        "option = \"migrate\"\n[apply]\nworkers = 2\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "typed-keys",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    // Single changes, several in one transaction, a key change, deletes.
+    for t in ["ck", "dk", "ek", "ak", "fullc"] {
+        src.psql(
+            "typed",
+            &format!("UPDATE {t} SET v = v + 1 WHERE v = 0 AND ctid = (SELECT min(ctid) FROM {t})"),
+        );
+        src.psql("typed", &format!("BEGIN; UPDATE {t} SET v = 7; DELETE FROM {t} WHERE ctid = (SELECT max(ctid) FROM {t}); COMMIT"));
+    }
+    src.psql(
+        "typed",
+        "UPDATE ck SET k = ROW((k).a + 100, (k).b)::\"Other\".\"Pair\" WHERE (k).a = 1; \
+         UPDATE dk SET k = ROW((k).a + 100, 'moved')::\"Other\".\"Pair\" WHERE (k).a = 2; \
+         UPDATE ek SET k = 'happy' WHERE k = 'ok' AND NOT EXISTS (SELECT 1 FROM ek WHERE k = 'happy'); \
+         DELETE FROM ek WHERE k = 'sad'; \
+         UPDATE fullc SET c = ROW(point(0, 0), '{}')::ptj WHERE id = 3; \
+         DELETE FROM fullc WHERE id = 4; \
+         INSERT INTO ck VALUES (ROW(999, 'new')::\"Other\".\"Pair\", 1); \
+         INSERT INTO ak VALUES (ARRAY[ROW(999, NULL)::\"Other\".\"Pair\"], 1);",
+    );
+    // Lag 0 can be read before the last changes arrive: wait for the rows.
+    let tables = ["ck", "dk", "ek", "ak", "fullc"];
+    let contents = |c: &Cluster| -> Vec<String> {
+        tables
+            .iter()
+            .map(|t| {
+                c.psql(
+                    "typed",
+                    &format!("SELECT string_agg(t::text, ';' ORDER BY t::text) FROM {t} t"),
+                )
+            })
+            .collect()
+    };
+    let want = contents(&src);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while contents(&dst) != want {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "pgmigrate exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target differs: {:?} vs {want:?}: {}\n{}",
+            contents(&dst),
+            show(state.path(), "typed-keys"),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let doc = show(state.path(), "typed-keys");
+    assert_eq!(doc["status"], "WaitingForUserAction", "{doc}");
+    assert!(
+        doc["databases"][0]["cdc_update_counter"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 10,
+        "updates not counted: {doc}"
+    );
+    // The key changes and deletes happened (not only the compare above).
+    assert_eq!(
+        dst.psql("typed", "SELECT count(*) FROM dk WHERE (k).b = 'moved'"),
+        "1"
+    );
+    assert_eq!(
+        dst.psql("typed", "SELECT count(*) FROM fullc WHERE id = 4"),
+        "0"
+    );
+    assert_eq!(
+        dst.psql("typed", "SELECT count(*) FROM ek WHERE k = 'sad'"),
+        "0"
+    );
+    assert_same_except(&src, &dst, "typed", &["sequences"]);
+    stop(child);
+}
+
+/// `GET /metrics` over HTTP/1.0 (the body ends at EOF); "" while the
+/// listener is not up.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of an unlabelled metric.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// A change the target refuses (here a CHECK constraint only the target
+/// has) fails the migration within seconds, naming database, table, row
+/// and LSN; the daemon exits 1 and never says it is ready meanwhile.
+#[test]
+fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("refuse");
+    src.psql(
+        "refuse",
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g;",
+    );
+    let state = tmp_dir();
+    let addr = free_addr();
+    let cfg = write_config(
+        state.path(),
+        "refused",
+        &src,
+        &dst,
+        &["refuse"],
+        &format!("option = \"migrate\"\nmetrics_listen = \"{addr}\"\n"),
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "refused",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    assert_eq!(metric(&scrape(&addr), "pgmigrate_cutover_ready"), Some(1.0));
+    dst.psql(
+        "refuse",
+        "ALTER TABLE t ADD CONSTRAINT v_small CHECK (v < 100) NOT VALID",
+    );
+    let lsn = src.psql(
+        "refuse",
+        "UPDATE t SET v = 1000 WHERE id = 3 RETURNING pg_current_wal_lsn()",
+    );
+    let started = Instant::now();
+    let mut saw_ready = false;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        let body = scrape(&addr);
+        if metric(&body, "pgmigrate_cutover_ready") == Some(1.0)
+            && started.elapsed() > Duration::from_secs(3)
+        {
+            saw_ready = true;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still running after 60 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        !saw_ready,
+        "cutover_ready stayed 1 while the change was refused"
+    );
+    let doc = show(state.path(), "refused");
+    assert_eq!(doc["status"], "Failed", "{doc}");
+    let message = doc["message"].as_str().unwrap_or_default().to_string();
+    for part in [
+        "refuse",
+        "public.t",
+        "(id)=(3)",
+        "committed at ",
+        "23514",
+        "attempts",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from {message:?}");
+    }
+    // The reported commit LSN is the UPDATE's (at or before the WAL
+    // position the source reported while it ran).
+    let reported = message
+        .split("committed at ")
+        .nth(1)
+        .and_then(|r| r.split([' ', ':', ',']).next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!reported.is_empty(), "{message}");
+    let cmp = src.psql(
+        "refuse",
+        &format!("SELECT '{reported}'::pg_lsn <= '{lsn}'::pg_lsn + 4096 AND '{reported}'::pg_lsn >= '{lsn}'::pg_lsn - 65536"),
+    );
+    assert_eq!(cmp, "t", "reported {reported}, update at {lsn}");
+    eprintln!(
+        "refused change failed the migration after {:.1} s",
+        elapsed.as_secs_f64()
+    );
+}
+
+/// While the target is down the stream cannot apply: the migration leaves
+/// WaitingForUserAction, cutover_ready is 0 and the lag in seconds grows;
+/// once the target is back it catches up and is ready again.
+#[test]
+fn not_ready_while_the_stream_cannot_apply() {
+    let src = Cluster::start_default();
+    let mut dst = Cluster::start_default();
+    src.create_db("down");
+    src.psql("down", "CREATE TABLE t (id int PRIMARY KEY, v int)");
+    let state = tmp_dir();
+    let addr = free_addr();
+    let cfg = write_config(
+        state.path(),
+        "target-down",
+        &src,
+        &dst,
+        &["down"],
+        &format!("option = \"migrate\"\nmetrics_listen = \"{addr}\"\n"),
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "target-down",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    dst.stop();
+    src.psql("down", "INSERT INTO t VALUES (1, 1)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut not_ready, mut max_latency) = (false, 0.0f64);
+    while Instant::now() < deadline && !(not_ready && max_latency >= 5.0) {
+        let doc = show(state.path(), "target-down");
+        let ready = metric(&scrape(&addr), "pgmigrate_cutover_ready");
+        not_ready = doc["status"] == "InProgress" && ready == Some(0.0);
+        max_latency = max_latency.max(
+            doc["databases"][0]["latency_seconds"]
+                .as_f64()
+                .unwrap_or(0.0),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        not_ready && max_latency >= 5.0,
+        "not ready {not_ready}, latency {max_latency}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    dst.restart();
+    wait_caught_up(
+        state.path(),
+        "target-down",
+        &mut child,
+        &log,
+        Duration::from_secs(90),
+    );
+    assert_eq!(metric(&scrape(&addr), "pgmigrate_cutover_ready"), Some(1.0));
+    assert_eq!(dst.psql("down", "SELECT v FROM t WHERE id = 1"), "1");
+    stop(child);
+}

@@ -474,6 +474,35 @@ async fn validate_against_real_servers() {
         )
         .await;
 
+    // Identity columns: a composite key streams (typed parameters); a
+    // FULL identity table with a composite holding a point or json is
+    // matched by text form: a warning naming the column.
+    source
+        .sql(
+            "app1",
+            "CREATE TYPE public.pair AS (a int, b text); CREATE TYPE public.shape AS (p point, j json); \
+             CREATE TABLE public.ck (k public.pair PRIMARY KEY); \
+             CREATE TABLE public.shapes (id int, s public.shape); ALTER TABLE public.shapes REPLICA IDENTITY FULL;",
+        )
+        .await;
+    let report = validate_cleanly(&servers, &clean).await;
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.id == "replica_identity_equality" && c.message.contains("app1"))
+        .expect("replica_identity_equality for app1");
+    assert_eq!(c.result, CheckResult::Warning, "{c:?}");
+    assert!(
+        c.message.contains("public.shapes.s") && !c.message.contains("public.ck"),
+        "{c:?}"
+    );
+    source
+        .sql(
+            "app1",
+            "DROP TABLE public.ck, public.shapes; DROP TYPE public.pair, public.shape;",
+        )
+        .await;
+
     // An extension missing on the target (adminpack is gone in 17).
     source.sql("app2", "CREATE EXTENSION adminpack").await;
     let report = validate_cleanly(&servers, &clean).await;

@@ -4,6 +4,8 @@
 //! origin. Never reads from the source.
 
 pub mod arrays;
+pub mod column_types;
+pub mod failure;
 pub mod relation;
 pub mod statements;
 pub mod target_table;
@@ -96,6 +98,9 @@ pub struct WorkerProgress {
     pub durable: AtomicU64,
     /// Set when the worker stopped on an error.
     pub error: Mutex<Option<String>>,
+    /// Set once the worker is connected and knows its origin's position:
+    /// until then `applied` says nothing.
+    pub started: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerProgress {
@@ -113,6 +118,11 @@ impl WorkerProgress {
     pub fn error(&self) -> Option<String> {
         self.error.lock().ok().and_then(|e| e.clone())
     }
+
+    /// True once the worker is ready to apply.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
 }
 
 /// Errors of an apply worker.
@@ -127,11 +137,19 @@ pub enum ApplyError {
         worker: usize,
         /// What it was doing (names the table and LSN).
         context: String,
+        /// Commit LSN of the first transaction of the batch it was applying,
+        /// when it was applying one.
+        at: Option<Lsn>,
         /// The wire error.
         #[source]
         source: Box<crate::conn::ConnError>,
     },
-    /// The worker could not start.
+    /// A change the target refused, named: the statement, the table, the
+    /// row's identity and the transaction it belongs to.
+    #[error(transparent)]
+    Change(Box<failure::RefusedChange>),
+    /// Something inconsistent in what the worker was given (not the target's
+    /// doing): retrying cannot help.
     #[error("database {db}: apply worker {worker}: {message}")]
     Setup {
         /// Database.
@@ -141,4 +159,29 @@ pub enum ApplyError {
         /// Why.
         message: String,
     },
+}
+
+impl ApplyError {
+    /// Whether another attempt at the same change can succeed.
+    pub fn retry(&self) -> failure::Retry {
+        match self {
+            ApplyError::Target { source, .. } => failure::classify(source),
+            ApplyError::Change(c) => failure::classify(&c.source),
+            ApplyError::Setup { .. } => failure::Retry::Deterministic,
+        }
+    }
+
+    /// The worker and the commit LSN of the first transaction it could not
+    /// apply, when known: the same on every attempt that gets no further.
+    pub fn position(&self) -> Option<(usize, Lsn)> {
+        match self {
+            ApplyError::Change(c) => Some((c.worker, c.batch_start)),
+            ApplyError::Target {
+                worker,
+                at: Some(at),
+                ..
+            } => Some((*worker, *at)),
+            _ => None,
+        }
+    }
 }

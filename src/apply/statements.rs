@@ -7,7 +7,8 @@ use super::relation::RelationInfo;
 
 /// Built-in types without a usable equality operator (or whose `=` is not
 /// identity, like box's area comparison): REPLICA IDENTITY FULL matches
-/// them by their text form instead.
+/// them by their text form instead, as it does any column the target's
+/// catalog says lacks one inside (see [`crate::pgtypes`]).
 pub const NO_EQUALITY: &[u32] = &[
     114, 142, 600, 601, 602, 603, 604, 628,
     718, // json xml point lseg path box polygon line circle
@@ -83,11 +84,13 @@ fn target(rel: &RelationInfo, only: bool) -> String {
 /// Key identity: key columns by equality. FULL identity: every column in
 /// `match_cols` (NULL-safe), restricted to one physical row, since a table
 /// without a key may hold duplicates and only one row changed on the source.
+/// `text_match[i]`: column `i` has no equality and is compared by text.
 fn where_clause(
     rel: &RelationInfo,
     match_cols: &ColumnMask,
     first: usize,
     only: bool,
+    text_match: &[bool],
 ) -> (String, usize) {
     let mut n = first;
     let mut conds = Vec::new();
@@ -103,7 +106,7 @@ fn where_clause(
         let col = quote_ident(&c.name);
         conds.push(if !rel.full_identity() {
             format!("{col} = ${n}")
-        } else if NO_EQUALITY.contains(&c.type_oid) {
+        } else if NO_EQUALITY.contains(&c.type_oid) || text_match.get(i).copied().unwrap_or(false) {
             format!("{col}::text IS NOT DISTINCT FROM ${n}::text")
         } else {
             format!("{col} IS NOT DISTINCT FROM ${n}")
@@ -126,14 +129,25 @@ fn where_clause(
     (clause, n)
 }
 
+/// Which columns an UPDATE or DELETE uses, and how it finds the old row.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMatch<'a> {
+    /// The columns that identify the old row (see [`where_clause`]).
+    pub match_cols: &'a ColumnMask,
+    /// Per column: compared by text form under FULL identity.
+    pub text_match: &'a [bool],
+    /// Name the table with ONLY.
+    pub only: bool,
+}
+
 /// UPDATE setting the columns in `set_cols`, finding the row by identity.
 pub fn update(
     rel: &RelationInfo,
     set_cols: &ColumnMask,
-    match_cols: &ColumnMask,
     skip_always_identity: &[bool],
-    only: bool,
+    m: RowMatch<'_>,
 ) -> String {
+    let only = m.only;
     let mut n = 1;
     let mut sets = Vec::new();
     for (i, c) in rel.columns.iter().enumerate() {
@@ -150,7 +164,7 @@ pub fn update(
             sets.push(format!("{col} = {col}"));
         }
     }
-    let (clause, _) = where_clause(rel, match_cols, n, only);
+    let (clause, _) = where_clause(rel, m.match_cols, n, only, m.text_match);
     format!(
         "UPDATE {} SET {} WHERE {clause}",
         target(rel, only),
@@ -159,9 +173,9 @@ pub fn update(
 }
 
 /// DELETE finding the row by identity.
-pub fn delete(rel: &RelationInfo, match_cols: &ColumnMask, only: bool) -> String {
-    let (clause, _) = where_clause(rel, match_cols, 1, only);
-    format!("DELETE FROM {} WHERE {clause}", target(rel, only))
+pub fn delete(rel: &RelationInfo, m: RowMatch<'_>) -> String {
+    let (clause, _) = where_clause(rel, m.match_cols, 1, m.only, m.text_match);
+    format!("DELETE FROM {} WHERE {clause}", target(rel, m.only))
 }
 
 /// The set-based UPDATE of a window's rows: one array parameter per key
@@ -293,14 +307,16 @@ mod tests {
         assert_eq!(insert(&r), "INSERT INTO \"s\".\"t\" (\"id\", \"doc\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)");
         let all = ColumnMask::from_flags([true, true, true].into_iter());
         let no_doc = ColumnMask::from_flags([true, false, true].into_iter());
+        let m = RowMatch {
+            match_cols: &all,
+            text_match: &[],
+            only: false,
+        };
         assert_eq!(
-            update(&r, &no_doc, &all, &[], false),
+            update(&r, &no_doc, &[], m),
             "UPDATE \"s\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3"
         );
-        assert_eq!(
-            delete(&r, &all, false),
-            "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1"
-        );
+        assert_eq!(delete(&r, m), "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1");
     }
 
     #[test]
@@ -315,10 +331,34 @@ mod tests {
     #[test]
     fn full_identity_matches_one_row_null_safely() {
         let r = rel(ReplicaIdentity::Full);
-        let m = ColumnMask::from_flags([true, true, false].into_iter());
+        let cols = ColumnMask::from_flags([true, true, false].into_iter());
+        let m = RowMatch {
+            match_cols: &cols,
+            text_match: &[],
+            only: true,
+        };
         assert_eq!(
-            delete(&r, &m, true),
+            delete(&r, m),
             "DELETE FROM ONLY \"s\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ONLY \"s\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \"doc\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
+        );
+    }
+
+    #[test]
+    fn full_identity_compares_columns_without_equality_by_text() {
+        // A composite holding a point: record equality cannot compare it.
+        let r = sample(
+            ReplicaIdentity::Full,
+            &[("id", 23, false), ("c", 16_500, false)],
+        );
+        let cols = ColumnMask::from_flags([true, true].into_iter());
+        let m = RowMatch {
+            match_cols: &cols,
+            text_match: &[false, true],
+            only: true,
+        };
+        assert_eq!(
+            delete(&r, m),
+            "DELETE FROM ONLY \"s\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ONLY \"s\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM $1 AND \"c\"::text IS NOT DISTINCT FROM $2::text LIMIT 1)"
         );
     }
 

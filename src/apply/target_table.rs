@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use crate::conn::{ConnError, Connection, Param};
 
+use crate::pgtypes::FIRST_NORMAL_OID;
+
+use super::column_types::ColumnTypes;
 use super::relation::RelationInfo;
 
 /// Key types whose byte form (text or binary, as pgoutput sends it) is
@@ -18,8 +21,6 @@ const BYTE_EQUAL_KEY_TYPES: &[u32] = &[
     // bool bytea int8 int2 int4 text oid varchar date timestamp timestamptz uuid
 ];
 const COLLATABLE: &[u32] = &[25, 1043];
-/// Types below this OID are built in, hence the same on both servers.
-const FIRST_NORMAL_OID: u32 = 16384;
 
 /// How apply may write a table.
 #[derive(Debug)]
@@ -34,9 +35,13 @@ pub struct TargetTable {
     /// ONLY.
     pub only: bool,
     /// Per column, the array type for set-based statements; `None` when a
-    /// column's type is not built in (its OID differs on the target) or has
-    /// no array type.
+    /// column's type is not built in (its OID differs on the target), has
+    /// no array type, or is composite (`unnest` would expand it into its
+    /// fields).
     pub array_types: Option<Vec<u32>>,
+    /// Per column: the declared parameter type, and whether a FULL
+    /// identity match compares it by text.
+    pub types: ColumnTypes,
 }
 
 impl TargetTable {
@@ -94,7 +99,7 @@ impl TargetTable {
             let list = format!("{{{}}}", oids.join(","));
             let rows = conn
                 .query(
-                    "SELECT oid::int8, typarray::int8, typdelim = ',' FROM pg_catalog.pg_type \
+                    "SELECT oid::int8, typarray::int8, typdelim = ',' AND typtype <> 'c' FROM pg_catalog.pg_type \
                      WHERE oid = ANY($1::oid[])",
                     &[Param::Text(&list)],
                 )
@@ -118,11 +123,13 @@ impl TargetTable {
         } else {
             None
         };
+        let types = ColumnTypes::read(conn, rel).await?;
         Ok(TargetTable {
             always_identity: always.into(),
             foldable,
             only,
             array_types,
+            types,
         })
     }
 }

@@ -11,18 +11,24 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::conn::{quote_literal, ConnError, ConnectParams, Connection, Param};
+use crate::conn::{quote_literal, ConnError, ConnectParams, Connection};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::Lsn;
-use crate::protocol::pgoutput::{ColumnRef, OldTuple, TupleData};
+use crate::protocol::pgoutput::TupleData;
 use crate::protocol::timestamp::PgTimestamp;
 
-use super::arrays::{ArrayBuilder, ArrayFormat};
 use super::relation::RelationInfo;
 use super::statements::{self, ColumnMask};
 use super::target_table::TargetTable;
-use super::window::{NetChanges, TableWindow};
+use super::window::TableWindow;
 use super::{ApplyError, ApplyMsg, Change, WorkerProgress};
+
+mod pipeline;
+mod rows;
+mod set_based;
+
+use pipeline::Queued;
+use rows::check_width;
 
 /// Statements queued before the pipeline is sent without waiting for the
 /// batch to end: bounds the send buffer.
@@ -74,6 +80,7 @@ pub fn spawn(
                 })?;
             let result = rt.block_on(async {
                 let mut w = Worker::start(cfg, progress.clone(), counters).await?;
+                progress.started.store(true, Ordering::Release);
                 w.run(rx).await
             });
             if let Err(e) = &result {
@@ -116,9 +123,9 @@ const INSERT_RUN: usize = 64;
 const WINDOW_MAX_ROWS: usize = 4096;
 const WINDOW_MAX_BYTES: usize = 16 << 20;
 
-/// A queued execution whose row count is checked: the kind, the table,
-/// and how many rows it should have touched.
-type Expected = Option<(Kind, Arc<RelationInfo>, u64)>;
+/// A queued execution: a row change (checked and named), or `None` for a
+/// statement that is not one (BEGIN, TRUNCATE, COMMIT).
+type Expected = Option<Queued>;
 
 struct Worker {
     cfg: WorkerConfig,
@@ -147,6 +154,9 @@ struct Worker {
     /// part of a source transaction would commit without its origin.
     in_txn: bool,
     current: Lsn,
+    /// Commit LSN of the first transaction of the open batch: where this
+    /// worker resumes if the batch fails.
+    batch_first: Lsn,
     delivered: Lsn,
     /// Commits not yet known durable: (origin LSN recorded, LSN covered).
     pending: VecDeque<(Lsn, Lsn)>,
@@ -168,9 +178,18 @@ impl Worker {
             worker: cfg.index,
             message,
         };
+        // A target that cannot be reached or refuses the setup is worth
+        // retrying: these keep the wire error, hence its SQLSTATE.
+        let target = |context: &str, e: ConnError| ApplyError::Target {
+            db: cfg.db.clone(),
+            worker: cfg.index,
+            context: context.to_string(),
+            at: None,
+            source: Box::new(e),
+        };
         let mut conn = Connection::connect(&cfg.target)
             .await
-            .map_err(|e| setup(format!("connecting to the target: {e}")))?;
+            .map_err(|e| target("connecting to the target", e))?;
         let origin = quote_literal(&cfg.origin);
         // replica: no user triggers or FK checks fire for replicated rows
         // (the source already checked them; tables on different workers
@@ -184,13 +203,13 @@ impl Worker {
              SELECT pg_catalog.pg_replication_origin_session_setup({origin})"
         ))
         .await
-        .map_err(|e| setup(format!("setting up replication origin {}: {e}", cfg.origin)))?;
+        .map_err(|e| target(&format!("setting up replication origin {}", cfg.origin), e))?;
         let rows = conn
             .simple_query(&format!(
                 "SELECT pg_catalog.pg_replication_origin_progress({origin}, true)"
             ))
             .await
-            .map_err(|e| setup(format!("reading origin progress: {e}")))?;
+            .map_err(|e| target("reading origin progress", e))?;
         let origin_lsn = match rows.first().map(|r| r.opt_str(0)) {
             Some(Ok(Some(s))) => s
                 .parse::<Lsn>()
@@ -220,6 +239,7 @@ impl Worker {
             skipping: false,
             in_txn: false,
             current: start,
+            batch_first: start,
             delivered: start,
             pending: VecDeque::new(),
             last_check: Instant::now(),
@@ -227,212 +247,6 @@ impl Worker {
             run: None,
             cfg,
         })
-    }
-
-    /// Queues the pending run of inserts: one set-based INSERT when the
-    /// table's types allow, else a multi-row INSERT.
-    fn flush_run(&mut self) -> Result<(), ApplyError> {
-        let Some((rel, rows)) = self.run.take() else {
-            return Ok(());
-        };
-        if let Some(table) = self.tables.get(&(rel.id.0, rel.version)).cloned() {
-            let refs: Vec<&TupleData> = rows.iter().collect();
-            let all: Vec<usize> = (0..rel.columns.len()).collect();
-            if self.queue_set(&rel, &table, Kind::Insert, &all, &refs, Vec::new())? {
-                return Ok(());
-            }
-        }
-        let key = StmtKey {
-            rel: rel.id.0,
-            version: rel.version,
-            kind: Kind::Insert,
-            set: None,
-            matching: None,
-            rows: rows.len(),
-            set_cols: Vec::new(),
-        };
-        let n = rows.len();
-        let name = self.statement_name(&key, &[], || statements::insert_rows(&rel, n))?;
-        let params: Vec<Param<'_>> = rows.iter().flat_map(|t| t.iter_ref().map(param)).collect();
-        self.conn
-            .queue_execute(&name, &params)
-            .map_err(|e| self.err(format!("insert into {}", rel.display()), e))?;
-        self.queued_kinds.push(Some((Kind::Insert, rel, n as u64)));
-        Ok(())
-    }
-
-    /// Queues one set-based statement over `rows`: an array per column of
-    /// `cols` (the key columns first for UPDATE and DELETE). Returns false,
-    /// queuing nothing, when the rows go one by one instead: a single row
-    /// (its prepared statement is as cheap), column types the target has
-    /// no arrays for, or a column mixing value formats.
-    fn queue_set(
-        &mut self,
-        rel: &Arc<RelationInfo>,
-        table: &TargetTable,
-        kind: Kind,
-        cols: &[usize],
-        rows: &[&TupleData],
-        set_cols: Vec<usize>,
-    ) -> Result<bool, ApplyError> {
-        let Some(array_types) = table.array_types.as_deref() else {
-            return Ok(false);
-        };
-        if rows.len() < 2 {
-            return Ok(false);
-        }
-        // Where each column of a row goes among the arrays.
-        let mut slot = vec![usize::MAX; rel.columns.len()];
-        for (n, &c) in cols.iter().enumerate() {
-            if let Some(s) = slot.get_mut(c) {
-                *s = n;
-            }
-        }
-        let mut builders: Vec<ArrayBuilder> = cols
-            .iter()
-            .map(|&c| ArrayBuilder::new(rel.columns[c].type_oid))
-            .collect();
-        for row in rows {
-            for (i, v) in row.iter_ref().enumerate() {
-                let Some(b) = slot.get(i).and_then(|&n| builders.get_mut(n)) else {
-                    continue;
-                };
-                let pushed = match v {
-                    ColumnRef::Null | ColumnRef::UnchangedToast => {
-                        b.push_null();
-                        Ok(())
-                    }
-                    ColumnRef::Text(t) => b.push(ArrayFormat::Text, t),
-                    ColumnRef::Binary(t) => b.push(ArrayFormat::Binary, t),
-                };
-                if pushed.is_err() {
-                    return Ok(false);
-                }
-            }
-        }
-        let arrays: Vec<(ArrayFormat, Vec<u8>)> =
-            builders.into_iter().map(ArrayBuilder::finish).collect();
-        let params: Vec<Param<'_>> = arrays
-            .iter()
-            .map(|(f, b)| match f {
-                ArrayFormat::Binary => Param::Binary(b),
-                ArrayFormat::Text => Param::RawText(b),
-            })
-            .collect();
-        let types: Vec<u32> = cols.iter().map(|&c| array_types[c]).collect();
-        let only = table.only;
-        let key = StmtKey {
-            rel: rel.id.0,
-            version: rel.version,
-            kind,
-            set: None,
-            matching: None,
-            rows: 0,
-            set_cols,
-        };
-        let name = match kind {
-            Kind::Insert => self.statement_name(&key, &types, || statements::insert_set(rel))?,
-            Kind::Delete => {
-                self.statement_name(&key, &types, || statements::delete_set(rel, only))?
-            }
-            Kind::Update => {
-                let set_cols = key.set_cols.clone();
-                self.statement_name(&key, &types, || {
-                    statements::update_set(rel, &set_cols, only)
-                })?
-            }
-        };
-        let what = match kind {
-            Kind::Insert => "insert into",
-            Kind::Update => "update of",
-            Kind::Delete => "delete from",
-        };
-        self.conn
-            .queue_execute(&name, &params)
-            .map_err(|e| self.err(format!("set-based {what} {}", rel.display()), e))?;
-        self.queued_kinds
-            .push(Some((kind, rel.clone(), rows.len() as u64)));
-        Ok(true)
-    }
-
-    /// Queues what a table's window comes to.
-    fn flush_window(&mut self, rel_id: u32) -> Result<(), ApplyError> {
-        let Some((rel, mut window)) = self.windows.remove(&rel_id) else {
-            return Ok(());
-        };
-        self.windowed_rows = self.windowed_rows.saturating_sub(window.len());
-        self.windowed_bytes = self.windowed_bytes.saturating_sub(window.bytes());
-        let net = window.take();
-        let table = self.tables.get(&(rel.id.0, rel.version)).cloned();
-        let Some(table) = table else {
-            return Err(self.setup_err(format!("table {} was folded unread", rel.display())));
-        };
-        self.queue_net(&rel, &table, net)
-    }
-
-    /// Queues every window's net effect.
-    fn flush_windows(&mut self) -> Result<(), ApplyError> {
-        let mut ids: Vec<u32> = self.windows.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            self.flush_window(id)?;
-        }
-        self.windowed_rows = 0;
-        self.windowed_bytes = 0;
-        Ok(())
-    }
-
-    fn queue_net(
-        &mut self,
-        rel: &Arc<RelationInfo>,
-        table: &TargetTable,
-        net: NetChanges,
-    ) -> Result<(), ApplyError> {
-        let keys = statements::key_columns(rel);
-        // Keys are distinct across the three lists, so any order is right.
-        if !net.deletes.is_empty() {
-            let rows: Vec<&TupleData> = net.deletes.iter().collect();
-            if !self.queue_set(rel, table, Kind::Delete, &keys, &rows, Vec::new())? {
-                for row in rows {
-                    self.queue_delete_row(rel, table, row)?;
-                }
-            }
-        }
-        // Updates grouped by the columns they set (unchanged TOAST values
-        // and GENERATED ALWAYS identity columns are left alone).
-        let mut groups: Vec<(Vec<usize>, Vec<&TupleData>)> = Vec::new();
-        for row in &net.updates {
-            let set: Vec<usize> = row
-                .iter_ref()
-                .enumerate()
-                .filter(|(i, v)| {
-                    !rel.columns[*i].is_key
-                        && !matches!(v, ColumnRef::UnchangedToast)
-                        && !table.always_identity.get(*i).copied().unwrap_or(false)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            match groups.iter_mut().find(|(s, _)| *s == set) {
-                Some((_, rows)) => rows.push(row),
-                None => groups.push((set, vec![row])),
-            }
-        }
-        for (set, rows) in groups {
-            if set.is_empty() {
-                // Only the key, unchanged: nothing to write.
-                continue;
-            }
-            let cols: Vec<usize> = keys.iter().chain(set.iter()).copied().collect();
-            if !self.queue_set(rel, table, Kind::Update, &cols, &rows, set)? {
-                for row in rows {
-                    self.queue_update_row(rel, table, None, row)?;
-                }
-            }
-        }
-        for row in net.inserts {
-            self.push_insert(rel, table, row)?;
-        }
-        self.flush_run()
     }
 
     /// Queues a statement that is not a row change.
@@ -459,6 +273,7 @@ impl Worker {
             db: self.cfg.db.clone(),
             worker: self.cfg.index,
             context,
+            at: self.open.then_some(self.batch_first),
             source: Box::new(source),
         }
     }
@@ -505,6 +320,7 @@ impl Worker {
                     self.in_txn = !self.skipping;
                     if !self.skipping && !self.open {
                         self.queue_plain("BEGIN")?;
+                        self.batch_first = commit_lsn;
                         self.open = true;
                         self.batch_started = Instant::now();
                     }
@@ -624,32 +440,6 @@ impl Worker {
         Ok(())
     }
 
-    async fn sync(&mut self) -> Result<(), ApplyError> {
-        self.flush_run()?;
-        if self.conn.queued() == 0 {
-            return Ok(());
-        }
-        let counts = self.conn.sync().await.map_err(|e| {
-            self.err(
-                format!(
-                    "applying changes of the transaction committed at {}",
-                    self.current
-                ),
-                e,
-            )
-        })?;
-        let kinds = std::mem::take(&mut self.queued_kinds);
-        for (entry, n) in kinds.iter().zip(counts.iter()) {
-            let Some((kind, rel, expected)) = entry else {
-                continue;
-            };
-            if *n < *expected && *kind != Kind::Insert {
-                tracing::warn!(db = %self.cfg.db, table = %rel.display(), "{} of {expected} rows to {} not found on the target", expected - n, if *kind == Kind::Update { "update" } else { "delete" });
-            }
-        }
-        Ok(())
-    }
-
     /// Rolls the open batch back without recording progress: used only
     /// when the stream stops inside a source transaction, which is then
     /// delivered again from the origin's position.
@@ -720,20 +510,21 @@ impl Worker {
         Ok(table)
     }
 
+    /// The prepared statement for `key`, prepared now (with the SQL and
+    /// parameter types `build` gives) the first time it is asked for.
     fn statement_name(
         &mut self,
         key: &StmtKey,
-        param_types: &[u32],
-        build: impl FnOnce() -> String,
+        build: impl FnOnce() -> (String, Vec<u32>),
     ) -> Result<String, ApplyError> {
         if let Some(n) = self.statements.get(key) {
             return Ok(n.clone());
         }
         let name = format!("pgm{}", self.next_stmt);
         self.next_stmt += 1;
-        let sql = build();
+        let (sql, param_types) = build();
         self.conn
-            .queue_parse_typed(&name, &sql, param_types)
+            .queue_parse_typed(&name, &sql, &param_types)
             .map_err(|e| self.err(format!("preparing {sql}"), e))?;
         self.statements.insert(key.clone(), name.clone());
         Ok(name)
@@ -755,7 +546,7 @@ impl Worker {
         };
         match &change {
             Change::Insert { new, .. } | Change::Update { new, .. } => {
-                check_width(&rel, new, &self.cfg.db)?
+                check_width(&rel, new, &self.cfg.db, self.cfg.index)?
             }
             Change::Delete { .. } => {}
         }
@@ -815,164 +606,5 @@ impl Worker {
         self.windowed_rows += window.len() - rows;
         self.windowed_bytes += window.bytes().saturating_sub(bytes);
         folded
-    }
-
-    /// Adds a row to the pending run of inserts, queuing the run when the
-    /// table changes or the run is full.
-    fn push_insert(
-        &mut self,
-        rel: &Arc<RelationInfo>,
-        table: &TargetTable,
-        new: TupleData,
-    ) -> Result<(), ApplyError> {
-        let limit = if table.array_types.is_some() {
-            WINDOW_MAX_ROWS
-        } else {
-            INSERT_RUN.min(65535 / rel.columns.len().max(1)).max(1)
-        };
-        let same = matches!(&self.run, Some((r, _)) if r.id == rel.id && r.version == rel.version);
-        if !same {
-            self.flush_run()?;
-        }
-        let (_, rows) = self
-            .run
-            .get_or_insert_with(|| (rel.clone(), Vec::with_capacity(limit.min(256))));
-        rows.push(new);
-        if rows.len() >= limit {
-            self.flush_run()?;
-        }
-        Ok(())
-    }
-
-    /// Queues one UPDATE. `old` is the key or row the source sent, if any
-    /// (a key change, or FULL identity); else `new` carries the key.
-    fn queue_update_row(
-        &mut self,
-        rel: &Arc<RelationInfo>,
-        table: &TargetTable,
-        old: Option<&OldTuple>,
-        new: &TupleData,
-    ) -> Result<(), ApplyError> {
-        // A key change (old key sent) must set the identity column
-        // too; otherwise leave GENERATED ALWAYS columns alone.
-        let skip: &[bool] = if old.is_some() && !rel.full_identity() {
-            &[]
-        } else {
-            &table.always_identity
-        };
-        let set = ColumnMask::from_flags(
-            new.iter_ref()
-                .map(|v| !matches!(v, ColumnRef::UnchangedToast)),
-        );
-        let identity_tuple: &TupleData = old.map(OldTuple::tuple).unwrap_or(new);
-        let matching = match_mask(rel, identity_tuple);
-        let key = StmtKey {
-            rel: rel.id.0,
-            version: rel.version,
-            kind: Kind::Update,
-            set: Some(set),
-            matching: Some(matching),
-            rows: 1,
-            set_cols: Vec::new(),
-        };
-        let (Some(set), Some(matching)) = (&key.set, &key.matching) else {
-            unreachable!("both masks were just set")
-        };
-        let name = self.statement_name(&key, &[], || {
-            statements::update(rel, set, matching, skip, table.only)
-        })?;
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len() * 2);
-        for (i, v) in new.iter_ref().enumerate() {
-            if set.has(i) && !skip.get(i).copied().unwrap_or(false) {
-                params.push(param(v));
-            }
-        }
-        push_identity(&mut params, identity_tuple, matching);
-        self.conn
-            .queue_execute(&name, &params)
-            .map_err(|e| self.err(format!("update of {}", rel.display()), e))?;
-        self.queued_kinds.push(Some((Kind::Update, rel.clone(), 1)));
-        Ok(())
-    }
-
-    /// Queues one DELETE of the row `tuple` identifies.
-    fn queue_delete_row(
-        &mut self,
-        rel: &Arc<RelationInfo>,
-        table: &TargetTable,
-        tuple: &TupleData,
-    ) -> Result<(), ApplyError> {
-        let matching = match_mask(rel, tuple);
-        let key = StmtKey {
-            rel: rel.id.0,
-            version: rel.version,
-            kind: Kind::Delete,
-            set: None,
-            matching: Some(matching),
-            rows: 1,
-            set_cols: Vec::new(),
-        };
-        let Some(matching) = &key.matching else {
-            unreachable!("the mask was just set")
-        };
-        let name =
-            self.statement_name(&key, &[], || statements::delete(rel, matching, table.only))?;
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(rel.columns.len());
-        push_identity(&mut params, tuple, matching);
-        self.conn
-            .queue_execute(&name, &params)
-            .map_err(|e| self.err(format!("delete from {}", rel.display()), e))?;
-        self.queued_kinds.push(Some((Kind::Delete, rel.clone(), 1)));
-        Ok(())
-    }
-}
-
-/// The values that find the old row, in the order of the WHERE clause.
-fn push_identity<'a>(params: &mut Vec<Param<'a>>, tuple: &'a TupleData, matching: &ColumnMask) {
-    for (i, v) in tuple.iter_ref().enumerate() {
-        if matching.has(i) {
-            params.push(param(v));
-        }
-    }
-}
-
-/// Columns that find the old row: the key columns, or under FULL identity
-/// every column the old tuple actually carries (not an unchanged TOAST
-/// placeholder).
-fn match_mask(rel: &RelationInfo, tuple: &TupleData) -> ColumnMask {
-    if rel.full_identity() {
-        ColumnMask::from_flags(
-            tuple
-                .iter_ref()
-                .map(|v| !matches!(v, ColumnRef::UnchangedToast)),
-        )
-    } else {
-        ColumnMask::from_flags(rel.columns.iter().map(|c| c.is_key))
-    }
-}
-
-fn check_width(rel: &RelationInfo, tuple: &TupleData, db: &str) -> Result<(), ApplyError> {
-    if tuple.len() != rel.columns.len() {
-        return Err(ApplyError::Setup {
-            db: db.to_string(),
-            worker: 0,
-            message: format!(
-                "table {}: a row with {} columns but the Relation message has {}",
-                rel.display(),
-                tuple.len(),
-                rel.columns.len()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// A column value as a parameter, borrowed from the received message:
-/// nothing is copied or reference-counted on the way to the socket.
-fn param(v: ColumnRef<'_>) -> Param<'_> {
-    match v {
-        ColumnRef::Null | ColumnRef::UnchangedToast => Param::Null,
-        ColumnRef::Text(b) => Param::RawText(b),
-        ColumnRef::Binary(b) => Param::Binary(b),
     }
 }

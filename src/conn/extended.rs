@@ -35,6 +35,16 @@ impl<'a> From<&'a str> for Param<'a> {
     }
 }
 
+/// A pipeline that failed: the error, and how many of its executions
+/// completed before the one that failed.
+#[derive(Debug)]
+pub struct PipelineError {
+    /// Executions that completed (their CommandComplete arrived).
+    pub completed: usize,
+    /// The first error.
+    pub error: ConnError,
+}
+
 /// A statement prepared on this session under a name.
 #[derive(Debug, Clone)]
 pub struct Statement {
@@ -195,7 +205,15 @@ impl Connection {
     /// and reading run together so a long pipeline cannot deadlock on full
     /// socket buffers.
     pub async fn sync(&mut self) -> Result<Vec<u64>, ConnError> {
-        self.check_usable()?;
+        self.sync_pipeline().await.map_err(|e| e.error)
+    }
+
+    /// [`Connection::sync`], but a failure also says how many executions
+    /// completed before it: the one at that index is the one that failed
+    /// (its Parse, Bind or Execute), so a caller can name what it was.
+    pub async fn sync_pipeline(&mut self) -> Result<Vec<u64>, PipelineError> {
+        let fail = |completed: usize| move |error: ConnError| PipelineError { completed, error };
+        self.check_usable().map_err(fail(0))?;
         frontend::sync(&mut self.wbuf);
         let out = self.wbuf.split();
         let mut counts = Vec::with_capacity(self.queued);
@@ -213,14 +231,14 @@ impl Connection {
         );
         if let Err(e) = w {
             self.broken = true;
-            return Err(e);
+            return Err(fail(counts.len())(e));
         }
         match r {
             Ok(None) => Ok(counts),
-            Ok(Some(e)) => Err(e),
+            Ok(Some(e)) => Err(fail(counts.len())(e)),
             Err(e) => {
                 self.broken = true;
-                Err(e)
+                Err(fail(counts.len())(e))
             }
         }
     }

@@ -14,7 +14,7 @@ mod tls;
 pub use connection::{CancelToken, Connection};
 pub use copy::{copy_payloads, CopyIn, CopyOut};
 pub use error::{ConnError, DbError};
-pub use extended::{Param, Pipeline, Statement};
+pub use extended::{Param, Pipeline, PipelineError, Statement};
 pub use params::{ConnectParams, Host};
 pub use replication::CopyBoth;
 pub use row::Row;

@@ -265,6 +265,15 @@ impl Daemon {
                         self.store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
                         metrics::gauge!(crate::metrics::CUTOVER_READY).set(1.0);
                         tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
+                    } else if st.waiting && !all_ready && !*cutover_tx.borrow()
+                        && self.store.snapshot().status == Status::WaitingForUserAction
+                    {
+                        // A stream stopped applying (restarting, or behind
+                        // again after a restart): not ready until it is.
+                        st.waiting = false;
+                        self.store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
+                        metrics::gauge!(crate::metrics::CUTOVER_READY).set(0.0);
+                        tracing::warn!("a stream is not applying: not ready for cutover until it has caught up again");
                     }
                 }
             }

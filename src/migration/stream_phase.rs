@@ -12,14 +12,12 @@ use super::wal_position::current_wal_lsn;
 use crate::conn::{ConnectParams, Connection};
 use crate::control::status::Phase;
 use crate::protocol::lsn::Lsn;
-use crate::stream::{self, Stream, StreamConfig, StreamError};
-
-/// A server restart or a network cut must not end a migration that can
-/// resume: the stream restarts from the origins, with backoff, until it
-/// fails this many times in a row without applying anything.
-const MAX_RETRIES: u32 = 20;
+use crate::stream::supervisor::{Event, Supervisor};
+use crate::stream::{self, StreamConfig, StreamError};
 
 /// Streams until the operator's cutover (then cuts over) or shutdown.
+/// Restarts (a server restart, a network cut, a change the target refuses)
+/// are the supervisor's: bounded per position, see `stream::retry`.
 pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
     let (stream_cfg, mut source) = stream_config(ctx).await?;
@@ -27,12 +25,10 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let slot_name = stream_cfg.slot.clone();
     ctx.progress.set_phase(Phase::Streaming);
     let mut stream =
-        Stream::start(stream_cfg.clone(), ctx.progress.clone()).map_err(DbError::Stream)?;
-    let catch_up = current_wal_lsn(&mut source, db).await?;
+        Supervisor::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
+    let mut catch_up = current_wal_lsn(&mut source, db).await?;
     let mut shutdown = ctx.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut retries = 0u32;
-    let mut applied_at_restart = stream.applied();
     let mut report = MinuteReport::new(ctx);
     loop {
         let mut cutover = ctx.cutover.clone();
@@ -45,36 +41,43 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             stream.stop().await.map_err(DbError::Stream)?;
             return Ok(DbEnd::Stopped);
         }
+        if cut && stream.applying() {
+            if let Some(stream) = stream.into_stream() {
+                cutover::cut_over(ctx, &mut source, stream, &slot_name).await?;
+                return Ok(DbEnd::Done);
+            }
+            return Err(DbError::Stream(StreamError::Other {
+                db: db.to_string(),
+                message: "the stream vanished as the cutover began".into(),
+            }));
+        }
         if cut {
-            cutover::cut_over(ctx, &mut source, stream, &slot_name).await?;
-            return Ok(DbEnd::Done);
+            // The accepted cutover (recorded in state.json) waits for the
+            // restarting stream instead of failing.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if !stream.is_running() {
-            let err = match stream.stop().await {
-                Err(e) => e,
-                Ok(()) => StreamError::Other {
-                    db: db.to_string(),
-                    message: "the stream ended unexpectedly".into(),
-                },
-            };
-            retries += 1;
-            if retries > MAX_RETRIES {
-                return Err(DbError::Stream(err));
+        match stream.check().await.map_err(DbError::Stream)? {
+            Event::Down { message } => {
+                // Not applying: not ready, whatever it was before.
+                ctx.ready.store(false, Ordering::Release);
+                ctx.progress.set_message(Some(message));
             }
-            if !back_off(ctx, retries, &err).await {
-                return Ok(DbEnd::Stopped);
+            Event::Restarted => {
+                ctx.ready.store(false, Ordering::Release);
+                if let Ok(c) = Connection::connect(&source_params).await {
+                    source = c;
+                }
+                // Ready again only once this stream applied what the
+                // source holds now.
+                if let Ok(l) = current_wal_lsn(&mut source, db).await {
+                    catch_up = l;
+                }
             }
-            if let Ok(c) = Connection::connect(&source_params).await {
-                source = c;
+            Event::Running { recovered } => {
+                if recovered {
+                    ctx.progress.set_message(None);
+                }
             }
-            stream =
-                Stream::start(stream_cfg.clone(), ctx.progress.clone()).map_err(DbError::Stream)?;
-            applied_at_restart = stream.applied();
-            continue;
-        }
-        if retries > 0 && stream.applied() > applied_at_restart {
-            retries = 0;
-            ctx.progress.set_message(None);
         }
         stream.poke();
         let Some(applied) =
@@ -83,7 +86,9 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             continue;
         };
         report.maybe_log(ctx);
-        if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
+        if !stream.applying() {
+            ctx.ready.store(false, Ordering::Release);
+        } else if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
             tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
         }
     }
@@ -143,24 +148,6 @@ async fn connect_source(db: &str, params: &ConnectParams) -> Result<Connection, 
         })
 }
 
-/// Waits before restart `retry`; false when shutdown came first.
-async fn back_off(ctx: &DbContext, retry: u32, err: &StreamError) -> bool {
-    let wait = Duration::from_secs((1u64 << retry.min(5)).min(30));
-    tracing::warn!(
-        db = %ctx.db,
-        retry,
-        wait_s = wait.as_secs(),
-        "stream interrupted, restarting: {err}"
-    );
-    ctx.progress
-        .set_message(Some(format!("stream interrupted (retry {retry}): {err}")));
-    let mut shutdown = ctx.shutdown.clone();
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => true,
-        r = shutdown.wait_for(|s| *s) => r.is_err(),
-    }
-}
-
 /// Publishes lag, latency and the slot's retained WAL; returns the applied
 /// position, or None when the source cannot be read now (lag is a view:
 /// reconnect next time, keep streaming).
@@ -169,7 +156,7 @@ async fn measure_lag(
     source: &mut Connection,
     source_params: &ConnectParams,
     slot_name: &str,
-    stream: &Stream,
+    stream: &Supervisor,
 ) -> Option<Lsn> {
     let db = ctx.db.as_str();
     let now = match current_wal_lsn(source, db).await {

@@ -5,6 +5,8 @@
 
 pub mod publication;
 mod receiver;
+pub mod retry;
+pub mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -15,6 +17,7 @@ use crate::apply::{self, ApplyError, WorkerConfig, WorkerProgress};
 use crate::conn::{ConnError, ConnectParams};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::Lsn;
+use crate::protocol::timestamp::PgTimestamp;
 
 pub use receiver::Shared;
 
@@ -54,6 +57,19 @@ pub enum StreamError {
         /// The worker's error.
         message: String,
     },
+    /// An apply worker stopped on this error (the root cause of whatever
+    /// the receiver saw next).
+    #[error("{0}")]
+    Worker(Box<ApplyError>),
+    /// The stream failed at one position as often as it may.
+    #[error("{last} (gave up after {attempts} attempts at this position)")]
+    GaveUp {
+        /// Attempts made there.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<StreamError>,
+    },
     /// Stopped on request while waiting.
     #[error("stream stopped")]
     Stopped,
@@ -73,6 +89,17 @@ impl StreamError {
             db: db.to_string(),
             context: context.to_string(),
             source: Box::new(e),
+        }
+    }
+
+    /// Whether restarting the stream at the same position can get further:
+    /// an apply worker knows (the target refused the change, or the session
+    /// was lost); anything on the source side is taken as transient,
+    /// bounded by the attempts at one position.
+    pub fn retry(&self) -> crate::apply::failure::Retry {
+        match self {
+            StreamError::Worker(e) => e.retry(),
+            _ => crate::apply::failure::Retry::Transient,
         }
     }
 
@@ -238,16 +265,37 @@ impl Stream {
     /// Seconds since the oldest source commit not yet applied; 0 when
     /// everything received is applied.
     pub fn latency_seconds(&self) -> f64 {
+        self.oldest_unapplied()
+            .map(|(_, t)| age(t).as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// The oldest source transaction received and not yet applied
+    /// everywhere: its commit LSN and time.
+    pub fn oldest_unapplied(&self) -> Option<(Lsn, PgTimestamp)> {
         let applied = self.applied();
-        let Ok(mut q) = self.shared.unapplied.lock() else {
-            return 0.0;
-        };
+        let mut q = self.shared.unapplied.lock().ok()?;
         while q.front().is_some_and(|(lsn, _)| *lsn <= applied) {
             q.pop_front();
         }
-        q.front()
-            .map(|(_, t)| t.elapsed_at(std::time::SystemTime::now()).as_secs_f64())
-            .unwrap_or(0.0)
+        q.front().copied()
+    }
+
+    /// True while the stream can apply: the receiver runs, and every
+    /// worker is connected (knows its origin's position) and has not
+    /// stopped on an error.
+    pub fn applying(&self) -> bool {
+        self.is_running()
+            && self
+                .workers
+                .iter()
+                .all(|w| w.started() && w.error().is_none())
+    }
+
+    /// True once the receiver stopped or a worker stopped on an error (a
+    /// receiver with nothing to send would not notice that for a while).
+    pub fn failed(&self) -> bool {
+        !self.is_running() || self.workers.iter().any(|w| w.error().is_some())
     }
 
     /// True while the receiver thread runs.
@@ -272,7 +320,10 @@ impl Stream {
                 }),
                 None => Ok(()),
             };
-            let mut first = r.err().filter(|e| !matches!(e, StreamError::Stopped));
+            let receiver_error = r.err().filter(|e| !matches!(e, StreamError::Stopped));
+            // A worker's error comes first: what the receiver reports
+            // after it ("worker 1 stopped") is its consequence.
+            let mut first = None;
             for t in threads {
                 let w = t.join().unwrap_or_else(|_| {
                     Err(ApplyError::Setup {
@@ -282,13 +333,10 @@ impl Stream {
                     })
                 });
                 if let (Err(e), None) = (w, &first) {
-                    first = Some(StreamError::Apply {
-                        db: db.clone(),
-                        message: e.to_string(),
-                    });
+                    first = Some(StreamError::Worker(Box::new(e)));
                 }
             }
-            first.map_or(Ok(()), Err)
+            first.or(receiver_error).map_or(Ok(()), Err)
         })
         .await
         .map_err(|e| StreamError::Other {
@@ -302,4 +350,9 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
     }
+}
+
+/// Age of a commit timestamp: how long ago the source committed it.
+pub fn age(t: PgTimestamp) -> Duration {
+    t.elapsed_at(std::time::SystemTime::now())
 }

@@ -48,6 +48,9 @@ pub const SOURCE_TABLE_READ: &str = "source_table_read";
 pub const SOURCE_PUBLICATION_PRIVILEGE: &str = "source_publication_privilege";
 /// Every table has a primary key or replica identity (per database).
 pub const REPLICA_IDENTITY: &str = "replica_identity";
+/// Replica identity columns of a type without equality (composites holding
+/// point or json, for instance): how the target finds the old rows.
+pub const REPLICA_IDENTITY_EQUALITY: &str = "replica_identity_equality";
 /// Extensions installed on the source are available on the target.
 pub const EXTENSIONS: &str = "extensions";
 /// Collations used by columns, indexes and domains exist on the target.

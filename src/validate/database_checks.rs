@@ -44,6 +44,7 @@ pub fn source_only(
     });
 
     out.push(publication(d, superuser, user, mode));
+    out.push(identity_equality(d, mode));
 
     out.push(match mode {
         Mode::Offline => pass(
@@ -175,6 +176,47 @@ pub fn source_only(
         )
     });
     out
+}
+
+/// Identity columns the target cannot compare: a key column fails (its
+/// rows cannot be found), a FULL identity column warns (matched by text
+/// form, which no index helps).
+fn identity_equality(d: &SourceDatabase, mode: Mode) -> ValidationCheck {
+    let id = check::REPLICA_IDENTITY_EQUALITY;
+    let db = &d.name;
+    if mode == Mode::Offline {
+        return pass(
+            id,
+            format!("database \"{db}\": rows are not matched in offline mode"),
+        );
+    }
+    if !d.key_without_equality.is_empty() {
+        return fail(
+            id,
+            format!(
+                "database \"{db}\": {} of a type without an equality operator (or holding one, like a composite with a point or json field): updates and deletes of their rows cannot be found on the target: {}",
+                count(d.key_without_equality.len(), "replica identity key column"),
+                list(&d.key_without_equality)
+            ),
+            "give these tables a primary key (or REPLICA IDENTITY USING INDEX) on columns whose types have a default btree operator class, or set REPLICA IDENTITY FULL",
+        );
+    }
+    if !d.full_without_equality.is_empty() {
+        return warn(
+            id,
+            format!(
+                "database \"{db}\": {} of REPLICA IDENTITY FULL tables {} no equality operator (e.g. point, json, or a composite holding one); their rows are matched by text form, which no index can speed up: {}",
+                count(d.full_without_equality.len(), "column"),
+                if d.full_without_equality.len() == 1 { "has" } else { "have" },
+                list(&d.full_without_equality)
+            ),
+            "add a primary key to these tables so updates and deletes find their rows by key",
+        );
+    }
+    pass(
+        id,
+        format!("database \"{db}\": every replica identity column can be compared on the target"),
+    )
 }
 
 fn publication(d: &SourceDatabase, superuser: bool, user: &str, mode: Mode) -> ValidationCheck {

@@ -42,6 +42,13 @@ pub struct SourceDatabase {
     pub not_owned: Vec<String>,
     /// Tables without a primary key or usable replica identity.
     pub without_identity: Vec<String>,
+    /// Replica identity key columns (`schema.table.column`) of a type
+    /// without equality, even inside (a composite's field, an array's
+    /// element): the target cannot find their rows.
+    pub key_without_equality: Vec<String>,
+    /// Columns of REPLICA IDENTITY FULL tables of such a type: their rows
+    /// are matched by the columns' text form.
+    pub full_without_equality: Vec<String>,
     /// Unlogged tables.
     pub unlogged: Vec<String>,
     /// Number of large objects.
@@ -127,6 +134,7 @@ impl SourceDatabase {
             ),
         )
         .await?;
+        let (key_without_equality, full_without_equality) = identity_without_equality(conn).await?;
         let unlogged = names(
             conn,
             &format!(
@@ -184,6 +192,8 @@ impl SourceDatabase {
             unreadable,
             not_owned,
             without_identity,
+            key_without_equality,
+            full_without_equality,
             unlogged,
             large_objects,
             casts,
@@ -228,6 +238,35 @@ fn not_carried_sql() -> String {
         px = col("px"),
         py = col("py"),
     )
+}
+
+/// Identity columns whose type lacks equality (see
+/// [`crate::pgtypes::lacking_equality_sql`]): `(key columns, FULL columns)`.
+async fn identity_without_equality(
+    conn: &mut Connection,
+) -> Result<(Vec<String>, Vec<String>), ConnError> {
+    let sql = format!(
+        "WITH RECURSIVE roots(key, typ) AS ( \
+           SELECT format('%s|%I.%I.%I', CASE WHEN c.relreplident = 'f' THEN 'f' ELSE 'k' END, \
+                         n.nspname, c.relname, a.attname), a.atttypid \
+           {RELATIONS} JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+           WHERE {USER_RELATION} AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' \
+             AND (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                  WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey) \
+                    AND CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END))), {}",
+        crate::pgtypes::lacking_equality_sql()
+    );
+    let mut found = names(conn, &sql).await?;
+    found.sort();
+    let (mut keys, mut full) = (Vec::new(), Vec::new());
+    for f in found {
+        match f.split_once('|') {
+            Some(("f", col)) => full.push(col.to_string()),
+            Some((_, col)) => keys.push(col.to_string()),
+            None => {}
+        }
+    }
+    Ok((keys, full))
 }
 
 async fn names(conn: &mut Connection, sql: &str) -> Result<Vec<String>, ConnError> {

@@ -241,6 +241,7 @@ const DATABASE_IDS: &[&str] = &[
     check::SOURCE_TABLE_READ,
     check::SOURCE_PUBLICATION_PRIVILEGE,
     check::REPLICA_IDENTITY,
+    check::REPLICA_IDENTITY_EQUALITY,
     check::EXTENSIONS,
     check::COLLATIONS,
     check::ENCODING_LOCALE,

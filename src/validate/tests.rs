@@ -79,6 +79,8 @@ fn database() -> SourceDatabase {
         unreadable: vec![],
         not_owned: vec![],
         without_identity: vec![],
+        key_without_equality: vec![],
+        full_without_equality: vec![],
         unlogged: vec![],
         large_objects: 0,
         casts: vec![],
@@ -429,5 +431,33 @@ fn compatibility_rules() {
     assert_eq!(
         result_of(&against_target(&d, &t), check::ENCODING_LOCALE).result,
         CheckResult::Failed
+    );
+}
+
+#[test]
+fn identity_columns_without_equality() {
+    let mut d = database();
+    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    assert_eq!(
+        result_of(&out, check::REPLICA_IDENTITY_EQUALITY).result,
+        CheckResult::Succeeded
+    );
+    d.full_without_equality = vec!["public.shapes.c".into()];
+    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let c = result_of(&out, check::REPLICA_IDENTITY_EQUALITY);
+    assert_eq!(c.result, CheckResult::Warning, "{c:?}");
+    assert!(
+        c.message.contains("public.shapes.c") && c.fix.contains("primary key"),
+        "{c:?}"
+    );
+    d.key_without_equality = vec!["public.k.id".into()];
+    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let c = result_of(&out, check::REPLICA_IDENTITY_EQUALITY);
+    assert_eq!(c.result, CheckResult::Failed, "{c:?}");
+    assert!(c.message.contains("public.k.id"), "{c:?}");
+    let out = source_only(&d, Some(&source(15)), Mode::Offline, Some(false));
+    assert_eq!(
+        result_of(&out, check::REPLICA_IDENTITY_EQUALITY).result,
+        CheckResult::Succeeded
     );
 }

@@ -1,0 +1,222 @@
+//! What a failed apply statement means for the stream: whether trying the
+//! same change again can succeed (a lost connection, a deadlock) or never
+//! will (a value the target rejects, a column it lacks), and how to name
+//! the change in the error an operator reads.
+
+use crate::conn::ConnError;
+use crate::protocol::lsn::Lsn;
+use crate::protocol::pgoutput::{ColumnRef, TupleData};
+
+use super::relation::RelationInfo;
+
+/// `serialization_failure`.
+pub const SQLSTATE_SERIALIZATION_FAILURE: &str = "40001";
+/// `deadlock_detected`.
+pub const SQLSTATE_DEADLOCK_DETECTED: &str = "40P01";
+/// `admin_shutdown`: the server is shutting down or our backend was terminated.
+pub const SQLSTATE_ADMIN_SHUTDOWN: &str = "57P01";
+/// `crash_shutdown`.
+pub const SQLSTATE_CRASH_SHUTDOWN: &str = "57P02";
+/// `cannot_connect_now`: the server is starting up or in recovery.
+pub const SQLSTATE_CANNOT_CONNECT_NOW: &str = "57P03";
+/// `query_canceled` (statement timeout or a cancel request).
+pub const SQLSTATE_QUERY_CANCELED: &str = "57014";
+/// `lock_not_available`.
+pub const SQLSTATE_LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Class `0A`: feature not supported (e.g. `0A000` input of anonymous
+/// composite types).
+pub const CLASS_FEATURE_NOT_SUPPORTED: &str = "0A";
+/// Class `21`: cardinality violation.
+pub const CLASS_CARDINALITY_VIOLATION: &str = "21";
+/// Class `22`: data exception (a value the target type rejects).
+pub const CLASS_DATA_EXCEPTION: &str = "22";
+/// Class `23`: integrity constraint violation.
+pub const CLASS_INTEGRITY_CONSTRAINT_VIOLATION: &str = "23";
+/// Class `42`: syntax error or access rule violation (e.g. `42703`
+/// undefined column, `42883` undefined function).
+pub const CLASS_SYNTAX_OR_ACCESS_RULE: &str = "42";
+/// Class `44`: WITH CHECK OPTION violation.
+pub const CLASS_WITH_CHECK_OPTION: &str = "44";
+/// Class `08`: connection exception.
+pub const CLASS_CONNECTION_EXCEPTION: &str = "08";
+/// Class `53`: insufficient resources (disk full, out of memory, too many
+/// connections).
+pub const CLASS_INSUFFICIENT_RESOURCES: &str = "53";
+
+/// SQLSTATE classes whose errors a retry of the same change reproduces.
+const DETERMINISTIC_CLASSES: &[&str] = &[
+    CLASS_FEATURE_NOT_SUPPORTED,
+    CLASS_CARDINALITY_VIOLATION,
+    CLASS_DATA_EXCEPTION,
+    CLASS_INTEGRITY_CONSTRAINT_VIOLATION,
+    CLASS_SYNTAX_OR_ACCESS_RULE,
+    CLASS_WITH_CHECK_OPTION,
+];
+
+/// Whether trying the same change again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The server rejects the change itself: it will fail the same way
+    /// every time, so the stream gives up after a second attempt.
+    Deterministic,
+    /// The session, the server or a lock was in the way: retried with
+    /// backoff.
+    Transient,
+}
+
+/// Classifies a wire error. Anything that is not a server error (a socket
+/// closed, a connect refused, a TLS failure) is transient, as are the
+/// server errors not known to be deterministic: those are still bounded
+/// by the attempts at one position.
+pub fn classify(e: &ConnError) -> Retry {
+    match e.code() {
+        Some(code) if DETERMINISTIC_CLASSES.iter().any(|c| code.starts_with(c)) => {
+            Retry::Deterministic
+        }
+        _ => Retry::Transient,
+    }
+}
+
+/// A change the target refused, named: the statement, the table, the
+/// row's identity and the transaction it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("database {db}: apply worker {worker}: {what} table {table}, row {key}, in the transaction committed at {lsn}{more}: {source}")]
+pub struct RefusedChange {
+    /// Database.
+    pub db: String,
+    /// Worker index.
+    pub worker: usize,
+    /// `update of`, `insert into`, … (`set-based …` when many rows went together).
+    pub what: String,
+    /// `schema.table`.
+    pub table: String,
+    /// The row's identity (key columns, or every column under FULL).
+    pub key: String,
+    /// Commit LSN of the source transaction (the last one folded into the
+    /// statement, when it carried several).
+    pub lsn: Lsn,
+    /// How many other rows the statement carried, said when not none.
+    pub more: String,
+    /// Commit LSN of the first transaction of the batch that failed: where
+    /// this worker resumes, hence the position retries count at.
+    pub batch_start: Lsn,
+    /// The wire error.
+    #[source]
+    pub source: Box<ConnError>,
+}
+
+/// Longest text of one value in an error message.
+const VALUE_LIMIT: usize = 64;
+
+/// The identity of a row for an error message: `(k1, k2)=(v1, v2)` over
+/// the key columns, or every column under FULL identity; values cut at
+/// [`VALUE_LIMIT`] bytes, binary ones shown as hex.
+pub fn describe_key(rel: &RelationInfo, tuple: &TupleData) -> String {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for (c, v) in rel.columns.iter().zip(tuple.iter_ref()) {
+        if !rel.full_identity() && !c.is_key {
+            continue;
+        }
+        names.push(c.name.clone());
+        values.push(match v {
+            ColumnRef::Null => "NULL".to_string(),
+            ColumnRef::UnchangedToast => "(unchanged)".to_string(),
+            ColumnRef::Text(b) => cut(&String::from_utf8_lossy(b)),
+            ColumnRef::Binary(b) => binary_value(c.type_oid, b),
+        });
+    }
+    format!("({})=({})", names.join(", "), values.join(", "))
+}
+
+/// A binary value as text: integers and booleans as such, the rest as hex.
+fn binary_value(type_oid: u32, b: &[u8]) -> String {
+    let number = match type_oid {
+        16 if b.len() == 1 => Some((b.first() != Some(&0)).to_string()),
+        21 => <[u8; 2]>::try_from(b)
+            .ok()
+            .map(|a| i16::from_be_bytes(a).to_string()),
+        23 => <[u8; 4]>::try_from(b)
+            .ok()
+            .map(|a| i32::from_be_bytes(a).to_string()),
+        20 => <[u8; 8]>::try_from(b)
+            .ok()
+            .map(|a| i64::from_be_bytes(a).to_string()),
+        _ => None,
+    };
+    match number {
+        Some(n) => n,
+        _ => {
+            let hex: String = b
+                .iter()
+                .take(VALUE_LIMIT / 2)
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            format!(
+                "\\x{hex}{}",
+                if b.len() > VALUE_LIMIT / 2 { "…" } else { "" }
+            )
+        }
+    }
+}
+
+fn cut(s: &str) -> String {
+    if s.len() <= VALUE_LIMIT {
+        return s.to_string();
+    }
+    let mut end = VALUE_LIMIT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::DbError;
+
+    fn db(code: &str) -> ConnError {
+        ConnError::Db(Box::new(DbError {
+            severity: "ERROR".into(),
+            code: code.into(),
+            ..DbError::default()
+        }))
+    }
+
+    #[test]
+    fn rejected_changes_are_deterministic_interruptions_transient() {
+        for code in ["0A000", "42703", "22P02", "23505", "23514", "42883"] {
+            assert_eq!(classify(&db(code)), Retry::Deterministic, "{code}");
+        }
+        for code in [
+            SQLSTATE_ADMIN_SHUTDOWN,
+            SQLSTATE_CANNOT_CONNECT_NOW,
+            SQLSTATE_SERIALIZATION_FAILURE,
+            SQLSTATE_DEADLOCK_DETECTED,
+            SQLSTATE_QUERY_CANCELED,
+            "08006",
+            "53100",
+        ] {
+            assert_eq!(classify(&db(code)), Retry::Transient, "{code}");
+        }
+        assert_eq!(classify(&ConnError::Closed), Retry::Transient);
+    }
+
+    #[test]
+    fn binary_integers_read_as_numbers() {
+        assert_eq!(binary_value(23, &3i32.to_be_bytes()), "3");
+        assert_eq!(binary_value(20, &(-5i64).to_be_bytes()), "-5");
+        assert_eq!(binary_value(16, &[1]), "true");
+        assert_eq!(binary_value(17, &[0xab, 0x01]), "\\xab01");
+    }
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(40);
+        let c = cut(&s);
+        assert!(c.ends_with('…') && c.len() <= VALUE_LIMIT + 3);
+        assert_eq!(cut("short"), "short");
+    }
+}
