@@ -38,7 +38,22 @@ mod exit {
 #[command(
     name = "pgmigrate",
     version,
-    about = "Move a live PostgreSQL database to another server"
+    about = "Move a live PostgreSQL database to another server",
+    after_help = "\
+Exit status:
+  0  succeeded (run, cutover --wait, cancel), no failed check (validate), identical (verify)
+  1  the migration failed
+  2  bad usage or configuration (also an unusable state_dir)
+  3  canceled
+  4  a premigration check failed
+  5  not in a state that allows it (cutover, cancel)
+  6  verify found differences
+
+Signals to `pgmigrate run`:
+  SIGUSR1          cut over (same as `pgmigrate cutover NAME`)
+  SIGTERM, SIGINT  stop gracefully: progress is kept, exit 0; `run` again resumes
+
+Contract: /usr/share/doc/pgmigrate/DESIGN.md (docs/DESIGN.md in the repository)"
 )]
 struct Cli {
     #[command(subcommand)]

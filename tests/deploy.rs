@@ -294,3 +294,21 @@ fn example_config_parses() {
     assert_eq!(config.apply.batch_max_delay, Duration::from_millis(200));
     assert!(!config.cutover.lock_source);
 }
+
+#[test]
+fn help_lists_exit_codes_and_signals() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgmigrate"))
+        .arg("--help")
+        .output()
+        .expect("pgmigrate --help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for needle in [
+        "Exit status",
+        "6  verify found differences",
+        "SIGUSR1",
+        "SIGTERM",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle:?}:\n{text}");
+    }
+}
