@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::database::{DbContext, DbError};
 use super::prerequisites::{prepare, Prepared};
 use super::replication_objects::{drop_exported_slot, origin_names};
-use crate::config::Mode;
+use crate::config::{Config, Mode};
 use crate::conn::{ConnectParams, Connection};
 use crate::control::state::ResumeState;
 use crate::control::status::Phase;
@@ -80,11 +80,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         target: &target_params,
         tools: &tools,
         work_dir: &ctx.work_dir,
-        options: CopyOptions {
-            jobs: cfg.copy.jobs,
-            index_jobs: cfg.copy.index_jobs,
-            split_bytes: cfg.copy.split_tables_larger_than,
-        },
+        options: copy_options(cfg),
         progress: ctx.progress.clone(),
         keep_owners,
         exclude_publication: (!temporary).then_some(name.as_str()),
@@ -132,11 +128,7 @@ async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Res
         target: &target_params,
         tools,
         work_dir: &ctx.work_dir,
-        options: CopyOptions {
-            jobs: cfg.copy.jobs,
-            index_jobs: cfg.copy.index_jobs,
-            split_bytes: cfg.copy.split_tables_larger_than,
-        },
+        options: copy_options(cfg),
         progress: ctx.progress.clone(),
         keep_owners,
         exclude_publication: name.as_deref(),
@@ -175,4 +167,12 @@ async fn complete_copy(ctx: &DbContext, target_params: &ConnectParams) -> Result
     let _ = std::fs::remove_dir_all(&ctx.work_dir);
     ctx.record(|r| r.copy_completed = true)?;
     Ok(())
+}
+
+fn copy_options(cfg: &Config) -> CopyOptions {
+    CopyOptions {
+        jobs: cfg.copy.jobs,
+        index_jobs: cfg.copy.index_jobs,
+        split_bytes: cfg.copy.split_tables_larger_than,
+    }
 }
