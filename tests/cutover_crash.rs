@@ -9,30 +9,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::daemon::{kill9, show, signal, start, start_with_env};
+use common::daemon::{kill9, show, signal, start, start_with_env, wait_ready};
 use common::{tmp_dir, write_config, Cluster};
-
-/// Waits until the migration waits for cutover, from this process.
-fn wait_ready(state: &Path, name: &str, child: &mut Child, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("pgmigrate exited early ({status}): {}", read(log));
-        }
-        let doc = show(state, name);
-        if doc["pid"].as_u64() == Some(u64::from(child.id()))
-            && doc["status"] == "WaitingForUserAction"
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready in time: {doc}\n{}",
-            read(log)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn wait_log(log: &Path, needle: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -122,7 +100,13 @@ fn cutover_survives(src: &Cluster, dst: &Cluster, db: &str, kill: Kill) {
         ),
         Kill::After(_) => start(&cfg, &log),
     };
-    wait_ready(state.path(), &name, &mut child, &log);
+    wait_ready(
+        state.path(),
+        &name,
+        &mut child,
+        &log,
+        Duration::from_secs(90),
+    );
     src.psql(
         db,
         "INSERT INTO orders (item) SELECT 'late' || g FROM generate_series(1, 300) g",

@@ -14,12 +14,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::daemon::{show, start, verify_ok, wait_exit};
+use common::daemon::{start, verify_ok, wait_exit, wait_ready};
 use common::regress::build_regression_db;
 use common::{
     assert_same, assert_same_schema, dump_bin_dir, is_installed, pgmigrate_bin, server_owned_dir,
@@ -106,28 +106,6 @@ fn writer(src: &Cluster, db: &str, stop: Arc<AtomicBool>) -> usize {
         i += 1;
     }
     i
-}
-
-fn wait_ready(state: &Path, name: &str, child: &mut Child, log: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "pgmigrate exited early ({status}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let doc = show(state, name);
-        if doc["status"] == "WaitingForUserAction" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "online migration not ready in time: {doc}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn online(src: &Cluster) {

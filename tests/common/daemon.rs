@@ -88,3 +88,30 @@ pub fn verify_ok(cfg: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Waits until this daemon reports `WaitingForUserAction` (the state must
+/// come from `child`: right after a restart the file still holds what a
+/// killed one wrote), panicking with its log if it exits or `limit` passes.
+pub fn wait_ready(state: &Path, name: &str, child: &mut Child, log: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "pgmigrate exited early ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let doc = show(state, name);
+        if doc["pid"].as_u64() == Some(u64::from(child.id()))
+            && doc["status"] == "WaitingForUserAction"
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready in time: {doc}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
