@@ -1,82 +1,14 @@
 //! What a failed apply statement means for the stream: whether trying the
 //! same change again can succeed (a lost connection, a deadlock) or never
-//! will (a value the target rejects, a column it lacks), and how to name
-//! the change in the error an operator reads.
+//! will (a value the target rejects, a column it lacks; decided in
+//! [`crate::conn::retry`]), and how to name the change in the error an
+//! operator reads.
 
 use crate::conn::ConnError;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::pgoutput::{ColumnRef, TupleData};
 
 use super::relation::RelationInfo;
-
-/// `serialization_failure`.
-pub const SQLSTATE_SERIALIZATION_FAILURE: &str = "40001";
-/// `deadlock_detected`.
-pub const SQLSTATE_DEADLOCK_DETECTED: &str = "40P01";
-/// `admin_shutdown`: the server is shutting down or our backend was terminated.
-pub const SQLSTATE_ADMIN_SHUTDOWN: &str = "57P01";
-/// `crash_shutdown`.
-pub const SQLSTATE_CRASH_SHUTDOWN: &str = "57P02";
-/// `cannot_connect_now`: the server is starting up or in recovery.
-pub const SQLSTATE_CANNOT_CONNECT_NOW: &str = "57P03";
-/// `query_canceled` (statement timeout or a cancel request).
-pub const SQLSTATE_QUERY_CANCELED: &str = "57014";
-/// `lock_not_available`.
-pub const SQLSTATE_LOCK_NOT_AVAILABLE: &str = "55P03";
-
-/// Class `0A`: feature not supported (e.g. `0A000` input of anonymous
-/// composite types).
-pub const CLASS_FEATURE_NOT_SUPPORTED: &str = "0A";
-/// Class `21`: cardinality violation.
-pub const CLASS_CARDINALITY_VIOLATION: &str = "21";
-/// Class `22`: data exception (a value the target type rejects).
-pub const CLASS_DATA_EXCEPTION: &str = "22";
-/// Class `23`: integrity constraint violation.
-pub const CLASS_INTEGRITY_CONSTRAINT_VIOLATION: &str = "23";
-/// Class `42`: syntax error or access rule violation (e.g. `42703`
-/// undefined column, `42883` undefined function).
-pub const CLASS_SYNTAX_OR_ACCESS_RULE: &str = "42";
-/// Class `44`: WITH CHECK OPTION violation.
-pub const CLASS_WITH_CHECK_OPTION: &str = "44";
-/// Class `08`: connection exception.
-pub const CLASS_CONNECTION_EXCEPTION: &str = "08";
-/// Class `53`: insufficient resources (disk full, out of memory, too many
-/// connections).
-pub const CLASS_INSUFFICIENT_RESOURCES: &str = "53";
-
-/// SQLSTATE classes whose errors a retry of the same change reproduces.
-const DETERMINISTIC_CLASSES: &[&str] = &[
-    CLASS_FEATURE_NOT_SUPPORTED,
-    CLASS_CARDINALITY_VIOLATION,
-    CLASS_DATA_EXCEPTION,
-    CLASS_INTEGRITY_CONSTRAINT_VIOLATION,
-    CLASS_SYNTAX_OR_ACCESS_RULE,
-    CLASS_WITH_CHECK_OPTION,
-];
-
-/// Whether trying the same change again can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// The server rejects the change itself: it will fail the same way
-    /// every time, so the stream gives up after a second attempt.
-    Deterministic,
-    /// The session, the server or a lock was in the way: retried with
-    /// backoff.
-    Transient,
-}
-
-/// Classifies a wire error. Anything that is not a server error (a socket
-/// closed, a connect refused, a TLS failure) is transient, as are the
-/// server errors not known to be deterministic: those are still bounded
-/// by the attempts at one position.
-pub fn classify(e: &ConnError) -> Retry {
-    match e.code() {
-        Some(code) if DETERMINISTIC_CLASSES.iter().any(|c| code.starts_with(c)) => {
-            Retry::Deterministic
-        }
-        _ => Retry::Transient,
-    }
-}
 
 /// A change the target refused, named: the statement, the table, the
 /// row's identity and the transaction it belongs to.
@@ -175,34 +107,6 @@ fn cut(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::DbError;
-
-    fn db(code: &str) -> ConnError {
-        ConnError::Db(Box::new(DbError {
-            severity: "ERROR".into(),
-            code: code.into(),
-            ..DbError::default()
-        }))
-    }
-
-    #[test]
-    fn rejected_changes_are_deterministic_interruptions_transient() {
-        for code in ["0A000", "42703", "22P02", "23505", "23514", "42883"] {
-            assert_eq!(classify(&db(code)), Retry::Deterministic, "{code}");
-        }
-        for code in [
-            SQLSTATE_ADMIN_SHUTDOWN,
-            SQLSTATE_CANNOT_CONNECT_NOW,
-            SQLSTATE_SERIALIZATION_FAILURE,
-            SQLSTATE_DEADLOCK_DETECTED,
-            SQLSTATE_QUERY_CANCELED,
-            "08006",
-            "53100",
-        ] {
-            assert_eq!(classify(&db(code)), Retry::Transient, "{code}");
-        }
-        assert_eq!(classify(&ConnError::Closed), Retry::Transient);
-    }
 
     #[test]
     fn binary_integers_read_as_numbers() {

@@ -13,8 +13,9 @@ pub mod window;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::conn::Retry;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::pgoutput::{OldTuple, TupleData};
 use crate::protocol::timestamp::PgTimestamp;
@@ -96,8 +97,9 @@ pub struct WorkerProgress {
     pub applied: AtomicU64,
     /// … and that commit is flushed to the target's disk.
     pub durable: AtomicU64,
-    /// Set when the worker stopped on an error.
-    pub error: Mutex<Option<String>>,
+    /// Set when the worker stopped on an error (the error itself is the
+    /// thread's result).
+    pub failed: std::sync::atomic::AtomicBool,
     /// Set once the worker is connected and knows its origin's position:
     /// until then `applied` says nothing.
     pub started: std::sync::atomic::AtomicBool,
@@ -114,9 +116,9 @@ impl WorkerProgress {
         Lsn(self.durable.load(Ordering::Acquire))
     }
 
-    /// The error the worker stopped on, if any.
-    pub fn error(&self) -> Option<String> {
-        self.error.lock().ok().and_then(|e| e.clone())
+    /// True once the worker stopped on an error.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// True once the worker is ready to apply.
@@ -163,11 +165,11 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Whether another attempt at the same change can succeed.
-    pub fn retry(&self) -> failure::Retry {
+    pub fn retry(&self) -> Retry {
         match self {
-            ApplyError::Target { source, .. } => failure::classify(source),
-            ApplyError::Change(c) => failure::classify(&c.source),
-            ApplyError::Setup { .. } => failure::Retry::Deterministic,
+            ApplyError::Target { source, .. } => source.retry(),
+            ApplyError::Change(c) => c.source.retry(),
+            ApplyError::Setup { .. } => Retry::Deterministic,
         }
     }
 

@@ -83,10 +83,8 @@ pub fn spawn(
                 progress.started.store(true, Ordering::Release);
                 w.run(rx).await
             });
-            if let Err(e) = &result {
-                if let Ok(mut slot) = progress.error.lock() {
-                    *slot = Some(e.to_string());
-                }
+            if result.is_err() {
+                progress.failed.store(true, Ordering::Release);
             }
             result
         })

@@ -150,6 +150,11 @@ impl ConnError {
         }
     }
 
+    /// Whether the same work can succeed when tried again.
+    pub fn retry(&self) -> super::Retry {
+        super::retry::of_conn(self)
+    }
+
     /// True when the connection can no longer be used (socket gone,
     /// protocol out of sync or a FATAL error).
     pub fn is_fatal(&self) -> bool {

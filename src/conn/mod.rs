@@ -8,7 +8,9 @@ mod error;
 mod extended;
 mod params;
 mod replication;
+pub mod retry;
 mod row;
+pub mod sqlstate;
 mod tls;
 
 pub use connection::{CancelToken, Connection};
@@ -17,6 +19,7 @@ pub use error::{ConnError, DbError};
 pub use extended::{Param, Pipeline, PipelineError, Statement};
 pub use params::{ConnectParams, Host};
 pub use replication::CopyBoth;
+pub use retry::Retry;
 pub use row::Row;
 pub use tls::SslMode;
 

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::console_session::{self, Admission, SessionLimits};
+use crate::conn::sqlstate;
 use crate::listen::accept::AcceptErrors;
 
 /// The console's port: the suffix of its socket's name.
@@ -41,14 +42,14 @@ pub const CONSOLE_PORT: u16 = 6543;
 const ECHO_LIMIT: usize = 200;
 
 /// SQLSTATE of a command the console does not know (`syntax_error`).
-pub const SQLSTATE_SYNTAX_ERROR: &str = "42601";
+pub const SQLSTATE_SYNTAX_ERROR: &str = sqlstate::SYNTAX_ERROR;
 
 /// SQLSTATE of a command refused in the migration's current state
 /// (`object_not_in_prerequisite_state`).
-pub const SQLSTATE_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+pub const SQLSTATE_NOT_IN_PREREQUISITE_STATE: &str = sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE;
 
 /// SQLSTATE of a reply the handler built wrongly (`internal_error`).
-const SQLSTATE_INTERNAL_ERROR: &str = "XX000";
+const SQLSTATE_INTERNAL_ERROR: &str = sqlstate::INTERNAL_ERROR;
 
 /// What an unknown command's error lists.
 const COMMAND_LIST: &str =

@@ -20,7 +20,7 @@ use crate::conn::{ConnError, ConnectParams, Connection, Host, Row, SslMode};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// SQLSTATE of a console with every session taken.
-const SQLSTATE_TOO_MANY: &str = "53300";
+use crate::conn::sqlstate::TOO_MANY_CONNECTIONS as SQLSTATE_TOO_MANY;
 
 /// Tries, POLL_INTERVAL apart, while the console has no free session.
 const BUSY_ATTEMPTS: u32 = 10;

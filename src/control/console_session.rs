@@ -30,6 +30,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::conn::sqlstate;
+
 /// The `application_name` of the `show`, `cutover` and `cancel` clients,
 /// which may use the reserved sessions.
 pub const CLI_APPLICATION_NAME: &str = "pgmigrate-cli";
@@ -154,7 +156,7 @@ pub async fn run<H>(
             "the admin console serves at most {} sessions at once",
             limits.max_sessions
         );
-        send_fatal(&mut client, "53300", &message).await;
+        send_fatal(&mut client, sqlstate::TOO_MANY_CONNECTIONS, &message).await;
         return;
     };
     if let Err(e) = relay(client, startup, handlers, limits).await {
@@ -267,7 +269,7 @@ async fn pump_up(
         match tokio::time::timeout(limits.idle_timeout, client.read(&mut header[..1])).await {
             Err(_) => {
                 return End::fatal(
-                    "57P05",
+                    sqlstate::IDLE_SESSION_TIMEOUT,
                     format!(
                         "closing the console session after {}s idle",
                         limits.idle_timeout.as_secs()
@@ -279,7 +281,7 @@ async fn pump_up(
         }
         let halfway = || {
             End::fatal(
-                "08006",
+                sqlstate::CONNECTION_FAILURE,
                 format!(
                     "a console message did not arrive within {}s",
                     limits.read_timeout.as_secs()
@@ -293,7 +295,10 @@ async fn pump_up(
         }
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
         let Some(body) = len.checked_sub(4) else {
-            return End::fatal("08P01", format!("invalid message length {len}"));
+            return End::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("invalid message length {len}"),
+            );
         };
         if body > limits.max_message_bytes {
             // Read and dropped through a small buffer, never kept: a client
@@ -308,7 +313,7 @@ async fn pump_up(
             )
             .await;
             return End::fatal(
-                "54000",
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 format!(
                     "console message of {body} bytes exceeds the limit of {} bytes",
                     limits.max_message_bytes

@@ -14,13 +14,13 @@ use super::entry_script::ScriptEntry;
 use super::CopyError;
 
 /// SQLSTATE 40P01: this transaction was chosen to break a deadlock.
-pub const SQLSTATE_DEADLOCK_DETECTED: &str = "40P01";
+pub const SQLSTATE_DEADLOCK_DETECTED: &str = crate::conn::sqlstate::DEADLOCK_DETECTED;
 /// SQLSTATE 40001: serialization failure; the same work may succeed again.
-pub const SQLSTATE_SERIALIZATION_FAILURE: &str = "40001";
+pub const SQLSTATE_SERIALIZATION_FAILURE: &str = crate::conn::sqlstate::SERIALIZATION_FAILURE;
 /// SQLSTATE 42P07: the relation (an index) already exists.
-pub const SQLSTATE_DUPLICATE_TABLE: &str = "42P07";
+pub const SQLSTATE_DUPLICATE_TABLE: &str = crate::conn::sqlstate::DUPLICATE_TABLE;
 /// SQLSTATE 42710: the object (constraint, trigger, policy, …) already exists.
-pub const SQLSTATE_DUPLICATE_OBJECT: &str = "42710";
+pub const SQLSTATE_DUPLICATE_OBJECT: &str = crate::conn::sqlstate::DUPLICATE_OBJECT;
 
 /// Statements sent per simple Query: few round trips, yet a bounded number
 /// of locks per implicit transaction (one huge transaction would exhaust

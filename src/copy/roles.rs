@@ -55,7 +55,7 @@ pub async fn copy_missing(
         );
         match target.execute(&sql).await {
             Ok(_) => created.push(name.to_string()),
-            Err(e) if e.code() == Some("42501") => {
+            Err(e) if e.code() == Some(crate::conn::sqlstate::INSUFFICIENT_PRIVILEGE) => {
                 tracing::warn!(
                     db,
                     role = name,

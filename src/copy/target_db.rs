@@ -139,7 +139,7 @@ pub fn origin_marker(target_db_oid: u32) -> String {
 /// The pgmigrate origins that apply into `db`, if any. A role that may not
 /// read `pg_replication_origin` cannot have created any either.
 async fn origins_of(conn: &mut Connection, db: &str) -> Result<Option<String>, CopyError> {
-    const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    use crate::conn::sqlstate::INSUFFICIENT_PRIVILEGE;
     let rows = conn
         .query(
             "SELECT string_agg(o.roname, ', ') FROM pg_catalog.pg_replication_origin o, pg_catalog.pg_database d \

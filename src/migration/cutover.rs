@@ -42,9 +42,9 @@ pub(super) async fn cut_over(
     loop {
         if !stream.is_running() {
             stream.stop().await.map_err(DbError::Stream)?;
-            return Err(DbError::Stream(StreamError::Other {
+            return Err(DbError::Stream(StreamError::Ended {
                 db: db.to_string(),
-                message: format!("the stream ended during cutover, before {target_lsn}"),
+                during: format!(" during cutover, before {target_lsn}"),
             }));
         }
         let applied = stream.applied();

@@ -11,7 +11,7 @@ use crate::copy::target_db::DatabaseProps;
 use crate::copy::{roles, target_db, CopyError};
 
 /// SQLSTATE invalid_catalog_name: the database does not exist.
-pub(super) const INVALID_CATALOG_NAME: &str = "3D000";
+pub(super) use crate::conn::sqlstate::INVALID_CATALOG_NAME;
 
 /// What the prerequisites established for the copy.
 pub(super) struct Prepared {

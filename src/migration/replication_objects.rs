@@ -5,13 +5,10 @@
 
 use std::time::Duration;
 
-use crate::conn::Connection;
+use crate::conn::{sqlstate, Connection};
 use crate::control::state::ResumeState;
 use crate::copy::{slot, target_db, CopyError};
 use crate::stream::publication;
-
-/// SQLSTATE object_in_use: the slot's walsender has not exited yet.
-const OBJECT_IN_USE: &str = "55006";
 
 /// The apply workers' origin names for the slot `slot_name`, applying into
 /// the target database of OID `target_db_oid` (which another migration's
@@ -49,7 +46,7 @@ pub(super) async fn drop_source_objects(
             match slot::drop_if_exists(source, db, slot_name).await {
                 Ok(_) => break,
                 Err(CopyError::Source { source: e, .. })
-                    if e.code() == Some(OBJECT_IN_USE) && tries < 100 =>
+                    if e.code() == Some(sqlstate::OBJECT_IN_USE) && tries < 100 =>
                 {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -46,9 +46,9 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
                 cutover::cut_over(ctx, &mut source, stream, &slot_name).await?;
                 return Ok(DbEnd::Done);
             }
-            return Err(DbError::Stream(StreamError::Other {
+            return Err(DbError::Stream(StreamError::Ended {
                 db: db.to_string(),
-                message: "the stream vanished as the cutover began".into(),
+                during: " as the cutover began".into(),
             }));
         }
         if cut {
@@ -105,10 +105,8 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
         resume.publication_name.clone(),
         resume.consistent_lsn,
     ) else {
-        return Err(DbError::Stream(StreamError::Other {
+        return Err(DbError::Stream(StreamError::NotRecorded {
             db: db.to_string(),
-            message: "state.json lacks the slot, publication or consistent LSN of this database"
-                .into(),
         }));
     };
     let source_params = cfg.source.connect_params(db);

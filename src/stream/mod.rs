@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::{self, ApplyError, WorkerConfig, WorkerProgress};
-use crate::conn::{ConnError, ConnectParams};
+use crate::conn::{ConnError, ConnectParams, Retry};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::timestamp::PgTimestamp;
+use crate::spill::SpillError;
 
 pub use receiver::Shared;
 
@@ -49,18 +50,71 @@ pub enum StreamError {
         /// What was wrong, with the LSN.
         message: String,
     },
-    /// An apply worker failed.
-    #[error("database {db}: apply: {message}")]
-    Apply {
+    /// The source ended the replication stream on its own.
+    #[error("database {db}: the source ended the replication stream")]
+    SourceEnded {
         /// Database.
         db: String,
-        /// The worker's error.
-        message: String,
+    },
+    /// An apply worker stopped (its own error, [`StreamError::Worker`],
+    /// is what [`Stream::stop`] reports).
+    #[error("database {db}: apply worker {worker} stopped")]
+    WorkerStopped {
+        /// Database.
+        db: String,
+        /// Worker index.
+        worker: usize,
     },
     /// An apply worker stopped on this error (the root cause of whatever
     /// the receiver saw next).
     #[error("{0}")]
     Worker(Box<ApplyError>),
+    /// A large transaction could not be spilled to disk or read back.
+    #[error("database {db}: spilling the transaction {xid}: {source}")]
+    Spill {
+        /// Database.
+        db: String,
+        /// The source transaction.
+        xid: u32,
+        /// What failed.
+        #[source]
+        source: SpillError,
+    },
+    /// A thread or its runtime could not be started.
+    #[error("database {db}: starting the {thread}: {source}")]
+    Start {
+        /// Database.
+        db: String,
+        /// `receiver`, `apply worker 2`, …
+        thread: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stream thread panicked, or its join failed.
+    #[error("database {db}: the {thread} thread panicked")]
+    Panicked {
+        /// Database.
+        db: String,
+        /// `receiver`, `stream`.
+        thread: &'static str,
+    },
+    /// The stream stopped without an error while it should have run.
+    #[error("database {db}: the stream ended unexpectedly{during}")]
+    Ended {
+        /// Database.
+        db: String,
+        /// When, said when it matters (`" during cutover, before 0/1A"`).
+        during: String,
+    },
+    /// state.json lacks what a stream starts from.
+    #[error(
+        "database {db}: state.json lacks the slot, publication or consistent LSN of this database"
+    )]
+    NotRecorded {
+        /// Database.
+        db: String,
+    },
     /// The stream failed at one position as often as it may.
     #[error("{last} (gave up after {attempts} attempts at this position)")]
     GaveUp {
@@ -73,14 +127,6 @@ pub enum StreamError {
     /// Stopped on request while waiting.
     #[error("stream stopped")]
     Stopped,
-    /// Anything else, named.
-    #[error("database {db}: {message}")]
-    Other {
-        /// Database.
-        db: String,
-        /// What happened.
-        message: String,
-    },
 }
 
 impl StreamError {
@@ -93,13 +139,24 @@ impl StreamError {
     }
 
     /// Whether restarting the stream at the same position can get further:
-    /// an apply worker knows (the target refused the change, or the session
-    /// was lost); anything on the source side is taken as transient,
-    /// bounded by the attempts at one position.
-    pub fn retry(&self) -> crate::apply::failure::Retry {
+    /// a server error by its SQLSTATE ([`crate::conn::retry`]); a stream
+    /// that is malformed, or a state that lacks what it starts from, will
+    /// be the same next time; a lost thread, a full spill disk or a stream
+    /// that just ended are taken as transient, bounded by the attempts at
+    /// one position.
+    pub fn retry(&self) -> Retry {
         match self {
+            StreamError::Source { source, .. } => source.retry(),
             StreamError::Worker(e) => e.retry(),
-            _ => crate::apply::failure::Retry::Transient,
+            StreamError::GaveUp { last, .. } => last.retry(),
+            StreamError::Protocol { .. } | StreamError::NotRecorded { .. } => Retry::Deterministic,
+            StreamError::SourceEnded { .. }
+            | StreamError::WorkerStopped { .. }
+            | StreamError::Spill { .. }
+            | StreamError::Start { .. }
+            | StreamError::Panicked { .. }
+            | StreamError::Ended { .. }
+            | StreamError::Stopped => Retry::Transient,
         }
     }
 
@@ -209,9 +266,10 @@ impl Stream {
                 start_lsn: cfg.start_lsn,
             };
             let handle = apply::spawn(wc, rx, progress.clone(), counters.clone()).map_err(|e| {
-                StreamError::Other {
+                StreamError::Start {
                     db: cfg.db.clone(),
-                    message: format!("starting apply worker {index}: {e}"),
+                    thread: format!("apply worker {index}"),
+                    source: e,
                 }
             })?;
             senders.push(tx);
@@ -234,9 +292,10 @@ impl Stream {
         let receiver = std::thread::Builder::new()
             .name("receiver".into())
             .spawn(move || receiver::run_thread(rc, senders, wp, cn, sh))
-            .map_err(|e| StreamError::Other {
+            .map_err(|e| StreamError::Start {
                 db: cfg.db.clone(),
-                message: format!("starting the receiver: {e}"),
+                thread: "receiver".into(),
+                source: e,
             })?;
         Ok(Stream {
             db: cfg.db,
@@ -285,17 +344,13 @@ impl Stream {
     /// worker is connected (knows its origin's position) and has not
     /// stopped on an error.
     pub fn applying(&self) -> bool {
-        self.is_running()
-            && self
-                .workers
-                .iter()
-                .all(|w| w.started() && w.error().is_none())
+        self.is_running() && self.workers.iter().all(|w| w.started() && !w.failed())
     }
 
     /// True once the receiver stopped or a worker stopped on an error (a
     /// receiver with nothing to send would not notice that for a while).
     pub fn failed(&self) -> bool {
-        !self.is_running() || self.workers.iter().any(|w| w.error().is_some())
+        !self.is_running() || self.workers.iter().any(|w| w.failed())
     }
 
     /// True while the receiver thread runs.
@@ -313,9 +368,9 @@ impl Stream {
         tokio::task::spawn_blocking(move || {
             let r = match receiver {
                 Some(h) => h.join().unwrap_or_else(|_| {
-                    Err(StreamError::Other {
+                    Err(StreamError::Panicked {
                         db: db.clone(),
-                        message: "receiver thread panicked".into(),
+                        thread: "receiver",
                     })
                 }),
                 None => Ok(()),
@@ -339,9 +394,9 @@ impl Stream {
             first.or(receiver_error).map_or(Ok(()), Err)
         })
         .await
-        .map_err(|e| StreamError::Other {
+        .map_err(|_| StreamError::Panicked {
             db: self.db.clone(),
-            message: format!("joining the stream: {e}"),
+            thread: "stream",
         })?
     }
 }

@@ -20,7 +20,7 @@ use crate::protocol::lsn::{Lsn, RelationId};
 use crate::protocol::pgoutput::{self, Begin, DecodeContext, PgOutputMessage};
 use crate::protocol::replication::{ReplicationMessage, StandbyStatusUpdate};
 use crate::protocol::timestamp::PgTimestamp;
-use crate::spill::{SpillReader, SpillWriter};
+use crate::spill::{SpillError, SpillReader, SpillWriter};
 
 use super::StreamError;
 
@@ -102,9 +102,10 @@ pub fn run_thread(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| StreamError::Other {
+        .map_err(|e| StreamError::Start {
             db: cfg.db.clone(),
-            message: format!("runtime: {e}"),
+            thread: "receiver's runtime".into(),
+            source: e,
         })?;
     rt.block_on(async move {
         let mut params = cfg.source.clone();
@@ -153,15 +154,25 @@ impl Receiver<'_> {
     }
 
     fn check_workers(&self) -> Result<(), StreamError> {
-        for (i, p) in self.progress.iter().enumerate() {
-            if let Some(e) = p.error() {
-                return Err(StreamError::Apply {
-                    db: self.db().to_string(),
-                    message: format!("worker {i}: {e}"),
-                });
-            }
+        match self.progress.iter().position(|p| p.failed()) {
+            Some(worker) => Err(self.worker_stopped(worker)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    fn worker_stopped(&self, worker: usize) -> StreamError {
+        StreamError::WorkerStopped {
+            db: self.db().to_string(),
+            worker,
+        }
+    }
+
+    fn spill_error(&self, xid: u32, source: SpillError) -> StreamError {
+        StreamError::Spill {
+            db: self.db().to_string(),
+            xid,
+            source,
+        }
     }
 
     /// The LSN every worker has durably covered: what the source may forget.
@@ -206,7 +217,7 @@ impl Receiver<'_> {
             tokio::select! {
                 msg = self.stream.recv() => {
                     let Some(data) = msg.map_err(|e| StreamError::source(&self.cfg.db, "reading the replication stream", e))? else {
-                        return Err(StreamError::Other { db: self.db().to_string(), message: "the source ended the replication stream".into() });
+                        return Err(StreamError::SourceEnded { db: self.db().to_string() });
                     };
                     self.handle(data, &mut txn).await?;
                 }
@@ -324,34 +335,29 @@ impl Receiver<'_> {
 
     fn push(&mut self, t: &mut Txn, raw: Bytes, msg: PgOutputMessage) -> Result<(), StreamError> {
         t.bytes += raw.len();
+        let xid = t.begin.xid.0;
         if let Some(w) = t.spill.as_mut() {
-            return w.push(&raw).map_err(|e| StreamError::Other {
-                db: self.cfg.db.clone(),
-                message: e.to_string(),
-            });
+            return w.push(&raw).map_err(|e| self.spill_error(xid, e));
         }
         t.messages.push(msg);
         t.raw.push(raw);
         if t.bytes > self.cfg.memory_budget {
             // Past the budget: everything of this transaction goes to disk.
-            std::fs::create_dir_all(&self.cfg.spill_dir).map_err(|e| StreamError::Other {
-                db: self.cfg.db.clone(),
-                message: format!("creating {}: {e}", self.cfg.spill_dir.display()),
+            std::fs::create_dir_all(&self.cfg.spill_dir).map_err(|e| {
+                let source = SpillError::Io {
+                    path: self.cfg.spill_dir.display().to_string(),
+                    source: e,
+                };
+                self.spill_error(xid, source)
             })?;
             self.spill_seq += 1;
             let path = self
                 .cfg
                 .spill_dir
                 .join(format!("txn-{}-{}.spill", t.begin.xid.0, self.spill_seq));
-            let mut w = SpillWriter::create(&path).map_err(|e| StreamError::Other {
-                db: self.cfg.db.clone(),
-                message: e.to_string(),
-            })?;
+            let mut w = SpillWriter::create(&path).map_err(|e| self.spill_error(xid, e))?;
             for r in t.raw.drain(..) {
-                w.push(&r).map_err(|e| StreamError::Other {
-                    db: self.cfg.db.clone(),
-                    message: e.to_string(),
-                })?;
+                w.push(&r).map_err(|e| self.spill_error(xid, e))?;
             }
             t.messages.clear();
             tracing::info!(db = %self.cfg.db, xid = t.begin.xid.0, path = %path.display(), "large transaction spilled to disk");
@@ -371,10 +377,7 @@ impl Receiver<'_> {
     async fn send_to(&mut self, worker: usize, mut msg: ApplyMsg) -> Result<(), StreamError> {
         loop {
             let Some(tx) = self.workers.get(worker) else {
-                return Err(StreamError::Other {
-                    db: self.cfg.db.clone(),
-                    message: format!("no worker {worker}"),
-                });
+                return Err(self.worker_stopped(worker));
             };
             // try_send first: send_timeout reads the clock on every call.
             let sent = match tx.try_send(msg) {
@@ -396,10 +399,7 @@ impl Receiver<'_> {
                 }
                 Err(SendTimeoutError::Disconnected(_)) => {
                     self.check_workers()?;
-                    return Err(StreamError::Apply {
-                        db: self.cfg.db.clone(),
-                        message: format!("worker {worker} stopped"),
-                    });
+                    return Err(self.worker_stopped(worker));
                 }
             }
         }
@@ -424,7 +424,7 @@ impl Receiver<'_> {
             self.send_to(w, ApplyMsg::Flush(tx)).await?;
             acks.push(rx);
         }
-        for rx in acks {
+        for (w, rx) in acks.into_iter().enumerate() {
             loop {
                 match rx.recv_timeout(SEND_WAIT) {
                     Ok(()) => break,
@@ -434,10 +434,7 @@ impl Receiver<'_> {
                     }
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                         self.check_workers()?;
-                        return Err(StreamError::Apply {
-                            db: self.cfg.db.clone(),
-                            message: "a worker stopped during a flush".into(),
-                        });
+                        return Err(self.worker_stopped(w));
                     }
                 }
             }
@@ -471,19 +468,19 @@ impl Receiver<'_> {
         let mut begun = vec![false; self.workers.len()];
         let mut serial_worker: Option<usize> = None;
         let mut reader: Option<SpillReader> = match t.spill.take() {
-            Some(w) => Some(w.into_reader().map_err(|e| StreamError::Other {
-                db: self.cfg.db.clone(),
-                message: e.to_string(),
-            })?),
+            Some(w) => Some(
+                w.into_reader()
+                    .map_err(|e| self.spill_error(t.begin.xid.0, e))?,
+            ),
             None => None,
         };
         let mut mem = std::mem::take(&mut t.messages).into_iter();
         loop {
             let msg = match reader.as_mut() {
-                Some(r) => match r.next_record().map_err(|e| StreamError::Other {
-                    db: self.cfg.db.clone(),
-                    message: e.to_string(),
-                })? {
+                Some(r) => match r
+                    .next_record()
+                    .map_err(|e| self.spill_error(t.begin.xid.0, e))?
+                {
                     Some(raw) => {
                         pgoutput::decode(raw, DecodeContext::new(self.cfg.protocol_version))
                             .map_err(|e| {

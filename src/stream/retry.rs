@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::apply::failure::Retry;
+use crate::conn::Retry;
 use crate::protocol::lsn::Lsn;
 
 /// Attempts at one position for a change the target refuses: the second

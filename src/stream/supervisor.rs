@@ -100,9 +100,9 @@ impl Supervisor {
         }
         let err = match stream.stop().await {
             Err(e) => e,
-            Ok(()) => StreamError::Other {
+            Ok(()) => StreamError::Ended {
                 db: self.cfg.db.clone(),
-                message: "the stream ended unexpectedly".into(),
+                during: String::new(),
             },
         };
         let at = match &err {

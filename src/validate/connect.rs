@@ -55,7 +55,9 @@ pub async fn open_server(
             Ok(c) => return Ok((c, db.to_string())),
             // Only a missing database is worth another try: any other
             // failure (password, pg_hba, network) would repeat.
-            Err(e) if e.code() == Some("3D000") => last = Some(e),
+            Err(e) if e.code() == Some(crate::conn::sqlstate::INVALID_CATALOG_NAME) => {
+                last = Some(e)
+            }
             Err(e) => return Err(e),
         }
     }

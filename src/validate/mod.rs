@@ -434,7 +434,9 @@ async fn read_database(endpoint: &Endpoint, db: &str, conn: Option<Connection>) 
         Some(c) => c,
         None => match connect::open(endpoint, db).await {
             Ok(c) => c,
-            Err(e) if e.code() == Some("3D000") => return DbRead::Missing,
+            Err(e) if e.code() == Some(crate::conn::sqlstate::INVALID_CATALOG_NAME) => {
+                return DbRead::Missing
+            }
             Err(e) => return DbRead::Unreachable(e),
         },
     };

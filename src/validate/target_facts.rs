@@ -141,7 +141,7 @@ impl TargetServer {
             .await
         {
             Ok(rows) => Some(first(&rows, "replication origins")?.parse(0)?),
-            Err(e) if e.code() == Some("42501") => None,
+            Err(e) if e.code() == Some(crate::conn::sqlstate::INSUFFICIENT_PRIVILEGE) => None,
             Err(e) => return Err(e),
         };
         for r in conn

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::conn::{quote_ident, ConnError, Connection, Row};
+use crate::conn::{quote_ident, sqlstate, ConnError, Connection, Row};
 use crate::copy::catalog::USER_RELATION;
 
 /// Schema objects compared by kind: (plural used as the kind, singular
@@ -36,7 +36,6 @@ pub const OBJECT_KINDS: &[(&str, &str)] = &[
 ];
 
 /// SQLSTATE 42501: the verifying role may not read something.
-const SQLSTATE_INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 /// Schemas that belong to the system, for objects outside `pg_class`.
 const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -149,7 +148,7 @@ pub async fn read_catalog(conn: &mut Connection) -> Result<Catalog, CatalogError
         .simple_query(super::more_objects::LARGE_OBJECTS_SQL)
         .await
     {
-        Err(e) if e.code() == Some(SQLSTATE_INSUFFICIENT_PRIVILEGE) => {
+        Err(e) if e.code() == Some(sqlstate::INSUFFICIENT_PRIVILEGE) => {
             read(
                 "reading large objects",
                 conn.execute("ROLLBACK TO SAVEPOINT pgmigrate_lo").await,
