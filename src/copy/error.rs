@@ -162,3 +162,25 @@ impl CopyError {
         }
     }
 }
+
+impl CopyError {
+    /// Whether the copy step can succeed when tried again: a server error
+    /// by its SQLSTATE ([`crate::conn::retry`]); what the configuration or
+    /// the servers' contents decide, deterministic.
+    pub fn retry(&self) -> crate::conn::Retry {
+        use crate::conn::Retry;
+        match self {
+            CopyError::Source { source, .. }
+            | CopyError::Target { source, .. }
+            | CopyError::Entry { source, .. }
+            | CopyError::Table { source, .. } => source.retry(),
+            CopyError::Io { .. } | CopyError::Interrupted { .. } => Retry::Transient,
+            CopyError::Tool { .. }
+            | CopyError::SourceDatabaseMissing { .. }
+            | CopyError::TargetDatabaseExists { .. }
+            | CopyError::TargetIsSource { .. }
+            | CopyError::TargetDatabaseInUse { .. }
+            | CopyError::Unexpected { .. } => Retry::Deterministic,
+        }
+    }
+}

@@ -2,12 +2,14 @@
 
 use super::prerequisites::{connect_maintenance, INVALID_CATALOG_NAME};
 use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use super::step_error::StepError;
+use crate::config::ConfigError;
 use crate::config::{self, Config};
 use crate::conn::Connection;
 use crate::control::state::DatabaseState;
 use crate::control::status::{Phase, Status, Substatus};
 use crate::control::store::{StateError, StateStore};
-use crate::copy::{target_db, CopyError};
+use crate::copy::target_db;
 
 /// Removes what a migration created for one database: slot and
 /// publication on the source, origins on the target, and with
@@ -16,7 +18,7 @@ pub async fn clean_up_database(
     config: &Config,
     state: &DatabaseState,
     drop_target: bool,
-) -> Result<(), CopyError> {
+) -> Result<(), StepError> {
     let db = state.name.as_str();
     let r = &state.resume;
     if r.slot_name.is_some() || r.publication_name.is_some() {
@@ -33,7 +35,7 @@ pub async fn clean_up_database(
             }
             // The database itself is gone: so are its slot and publication.
             Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
-            Err(e) => return Err(CopyError::source(db, "connecting to clean up", e)),
+            Err(e) => return Err(StepError::source(db, "connecting to clean up", e)),
         }
     }
     let target_dropped = drop_target && r.target_database_created;
@@ -41,14 +43,16 @@ pub async fn clean_up_database(
         match Connection::connect(&config.target.connect_params(db)).await {
             Ok(mut target) => drop_origins(&mut target, db, &r.origin_names).await?,
             Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
-            Err(e) => return Err(CopyError::target(db, "connecting to clean up", e)),
+            Err(e) => return Err(StepError::target(db, "connecting to clean up", e)),
         }
     }
     if drop_target && r.target_database_created {
         let mut maint = connect_maintenance(&config.target)
             .await
-            .map_err(|e| CopyError::target(db, "connecting to drop the database", e))?;
-        target_db::drop(&mut maint, db).await?;
+            .map_err(|e| StepError::target(db, "connecting to drop the database", e))?;
+        target_db::drop(&mut maint, db)
+            .await
+            .map_err(StepError::from)?;
         // Origins are cluster-wide: drop them even with the database gone.
         drop_origins(&mut maint, db, &r.origin_names).await?;
     }
@@ -80,8 +84,7 @@ pub async fn cancel_offline(
     let path = state.config_path.clone().ok_or_else(|| {
         CancelError::NotCancelable("state.json does not name its config file".into())
     })?;
-    let config = Config::from_file(std::path::Path::new(&path))
-        .map_err(|e| CancelError::Config(e.to_string()))?;
+    let config = Config::from_file(std::path::Path::new(&path)).map_err(CancelError::Config)?;
     store.update(|s| {
         s.set_status(
             Status::CleaningUp,
@@ -108,12 +111,12 @@ pub enum CancelError {
     #[error("{0}")]
     NotCancelable(String),
     /// The config file of the last run cannot be read.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(ConfigError),
     /// state.json failed.
     #[error(transparent)]
     State(#[from] StateError),
     /// Dropping something failed.
     #[error(transparent)]
-    Copy(#[from] CopyError),
+    Step(#[from] StepError),
 }

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use super::database::{DbContext, DbError};
 use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use super::step_error::StepError;
 use super::wal_position::settled_wal_lsn;
 use crate::conn::Connection;
 use crate::control::state::CutoverStep;
 use crate::control::status::Phase;
-use crate::copy::{self, CopyError};
+use crate::copy;
 use crate::stream::{Stream, StreamError};
 
 /// Applies everything the source committed, stops the stream, and
@@ -80,18 +81,22 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     let resume = ctx.resume();
     let mut source = Connection::connect(&cfg.source.connect_params(db))
         .await
-        .map_err(|e| CopyError::source(db, "connecting for sequences", e))?;
+        .map_err(|e| StepError::source(db, "connecting for sequences", e))?;
     // With `lock_source` new sessions default to read-only; dropping the
     // publication needs this one to write.
     source
         .execute("SET default_transaction_read_only = off")
         .await
-        .map_err(|e| CopyError::source(db, "preparing to drop the publication", e))?;
+        .map_err(|e| StepError::source(db, "preparing to drop the publication", e))?;
     let mut target = Connection::connect(&cfg.target.connect_params(db))
         .await
-        .map_err(|e| CopyError::target(db, "connecting for sequences", e))?;
-    let sequences = copy::catalog::sequences(&mut source, db).await?;
-    let n = copy::sequences::sync(&mut source, &mut target, &sequences, db).await?;
+        .map_err(|e| StepError::target(db, "connecting for sequences", e))?;
+    let sequences = copy::catalog::sequences(&mut source, db)
+        .await
+        .map_err(StepError::from)?;
+    let n = copy::sequences::sync(&mut source, &mut target, &sequences, db)
+        .await
+        .map_err(StepError::from)?;
     tracing::info!(db, sequences = n, "sequences set to the source's values");
     crate::chaos::point("cutover-sequences").await;
     drop_source_objects(
@@ -126,7 +131,7 @@ async fn lock_source(source: &mut Connection, db: &str) -> Result<(), DbError> {
             crate::conn::quote_ident(db)
         ))
         .await
-        .map_err(|e| CopyError::source(db, "making the source database read-only", e))?;
+        .map_err(|e| StepError::source(db, "making the source database read-only", e))?;
     source
         .query(
             "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
@@ -134,7 +139,7 @@ async fn lock_source(source: &mut Connection, db: &str) -> Result<(), DbError> {
             &[db.into()],
         )
         .await
-        .map_err(|e| CopyError::source(db, "ending the source's sessions", e))?;
+        .map_err(|e| StepError::source(db, "ending the source's sessions", e))?;
     tracing::info!(db, "source database is read-only now");
     Ok(())
 }

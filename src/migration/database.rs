@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::step_error::StepError;
 use super::{cutover, snapshot_copy, stream_phase};
 use crate::config::{Config, Mode};
 use crate::conn::ConnError;
@@ -38,6 +39,8 @@ pub(super) enum DbError {
     State(#[from] StateError),
     #[error(transparent)]
     Stream(#[from] StreamError),
+    #[error(transparent)]
+    Step(#[from] StepError),
     #[error("database {db}: cannot connect to the {side} server {target}: {source}")]
     Connect {
         db: String,

@@ -12,6 +12,7 @@ mod progress_line;
 mod replication_objects;
 mod requests;
 mod snapshot_copy;
+mod step_error;
 mod stream_phase;
 mod wal_position;
 
@@ -21,6 +22,7 @@ pub use cleanup::{cancel_offline, clean_up_database, CancelError};
 pub use daemon::run;
 pub use prerequisites::connect_maintenance;
 pub use requests::Requests;
+pub use step_error::{Side, StepError};
 
 /// Re-export for the binary: the copy module's summary type.
 pub use crate::copy::CopySummary;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::step_error::StepError;
 use crate::conn::{sqlstate, Connection};
 use crate::control::state::ResumeState;
 use crate::copy::{slot, target_db, CopyError};
@@ -39,7 +40,7 @@ pub(super) async fn drop_source_objects(
     db: &str,
     slot_name: Option<&str>,
     publication: Option<&str>,
-) -> Result<(), CopyError> {
+) -> Result<(), StepError> {
     if let Some(slot_name) = slot_name {
         let mut tries = 0;
         loop {
@@ -51,7 +52,7 @@ pub(super) async fn drop_source_objects(
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -68,7 +69,7 @@ pub(super) async fn drop_origins(
     target: &mut Connection,
     db: &str,
     origins: &[String],
-) -> Result<(), CopyError> {
+) -> Result<(), StepError> {
     for o in origins {
         let lit = crate::conn::quote_literal(o);
         target
@@ -76,7 +77,7 @@ pub(super) async fn drop_origins(
                 "SELECT pg_catalog.pg_replication_origin_drop(roname) FROM pg_catalog.pg_replication_origin WHERE roname = {lit}"
             ))
             .await
-            .map_err(|e| CopyError::target(db, &format!("dropping replication origin {o}"), e))?;
+            .map_err(|e| StepError::target(db, format!("dropping replication origin {o}"), e))?;
     }
     Ok(())
 }
@@ -88,9 +89,9 @@ pub(super) async fn drop_exported_slot(
     conn: &mut Connection,
     db: &str,
     name: &str,
-) -> Result<(), CopyError> {
+) -> Result<(), StepError> {
     conn.execute(&format!("DROP_REPLICATION_SLOT {name}"))
         .await
-        .map_err(|e| CopyError::source(db, "dropping the replication slot", e))?;
+        .map_err(|e| StepError::source(db, "dropping the replication slot", e))?;
     Ok(())
 }
