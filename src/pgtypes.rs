@@ -1,8 +1,66 @@
-//! What we know about PostgreSQL types that decides how a replicated row
-//! can be found again: which types have an equality operator that record
-//! and array comparison can use. Asked of a server's catalog, never copied
-//! into our own tables, so user types (composites, domains, arrays of
-//! them, ranges) are judged by what they are made of.
+//! Everything pgmigrate knows about PostgreSQL type OIDs, in one place:
+//! which built-in types travel in binary between servers, which key types
+//! compare by their bytes, and which lack an equality operator that record
+//! and array comparison can use. User types (composites, domains, arrays
+//! of them, ranges) are judged by asking a server's catalog what they are
+//! made of, never by copying its tables into ours.
+
+/// `bool`.
+pub const BOOL: u32 = 16;
+/// `bytea`.
+pub const BYTEA: u32 = 17;
+/// `int8`.
+pub const INT8: u32 = 20;
+/// `int2`.
+pub const INT2: u32 = 21;
+/// `int4`.
+pub const INT4: u32 = 23;
+/// `text`.
+pub const TEXT: u32 = 25;
+/// `varchar`.
+pub const VARCHAR: u32 = 1043;
+
+/// First OID assigned to user objects: everything below is built in and
+/// has the same OID, and the same binary format, on every server version.
+pub const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Built-in types whose binary form carries OIDs that differ between
+/// servers (reg* types and their arrays): these must travel as text.
+pub const OID_BEARING_TYPES: &[u32] = &[
+    24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191, // reg*
+    1008, 2207, 2208, 2209, 2210, 2211, 3735, 3770, 4090, 4097, 4192, // their arrays
+];
+
+/// True when values of the type have the same binary form on every server
+/// (built in, and carrying no OIDs).
+pub fn type_binary_safe(type_oid: u32) -> bool {
+    type_oid < FIRST_NORMAL_OID && !OID_BEARING_TYPES.contains(&type_oid)
+}
+
+/// Built-in types without a usable equality operator (or whose `=` is not
+/// identity, like box's area comparison), with their arrays: REPLICA
+/// IDENTITY FULL matches them by their text form instead, as it does any
+/// column the target's catalog says lacks one inside
+/// ([`lacking_equality_sql`]).
+pub const NO_EQUALITY: &[u32] = &[
+    114, 142, 600, 601, 602, 603, 604, 628,
+    718, // json xml point lseg path box polygon line circle
+    199, 143, 1017, 1018, 1019, 1020, 1027, 629, 719, // and their arrays
+];
+
+/// Key types whose byte form (text or binary, as pgoutput sends it) is
+/// equal exactly when the values are: two changes name the same row iff
+/// their key bytes match. numeric (1.0 = 1.00), floats (0 = -0), citext
+/// and the like are not. text and varchar ([`COLLATABLE_KEY_TYPES`])
+/// qualify only under a deterministic collation.
+pub const BYTE_EQUAL_KEY_TYPES: &[u32] = &[
+    BOOL, BYTEA, INT8, INT2, INT4, TEXT, 26, VARCHAR, 1082, 1114, 1184,
+    2950,
+    // bool bytea int8 int2 int4 text oid varchar date timestamp timestamptz uuid
+];
+
+/// The collatable types among [`BYTE_EQUAL_KEY_TYPES`].
+pub const COLLATABLE_KEY_TYPES: &[u32] = &[TEXT, VARCHAR];
 
 /// Built-in types that lack a usable equality, or whose `=` is not
 /// identity (box and circle compare areas; xml has none even where it is
@@ -53,12 +111,19 @@ pub fn lacking_equality_sql() -> String {
     )
 }
 
-/// Types below this OID are built in, hence the same on every server.
-pub const FIRST_NORMAL_OID: u32 = 16384;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_in_types_without_oids_travel_in_binary() {
+        assert!(type_binary_safe(INT4));
+        assert!(!type_binary_safe(24)); // regproc
+        assert!(!type_binary_safe(FIRST_NORMAL_OID));
+        assert!(COLLATABLE_KEY_TYPES
+            .iter()
+            .all(|t| BYTE_EQUAL_KEY_TYPES.contains(t)));
+    }
 
     #[test]
     fn the_walk_names_every_leaf_and_only_selects_keys() {

@@ -5,6 +5,7 @@
 //! operator reads.
 
 use crate::conn::ConnError;
+use crate::pgtypes;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::pgoutput::{ColumnRef, TupleData};
 
@@ -65,14 +66,14 @@ pub fn describe_key(rel: &RelationInfo, tuple: &TupleData) -> String {
 /// A binary value as text: integers and booleans as such, the rest as hex.
 fn binary_value(type_oid: u32, b: &[u8]) -> String {
     let number = match type_oid {
-        16 if b.len() == 1 => Some((b.first() != Some(&0)).to_string()),
-        21 => <[u8; 2]>::try_from(b)
+        pgtypes::BOOL if b.len() == 1 => Some((b.first() != Some(&0)).to_string()),
+        pgtypes::INT2 => <[u8; 2]>::try_from(b)
             .ok()
             .map(|a| i16::from_be_bytes(a).to_string()),
-        23 => <[u8; 4]>::try_from(b)
+        pgtypes::INT4 => <[u8; 4]>::try_from(b)
             .ok()
             .map(|a| i32::from_be_bytes(a).to_string()),
-        20 => <[u8; 8]>::try_from(b)
+        pgtypes::INT8 => <[u8; 8]>::try_from(b)
             .ok()
             .map(|a| i64::from_be_bytes(a).to_string()),
         _ => None,

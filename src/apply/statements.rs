@@ -2,18 +2,9 @@
 //! table, column shape and schema version, then prepared and reused.
 
 use crate::conn::quote_ident;
+use crate::pgtypes::NO_EQUALITY;
 
 use super::relation::RelationInfo;
-
-/// Built-in types without a usable equality operator (or whose `=` is not
-/// identity, like box's area comparison): REPLICA IDENTITY FULL matches
-/// them by their text form instead, as it does any column the target's
-/// catalog says lacks one inside (see [`crate::pgtypes`]).
-pub const NO_EQUALITY: &[u32] = &[
-    114, 142, 600, 601, 602, 603, 604, 628,
-    718, // json xml point lseg path box polygon line circle
-    199, 143, 1017, 1018, 1019, 1020, 1027, 629, 719, // and their arrays
-];
 
 /// Which columns a statement uses, as a bit set over the relation's columns.
 /// Unchanged-TOAST values are left out of an UPDATE's SET list; NULLs and

@@ -5,22 +5,10 @@ use std::sync::Arc;
 
 use crate::conn::{ConnError, Connection, Param};
 
-use crate::pgtypes::FIRST_NORMAL_OID;
+use crate::pgtypes::{BYTE_EQUAL_KEY_TYPES, COLLATABLE_KEY_TYPES, FIRST_NORMAL_OID};
 
 use super::column_types::ColumnTypes;
 use super::relation::RelationInfo;
-
-/// Key types whose byte form (text or binary, as pgoutput sends it) is
-/// equal exactly when the values are: two changes name the same row iff
-/// their key bytes match. numeric (1.0 = 1.00), floats (0 = -0), citext
-/// and the like are not. text and varchar qualify only under a
-/// deterministic collation.
-const BYTE_EQUAL_KEY_TYPES: &[u32] = &[
-    16, 17, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184,
-    2950,
-    // bool bytea int8 int2 int4 text oid varchar date timestamp timestamptz uuid
-];
-const COLLATABLE: &[u32] = &[25, 1043];
 
 /// How apply may write a table.
 #[derive(Debug)]
@@ -67,7 +55,7 @@ impl TargetTable {
         let keys_byte_equal = rel.columns.iter().any(|c| c.is_key)
             && rel.columns.iter().filter(|c| c.is_key).all(|c| {
                 BYTE_EQUAL_KEY_TYPES.contains(&c.type_oid)
-                    && (!COLLATABLE.contains(&c.type_oid)
+                    && (!COLLATABLE_KEY_TYPES.contains(&c.type_oid)
                         || find(&c.name).is_some_and(|r| r.bool(2).unwrap_or(false)))
             });
         // Unique indexes and exclusion constraints other than the one the

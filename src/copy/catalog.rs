@@ -5,22 +5,7 @@ use crate::conn::{quote_ident, Connection};
 
 use super::CopyError;
 
-/// First OID assigned to user objects: everything below is built in and
-/// has the same OID, and the same binary format, on every server version.
-const FIRST_NORMAL_OID: u32 = 16384;
-
-/// Built-in types whose binary form carries OIDs that differ between
-/// servers (reg* types and their arrays): these must travel as text.
-const OID_BEARING_TYPES: &[u32] = &[
-    24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191, // reg*
-    1008, 2207, 2208, 2209, 2210, 2211, 3735, 3770, 4090, 4097, 4192, // their arrays
-];
-
-/// True when values of the type have the same binary form on every server
-/// (built in, and carrying no OIDs).
-pub fn type_binary_safe(type_oid: u32) -> bool {
-    type_oid < FIRST_NORMAL_OID && !OID_BEARING_TYPES.contains(&type_oid)
-}
+pub use crate::pgtypes::type_binary_safe;
 
 /// A column that is copied.
 #[derive(Debug, Clone)]

@@ -199,8 +199,7 @@ pub async fn binary_possible(source: &mut crate::conn::Connection, publication: 
     match rows {
         Ok(rows) => rows.iter().all(|r| {
             r.parse::<u32>(0).is_ok_and(|t| {
-                crate::copy::catalog::type_binary_safe(t)
-                    && !crate::apply::statements::NO_EQUALITY.contains(&t)
+                crate::pgtypes::type_binary_safe(t) && !crate::pgtypes::NO_EQUALITY.contains(&t)
             })
         }),
         Err(_) => false,
