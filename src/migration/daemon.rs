@@ -263,7 +263,7 @@ impl Daemon {
                     {
                         st.waiting = true;
                         self.store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
-                        metrics::gauge!(crate::metrics::CUTOVER_READY).set(1.0);
+                        crate::metrics::set_cutover_ready(true);
                         tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
                     } else if st.waiting && !all_ready && !*cutover_tx.borrow()
                         && self.store.snapshot().status == Status::WaitingForUserAction
@@ -272,7 +272,7 @@ impl Daemon {
                         // again after a restart): not ready until it is.
                         st.waiting = false;
                         self.store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
-                        metrics::gauge!(crate::metrics::CUTOVER_READY).set(0.0);
+                        crate::metrics::set_cutover_ready(false);
                         tracing::warn!("a stream is not applying: not ready for cutover until it has caught up again");
                     }
                 }
@@ -379,7 +379,7 @@ impl Daemon {
                         }
                     }
                 })?;
-                metrics::gauge!(crate::metrics::CUTOVER_READY).set(0.0);
+                crate::metrics::set_cutover_ready(false);
                 let _ = cutover_tx.send(true);
             } else {
                 tracing::warn!(status = %status, "cutover refused: accepted only in WaitingForUserAction");

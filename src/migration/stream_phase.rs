@@ -176,10 +176,7 @@ async fn measure_lag(
     ctx.progress.lag_bytes.store(lag, Ordering::Relaxed);
     let latency = stream.latency_seconds();
     ctx.progress.set_latency_seconds(latency);
-    metrics::gauge!(crate::metrics::REPLICATION_LAG_BYTES, "database" => db.to_string())
-        .set(lag as f64);
-    metrics::gauge!(crate::metrics::REPLICATION_LAG_SECONDS, "database" => db.to_string())
-        .set(latency);
+    crate::metrics::set_replication_lag(db, lag, latency);
     Some(applied)
 }
 
@@ -197,11 +194,12 @@ async fn slot_position(ctx: &DbContext, source: &mut Connection, slot_name: &str
         .ok()?;
     let row = rows.first()?;
     if let Ok(Some(bytes)) = row.opt_parse::<f64>(0) {
-        metrics::gauge!(crate::metrics::SOURCE_RETAINED_WAL_BYTES, "database" => db.to_string())
-            .set(bytes);
+        // The gauge and `show` report the same whole number of bytes.
+        let bytes = bytes.max(0.0) as u64;
+        crate::metrics::set_source_retained_wal(db, bytes);
         ctx.progress
             .source_retained_wal_bytes
-            .store(bytes as u64, Ordering::Relaxed);
+            .store(bytes, Ordering::Relaxed);
     }
     row.opt_str(1).ok().flatten().and_then(|s| s.parse().ok())
 }

@@ -324,7 +324,7 @@ impl Stream {
     /// everything received is applied.
     pub fn latency_seconds(&self) -> f64 {
         self.oldest_unapplied()
-            .map(|(_, t)| age(t).as_secs_f64())
+            .map(|(_, t)| t.elapsed_at(std::time::SystemTime::now()).as_secs_f64())
             .unwrap_or(0.0)
     }
 
@@ -404,9 +404,4 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
     }
-}
-
-/// Age of a commit timestamp: how long ago the source committed it.
-pub fn age(t: PgTimestamp) -> Duration {
-    t.elapsed_at(std::time::SystemTime::now())
 }

@@ -12,7 +12,7 @@ use crate::protocol::lsn::Lsn;
 use crate::protocol::timestamp::PgTimestamp;
 
 use super::retry::{Position, RetryBudget, Verdict};
-use super::{age, Stream, StreamConfig, StreamError};
+use super::{Stream, StreamConfig, StreamError};
 
 /// What [`Supervisor::check`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,9 @@ impl Supervisor {
         let left = self
             .carried
             .filter(|(lsn, _)| *lsn > self.applied())
-            .map_or(0.0, |(_, t)| age(t).as_secs_f64());
+            .map_or(0.0, |(_, t)| {
+                t.elapsed_at(std::time::SystemTime::now()).as_secs_f64()
+            });
         live.max(left)
     }
 
