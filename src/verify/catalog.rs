@@ -35,8 +35,6 @@ pub const OBJECT_KINDS: &[(&str, &str)] = &[
     ("extensions", "extension"),
 ];
 
-/// SQLSTATE 42501: the verifying role may not read something.
-
 /// Schemas that belong to the system, for objects outside `pg_class`.
 const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'";
