@@ -90,6 +90,20 @@ pub fn spawn(
         })
 }
 
+/// A commit on the target not yet known flushed to its disk, as
+/// PostgreSQL's apply worker keeps its `FlushPosition` list (local end,
+/// remote end): here the source commit LSN the replication origin records
+/// with the commit, which `pg_replication_origin_progress(…, true)` reports
+/// once flushed, and the stream position that is durable from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlushPosition {
+    /// The origin LSN recorded with the commit.
+    origin_lsn: Lsn,
+    /// Everything delivered up to here is durable once the commit is
+    /// (keepalives after it move this on without another commit).
+    covers: Lsn,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Insert,
@@ -156,8 +170,8 @@ struct Worker {
     /// worker resumes if the batch fails.
     batch_first: Lsn,
     delivered: Lsn,
-    /// Commits not yet known durable: (origin LSN recorded, LSN covered).
-    pending: VecDeque<(Lsn, Lsn)>,
+    /// Commits not yet known durable, oldest first.
+    pending: VecDeque<FlushPosition>,
     last_check: Instant,
     /// Consecutive inserts into one table, not yet queued.
     run: Option<(Arc<RelationInfo>, Vec<TupleData>)>,
@@ -401,7 +415,7 @@ impl Worker {
             .applied
             .store(self.delivered.0, Ordering::Release);
         match self.pending.back_mut() {
-            Some(last) => last.1 = self.delivered,
+            Some(last) => last.covers = self.delivered,
             None => self
                 .progress
                 .durable
@@ -428,12 +442,12 @@ impl Worker {
             .and_then(|r| r.opt_str(0).ok().flatten())
             .and_then(|s| s.parse::<Lsn>().ok())
             .unwrap_or(Lsn(0));
-        while let Some(&(recorded, covered)) = self.pending.front() {
-            if recorded > flushed {
+        while let Some(&FlushPosition { origin_lsn, covers }) = self.pending.front() {
+            if origin_lsn > flushed {
                 break;
             }
             self.pending.pop_front();
-            self.progress.durable.fetch_max(covered.0, Ordering::AcqRel);
+            self.progress.durable.fetch_max(covers.0, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -471,7 +485,10 @@ impl Worker {
         self.sync().await?;
         self.open = false;
         if let Some((lsn, _)) = self.last_commit.take() {
-            self.pending.push_back((lsn, self.delivered));
+            self.pending.push_back(FlushPosition {
+                origin_lsn: lsn,
+                covers: self.delivered,
+            });
         }
         self.progress
             .applied

@@ -474,89 +474,11 @@ impl Receiver<'_> {
             ),
             None => None,
         };
+        let xid = t.begin.xid.0;
         let mut mem = std::mem::take(&mut t.messages).into_iter();
-        loop {
-            let msg = match reader.as_mut() {
-                Some(r) => match r
-                    .next_record()
-                    .map_err(|e| self.spill_error(t.begin.xid.0, e))?
-                {
-                    Some(raw) => {
-                        pgoutput::decode(raw, DecodeContext::new(self.cfg.protocol_version))
-                            .map_err(|e| {
-                                StreamError::protocol(
-                                    &self.cfg.db,
-                                    format!("spilled transaction {}: {e}", t.begin.xid.0),
-                                )
-                            })?
-                    }
-                    None => break,
-                },
-                None => match mem.next() {
-                    Some(m) => m,
-                    None => break,
-                },
-            };
-            let (rel_id, item) = match msg {
-                PgOutputMessage::Relation(r) => {
-                    self.version += 1;
-                    self.relations.insert(
-                        r.relation_id.0,
-                        RelationInfo::from_message(&r, self.version),
-                    );
-                    continue;
-                }
-                PgOutputMessage::Insert(i) => {
-                    let rel = self.relation(i.relation_id)?;
-                    (
-                        i.relation_id,
-                        ApplyMsg::Change(Change::Insert {
-                            rel,
-                            new: i.new_tuple,
-                        }),
-                    )
-                }
-                PgOutputMessage::Update(u) => {
-                    let rel = self.relation(u.relation_id)?;
-                    (
-                        u.relation_id,
-                        ApplyMsg::Change(Change::Update {
-                            rel,
-                            old: u.old_tuple,
-                            new: u.new_tuple,
-                        }),
-                    )
-                }
-                PgOutputMessage::Delete(d) => {
-                    let rel = self.relation(d.relation_id)?;
-                    (
-                        d.relation_id,
-                        ApplyMsg::Change(Change::Delete {
-                            rel,
-                            old: d.old_tuple,
-                        }),
-                    )
-                }
-                PgOutputMessage::Truncate(tr) => {
-                    let rels = tr
-                        .relation_ids
-                        .iter()
-                        .map(|id| self.relation(*id))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let Some(first) = tr.relation_ids.first().copied() else {
-                        continue;
-                    };
-                    (
-                        first,
-                        ApplyMsg::Truncate {
-                            rels,
-                            cascade: tr.flags.cascade,
-                            restart_identity: tr.flags.restart_identity,
-                        },
-                    )
-                }
-                // Types, origins and logical messages need no action.
-                _ => continue,
+        while let Some(msg) = self.next_message(&mut reader, &mut mem, xid)? {
+            let Some((rel_id, item)) = self.route(msg)? else {
+                continue;
             };
             let w = if serial {
                 *serial_worker.get_or_insert_with(|| self.worker_of(rel_id))
@@ -592,5 +514,82 @@ impl Receiver<'_> {
         }
         self.broadcast_progress(end_lsn, begun.iter().all(|b| !b));
         Ok(())
+    }
+
+    /// The next message of a committed transaction: from its spill file
+    /// when it was spilled, else from memory; None at its end.
+    fn next_message(
+        &self,
+        reader: &mut Option<SpillReader>,
+        mem: &mut impl Iterator<Item = PgOutputMessage>,
+        xid: u32,
+    ) -> Result<Option<PgOutputMessage>, StreamError> {
+        let Some(r) = reader.as_mut() else {
+            return Ok(mem.next());
+        };
+        let Some(raw) = r.next_record().map_err(|e| self.spill_error(xid, e))? else {
+            return Ok(None);
+        };
+        pgoutput::decode(raw, DecodeContext::new(self.cfg.protocol_version))
+            .map(Some)
+            .map_err(|e| {
+                StreamError::protocol(&self.cfg.db, format!("spilled transaction {xid}: {e}"))
+            })
+    }
+
+    /// What a message of a transaction becomes for its table's worker,
+    /// with the table that decides the worker; None for a message that
+    /// needs no apply (a Relation is remembered here, types, origins and
+    /// logical messages need nothing).
+    fn route(
+        &mut self,
+        msg: PgOutputMessage,
+    ) -> Result<Option<(RelationId, ApplyMsg)>, StreamError> {
+        let routed = match msg {
+            PgOutputMessage::Relation(r) => {
+                self.version += 1;
+                self.relations.insert(
+                    r.relation_id.0,
+                    RelationInfo::from_message(&r, self.version),
+                );
+                return Ok(None);
+            }
+            PgOutputMessage::Insert(i) => {
+                let rel = self.relation(i.relation_id)?;
+                let new = i.new_tuple;
+                (i.relation_id, ApplyMsg::Change(Change::Insert { rel, new }))
+            }
+            PgOutputMessage::Update(u) => {
+                let rel = self.relation(u.relation_id)?;
+                let (old, new) = (u.old_tuple, u.new_tuple);
+                (
+                    u.relation_id,
+                    ApplyMsg::Change(Change::Update { rel, old, new }),
+                )
+            }
+            PgOutputMessage::Delete(d) => {
+                let rel = self.relation(d.relation_id)?;
+                let old = d.old_tuple;
+                (d.relation_id, ApplyMsg::Change(Change::Delete { rel, old }))
+            }
+            PgOutputMessage::Truncate(tr) => {
+                let rels = tr
+                    .relation_ids
+                    .iter()
+                    .map(|id| self.relation(*id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let Some(first) = tr.relation_ids.first().copied() else {
+                    return Ok(None);
+                };
+                let truncate = ApplyMsg::Truncate {
+                    rels,
+                    cascade: tr.flags.cascade,
+                    restart_identity: tr.flags.restart_identity,
+                };
+                (first, truncate)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(routed))
     }
 }
