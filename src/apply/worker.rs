@@ -67,9 +67,12 @@ pub fn spawn(
     progress: Arc<WorkerProgress>,
     counters: Arc<DbProgress>,
 ) -> std::io::Result<std::thread::JoinHandle<Result<(), ApplyError>>> {
+    // Created here, in the database's span, and entered by the thread.
+    let span = tracing::info_span!("worker", index = cfg.index);
     std::thread::Builder::new()
         .name(format!("apply-{}", cfg.index))
         .spawn(move || {
+            let _in_span = span.enter();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -231,7 +234,7 @@ impl Worker {
         let start = origin_lsn.max(cfg.start_lsn);
         progress.applied.store(start.0, Ordering::Release);
         progress.durable.store(start.0, Ordering::Release);
-        tracing::debug!(db = %cfg.db, worker = cfg.index, origin = %cfg.origin, %origin_lsn, "apply worker ready");
+        tracing::debug!(worker = cfg.index, origin = %cfg.origin, %origin_lsn, "apply worker ready");
         Ok(Worker {
             conn,
             progress,
@@ -518,7 +521,7 @@ impl Worker {
         let table = TargetTable::read(&mut self.conn, rel)
             .await
             .map_err(|e| self.err(format!("table {} on the target", rel.display()), e))?;
-        tracing::debug!(db = %self.cfg.db, table = %rel.display(), foldable = table.foldable, set_based = table.array_types.is_some(), "apply plan");
+        tracing::debug!(table = %rel.display(), foldable = table.foldable, set_based = table.array_types.is_some(), "apply plan");
         let table = Arc::new(table);
         self.tables
             .insert((rel.id.0, rel.version), Arc::clone(&table));

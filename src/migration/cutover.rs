@@ -38,7 +38,7 @@ pub(super) async fn cut_over(
         lock_source(source, db).await?;
     }
     let target_lsn = settled_wal_lsn(source, db).await?;
-    tracing::info!(db, slot = slot_name, lsn = %target_lsn, "cutover: applying everything up to the source's current position");
+    tracing::info!(slot = slot_name, lsn = %target_lsn, "cutover: applying everything up to the source's current position");
     let mut last_log = Instant::now();
     loop {
         if !stream.is_running() {
@@ -57,7 +57,7 @@ pub(super) async fn cut_over(
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
-            tracing::info!(db, %applied, target = %target_lsn, "cutover: waiting for apply");
+            tracing::info!(%applied, target = %target_lsn, "cutover: waiting for apply");
         }
         stream.poke();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -97,7 +97,7 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     let n = copy::sequences::sync(&mut source, &mut target, &sequences, db)
         .await
         .map_err(StepError::from)?;
-    tracing::info!(db, sequences = n, "sequences set to the source's values");
+    tracing::info!(sequences = n, "sequences set to the source's values");
     crate::chaos::point("cutover-sequences").await;
     drop_source_objects(
         &mut source,
@@ -114,7 +114,6 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
         r.cutover = CutoverStep::Done;
     })?;
     tracing::info!(
-        db,
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
         "cutover done"
     );
@@ -140,6 +139,6 @@ async fn lock_source(source: &mut Connection, db: &str) -> Result<(), DbError> {
         )
         .await
         .map_err(|e| StepError::source(db, "ending the source's sessions", e))?;
-    tracing::info!(db, "source database is read-only now");
+    tracing::info!("source database is read-only now");
     Ok(())
 }

@@ -81,8 +81,14 @@ impl DbContext {
 }
 
 /// Copy (unless an earlier run finished it), then stream and cut over, or
-/// finish a cutover an earlier run was killed in.
+/// finish a cutover an earlier run was killed in; every log line of it
+/// inside a `database{name=…}` span.
 pub(super) async fn migrate_database(ctx: &DbContext) -> Result<DbEnd, DbError> {
+    let span = tracing::info_span!("database", name = %ctx.db);
+    tracing::Instrument::instrument(phases(ctx), span).await
+}
+
+async fn phases(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
     let resume = ctx.resume();
     match resume.cutover {

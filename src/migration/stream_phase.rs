@@ -89,7 +89,7 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         if !stream.applying() {
             ctx.ready.store(false, Ordering::Release);
         } else if applied >= catch_up && !ctx.ready.swap(true, Ordering::AcqRel) {
-            tracing::info!(db, %applied, "initial backlog applied; ready for cutover");
+            tracing::info!(%applied, "initial backlog applied; ready for cutover");
         }
     }
 }
@@ -160,7 +160,7 @@ async fn measure_lag(
     let now = match current_wal_lsn(source, db).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(db, "cannot read the source's WAL position: {e}");
+            tracing::warn!("cannot read the source's WAL position: {e}");
             if let Ok(c) = Connection::connect(source_params).await {
                 *source = c;
             }
@@ -229,7 +229,6 @@ impl MinuteReport {
         let applied = ctx.progress.applied_changes.load(Ordering::Relaxed);
         let rate = applied.saturating_sub(self.applied) as f64 / elapsed.as_secs_f64();
         tracing::info!(
-            db = %ctx.db,
             lag_bytes = ctx.progress.lag_bytes.load(Ordering::Relaxed),
             lag_seconds = format!("{:.1}", ctx.progress.latency_seconds()),
             applied_changes = applied,

@@ -290,7 +290,12 @@ impl Stream {
         let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
         let receiver = std::thread::Builder::new()
             .name("receiver".into())
-            .spawn(move || receiver::run_thread(rc, senders, wp, cn, sh))
+            .spawn({
+                // The thread runs its own runtime: it logs in the span of
+                // the database that started it.
+                let span = tracing::info_span!("receiver");
+                move || span.in_scope(|| receiver::run_thread(rc, senders, wp, cn, sh))
+            })
             .map_err(|e| StreamError::Start {
                 db: cfg.db.clone(),
                 thread: "receiver".into(),

@@ -119,7 +119,7 @@ pub fn run_thread(
             cfg.publication,
             if cfg.binary { ", binary 'true'" } else { "" }
         );
-        tracing::info!(db = %cfg.db, slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, binary = cfg.binary, "streaming changes");
+        tracing::info!(slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, binary = cfg.binary, "streaming changes");
         let stream = conn
             .copy_both(&sql)
             .await
@@ -360,7 +360,7 @@ impl Receiver<'_> {
                 w.push(&r).map_err(|e| self.spill_error(xid, e))?;
             }
             t.messages.clear();
-            tracing::info!(db = %self.cfg.db, xid = t.begin.xid.0, path = %path.display(), "large transaction spilled to disk");
+            tracing::info!(xid = t.begin.xid.0, path = %path.display(), "large transaction spilled to disk");
             t.spill = Some(w);
         }
         Ok(())

@@ -133,7 +133,7 @@ impl Supervisor {
                     at.lsn,
                     wait.as_secs()
                 );
-                tracing::warn!(db = %self.cfg.db, attempt, limit, at = %at.lsn, wait_s = wait.as_secs(), "stream interrupted, restarting: {err}");
+                tracing::warn!(attempt, limit, at = %at.lsn, wait_s = wait.as_secs(), "stream interrupted, restarting: {err}");
                 Ok(Event::Down {
                     message: self.message.clone(),
                 })

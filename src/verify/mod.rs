@@ -18,6 +18,8 @@ mod tables;
 use std::fmt;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::config::{Config, Endpoint};
 use crate::conn::{quote_literal, ConnError, Connection};
 
@@ -89,12 +91,19 @@ pub enum VerifyError {
         source: ConnError,
     },
     /// A verifying task ended abnormally.
-    #[error("verifying database \"{db}\" stopped: {reason}")]
+    #[error("verifying database \"{db}\" stopped: {source}")]
     Task {
         /// The database.
         db: String,
-        /// Why the task ended.
-        reason: String,
+        /// How the task ended (panicked or canceled).
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// No session could be opened on one side.
+    #[error("verifying database \"{db}\": no session opened")]
+    NoSession {
+        /// The database.
+        db: String,
     },
 }
 
@@ -102,16 +111,22 @@ pub enum VerifyError {
 pub async fn verify(config: &Config) -> Result<VerifyReport, VerifyError> {
     let config = Arc::new(config.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
     for (i, db) in config.databases.iter().enumerate() {
         let config = config.clone();
-        let db = db.clone();
-        tasks.spawn(async move { (i, verify_database(&config, &db).await) });
+        let span = tracing::info_span!("database", name = %db);
+        let task = {
+            let db = db.clone();
+            async move { (i, verify_database(&config, &db).await) }
+        };
+        let handle = tasks.spawn(task.instrument(span));
+        names.insert(handle.id(), db.clone());
     }
     let mut reports: Vec<Option<DatabaseReport>> = vec![None; config.databases.len()];
     while let Some(joined) = tasks.join_next().await {
         let (i, result) = joined.map_err(|e| VerifyError::Task {
-            db: "?".into(),
-            reason: e.to_string(),
+            db: names.get(&e.id()).cloned().unwrap_or_default(),
+            source: e,
         })?;
         if let Some(slot) = reports.get_mut(i) {
             *slot = Some(result?);
@@ -135,12 +150,7 @@ async fn verify_database(config: &Config, db: &str) -> Result<DatabaseReport, Ve
                 tc.map_err(|e| catalog_error(Side::Target, db, e))?,
             )
         }
-        _ => {
-            return Err(VerifyError::Task {
-                db: db.to_string(),
-                reason: "no session opened".into(),
-            })
-        }
+        _ => return Err(VerifyError::NoSession { db: db.to_string() }),
     };
 
     let (objects, mut differences) = diff_objects(&source_catalog, &target_catalog);
@@ -169,7 +179,6 @@ async fn verify_database(config: &Config, db: &str) -> Result<DatabaseReport, Ve
         &target_catalog.sequences,
     ));
     tracing::info!(
-        db,
         tables = tables_checked,
         rows = rows_checked,
         differences = differences.len(),
@@ -219,7 +228,7 @@ async fn open_pool(
     {
         Ok(rows) => rows.first().and_then(|r| r.str(0).ok()).map(str::to_string),
         Err(e) if !e.is_fatal() => {
-            tracing::warn!(db, %side, "cannot export a snapshot, tables are read in separate snapshots: {e}");
+            tracing::warn!(%side, "cannot export a snapshot, tables are read in separate snapshots: {e}");
             first
                 .execute("ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
@@ -253,9 +262,9 @@ async fn open_pool(
     }
     let mut pool = vec![first];
     while let Some(joined) = others.join_next().await {
-        let conn = joined.map_err(|e| VerifyError::Task {
+        let conn = joined.map_err(|source| VerifyError::Task {
             db: db.to_string(),
-            reason: e.to_string(),
+            source,
         })??;
         pool.push(conn);
     }

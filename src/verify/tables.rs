@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use tracing::Instrument;
+
 use crate::conn::{ConnError, Connection};
 
 use super::catalog::TableName;
@@ -47,13 +49,14 @@ pub async fn checksum_tables(
     let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
     let mut workers = tokio::task::JoinSet::new();
     for (s, t) in source.into_iter().zip(target) {
-        workers.spawn(worker(db.to_string(), s, t, queue.clone()));
+        let task = worker(db.to_string(), s, t, queue.clone());
+        workers.spawn(task.instrument(tracing::Span::current()));
     }
     let mut results = Vec::new();
     while let Some(joined) = workers.join_next().await {
-        let done = joined.map_err(|e| VerifyError::Task {
+        let done = joined.map_err(|source| VerifyError::Task {
             db: db.to_string(),
-            reason: e.to_string(),
+            source,
         })??;
         results.extend(done);
     }
@@ -72,10 +75,15 @@ async fn worker(
     // through the join, so this one just stops taking work.
     while let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
         let started = std::time::Instant::now();
-        let (s, t) = tokio::join!(
-            table_sum(&mut source, &job.sql),
-            table_sum(&mut target, &job.sql)
-        );
+        let span = tracing::debug_span!("table", name = %job.name);
+        let (s, t) = async {
+            tokio::join!(
+                table_sum(&mut source, &job.sql),
+                table_sum(&mut target, &job.sql)
+            )
+        }
+        .instrument(span.clone())
+        .await;
         let failed = |side, source| VerifyError::Query {
             side,
             db: db.clone(),
@@ -84,8 +92,13 @@ async fn worker(
         };
         let s = s.map_err(|e| failed(Side::Source, e))?;
         let t = t.map_err(|e| failed(Side::Target, e))?;
-        tracing::debug!(db = %db, table = %job.name, rows = s.rows,
-            ms = started.elapsed().as_millis() as u64, "table checksummed");
+        span.in_scope(|| {
+            tracing::debug!(
+                rows = s.rows,
+                ms = started.elapsed().as_millis() as u64,
+                "table checksummed"
+            )
+        });
         done.push(TableResult {
             name: job.name,
             source: s,

@@ -64,7 +64,7 @@ impl Worker {
                 continue;
             };
             if *n < q.expected && q.kind != Kind::Insert {
-                tracing::warn!(db = %self.cfg.db, table = %q.rel.display(), "{} of {} rows to {} not found on the target", q.expected - n, q.expected, if q.kind == Kind::Update { "update" } else { "delete" });
+                tracing::warn!(table = %q.rel.display(), "{} of {} rows to {} not found on the target", q.expected - n, q.expected, if q.kind == Kind::Update { "update" } else { "delete" });
             }
         }
         Ok(())
