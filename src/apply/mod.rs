@@ -152,14 +152,57 @@ pub enum ApplyError {
     Change(Box<failure::RefusedChange>),
     /// Something inconsistent in what the worker was given (not the target's
     /// doing): retrying cannot help.
-    #[error("database {db}: apply worker {worker}: {message}")]
+    #[error("database {db}: apply worker {worker}: {what}")]
     Setup {
         /// Database.
         db: String,
         /// Worker index.
         worker: usize,
-        /// Why.
-        message: String,
+        /// What was wrong.
+        #[source]
+        what: Inconsistency,
+    },
+}
+
+/// What can be wrong with the worker itself or what it was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Inconsistency {
+    /// Its runtime could not be built.
+    #[error("starting its runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The thread panicked.
+    #[error("the worker thread panicked")]
+    Panicked,
+    /// The target reported an origin position that is no LSN.
+    #[error("origin progress {value:?}: {source}")]
+    OriginProgress {
+        /// What the target sent.
+        value: String,
+        /// Why it is no LSN.
+        #[source]
+        source: crate::protocol::lsn::ParseLsnError,
+    },
+    /// A row whose width differs from its table's Relation message.
+    #[error("table {table}: a row with {got} columns but the Relation message has {expected}")]
+    RowWidth {
+        /// `schema.table`.
+        table: String,
+        /// Columns in the row.
+        got: usize,
+        /// Columns of the table.
+        expected: usize,
+    },
+    /// A change arrived with no batch open.
+    #[error("a change of the transaction committed at {lsn} arrived outside a batch")]
+    OutsideBatch {
+        /// Commit LSN of its transaction.
+        lsn: Lsn,
+    },
+    /// A fold window of a table the worker had not read.
+    #[error("table {table} was folded unread")]
+    FoldedUnread {
+        /// `schema.table`.
+        table: String,
     },
 }
 

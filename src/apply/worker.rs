@@ -21,7 +21,7 @@ use super::relation::RelationInfo;
 use super::statements::{self, ColumnMask};
 use super::target_table::TargetTable;
 use super::window::TableWindow;
-use super::{ApplyError, ApplyMsg, Change, WorkerProgress};
+use super::{ApplyError, ApplyMsg, Change, Inconsistency, WorkerProgress};
 
 mod pipeline;
 mod rows;
@@ -79,7 +79,7 @@ pub fn spawn(
                 .map_err(|e| ApplyError::Setup {
                     db: cfg.db.clone(),
                     worker: cfg.index,
-                    message: format!("runtime: {e}"),
+                    what: Inconsistency::Runtime(e),
                 })?;
             let result = rt.block_on(async {
                 let mut w = Worker::start(cfg, progress.clone(), counters).await?;
@@ -188,10 +188,10 @@ impl Worker {
         progress: Arc<WorkerProgress>,
         counters: Arc<DbProgress>,
     ) -> Result<Worker, ApplyError> {
-        let setup = |message: String| ApplyError::Setup {
+        let setup = |what: Inconsistency| ApplyError::Setup {
             db: cfg.db.clone(),
             worker: cfg.index,
-            message,
+            what,
         };
         // A target that cannot be reached or refuses the setup is worth
         // retrying: these keep the wire error, hence its SQLSTATE.
@@ -226,9 +226,12 @@ impl Worker {
             .await
             .map_err(|e| target("reading origin progress", e))?;
         let origin_lsn = match rows.first().map(|r| r.opt_str(0)) {
-            Some(Ok(Some(s))) => s
-                .parse::<Lsn>()
-                .map_err(|e| setup(format!("origin progress {s:?}: {e}")))?,
+            Some(Ok(Some(s))) => s.parse::<Lsn>().map_err(|source| {
+                setup(Inconsistency::OriginProgress {
+                    value: s.to_string(),
+                    source,
+                })
+            })?,
             _ => Lsn(0),
         };
         let start = origin_lsn.max(cfg.start_lsn);
@@ -275,11 +278,11 @@ impl Worker {
         Ok(())
     }
 
-    fn setup_err(&self, message: String) -> ApplyError {
+    fn setup_err(&self, what: Inconsistency) -> ApplyError {
         ApplyError::Setup {
             db: self.cfg.db.clone(),
             worker: self.cfg.index,
-            message,
+            what,
         }
     }
 
@@ -552,10 +555,7 @@ impl Worker {
         if !self.open {
             // Every change belongs to a batch opened at its Begin; one
             // outside would autocommit without origin progress.
-            return Err(self.setup_err(format!(
-                "a change of the transaction committed at {} arrived outside a batch",
-                self.current
-            )));
+            return Err(self.setup_err(Inconsistency::OutsideBatch { lsn: self.current }));
         }
         let (kind, rel) = match &change {
             Change::Insert { rel, .. } => (Kind::Insert, rel.clone()),

@@ -383,12 +383,12 @@ impl Stream {
             // A worker's error comes first: what the receiver reports
             // after it ("worker 1 stopped") is its consequence.
             let mut first = None;
-            for t in threads {
+            for (worker, t) in threads.into_iter().enumerate() {
                 let w = t.join().unwrap_or_else(|_| {
                     Err(ApplyError::Setup {
                         db: db.clone(),
-                        worker: 0,
-                        message: "worker thread panicked".into(),
+                        worker,
+                        what: apply::Inconsistency::Panicked,
                     })
                 });
                 if let (Err(e), None) = (w, &first) {
@@ -408,5 +408,60 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{sqlstate, DbError};
+
+    fn server(code: &str) -> ConnError {
+        ConnError::Db(Box::new(DbError {
+            severity: "ERROR".into(),
+            code: code.into(),
+            ..DbError::default()
+        }))
+    }
+
+    #[test]
+    fn stream_errors_classify_through_the_one_table() {
+        let lost = StreamError::source("shop", "reading the replication stream", ConnError::Closed);
+        assert_eq!(lost.retry(), Retry::Transient);
+        let gone = StreamError::source("shop", "starting replication", server("58P01"));
+        assert_eq!(gone.retry(), Retry::Deterministic);
+        let busy = StreamError::source(
+            "shop",
+            "starting replication",
+            server(sqlstate::OBJECT_IN_USE),
+        );
+        assert_eq!(busy.retry(), Retry::Transient);
+        let refused = StreamError::Worker(Box::new(ApplyError::Target {
+            db: "shop".into(),
+            worker: 1,
+            context: "insert into public.orders".into(),
+            at: Some(Lsn(7)),
+            source: Box::new(server(sqlstate::UNDEFINED_COLUMN)),
+        }));
+        assert_eq!(refused.retry(), Retry::Deterministic);
+        let gave_up = StreamError::GaveUp {
+            attempts: 2,
+            last: Box::new(refused),
+        };
+        assert_eq!(gave_up.retry(), Retry::Deterministic);
+        assert!(gave_up.to_string().contains("42703"), "{gave_up}");
+        assert_eq!(
+            StreamError::protocol("shop", "Commit without Begin".into()).retry(),
+            Retry::Deterministic
+        );
+        let panicked = StreamError::Worker(Box::new(ApplyError::Setup {
+            db: "shop".into(),
+            worker: 2,
+            what: apply::Inconsistency::Panicked,
+        }));
+        assert_eq!(
+            panicked.to_string(),
+            "database shop: apply worker 2: the worker thread panicked"
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::protocol::pgoutput::{ColumnRef, OldTuple, TupleData};
 use super::super::relation::RelationInfo;
 use super::super::statements::{self, ColumnMask, RowMatch};
 use super::super::target_table::TargetTable;
-use super::super::ApplyError;
+use super::super::{ApplyError, Inconsistency};
 use super::{Kind, StmtKey, Worker, INSERT_RUN, WINDOW_MAX_ROWS};
 
 impl Worker {
@@ -221,12 +221,11 @@ pub(super) fn check_width(
         return Err(ApplyError::Setup {
             db: db.to_string(),
             worker,
-            message: format!(
-                "table {}: a row with {} columns but the Relation message has {}",
-                rel.display(),
-                tuple.len(),
-                rel.columns.len()
-            ),
+            what: Inconsistency::RowWidth {
+                table: rel.display(),
+                got: tuple.len(),
+                expected: rel.columns.len(),
+            },
         });
     }
     Ok(())

@@ -11,7 +11,7 @@ use super::super::relation::RelationInfo;
 use super::super::statements;
 use super::super::target_table::TargetTable;
 use super::super::window::NetChanges;
-use super::super::ApplyError;
+use super::super::{ApplyError, Inconsistency};
 use super::{Kind, StmtKey, Worker};
 
 impl Worker {
@@ -117,7 +117,9 @@ impl Worker {
         let net = window.take();
         let table = self.tables.get(&(rel.id.0, rel.version)).cloned();
         let Some(table) = table else {
-            return Err(self.setup_err(format!("table {} was folded unread", rel.display())));
+            return Err(self.setup_err(Inconsistency::FoldedUnread {
+                table: rel.display(),
+            }));
         };
         self.queue_net(&rel, &table, net)
     }
