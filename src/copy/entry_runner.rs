@@ -13,10 +13,6 @@ use super::done_log::DoneLog;
 use super::entry_script::ScriptEntry;
 use super::CopyError;
 
-/// SQLSTATE 40P01: this transaction was chosen to break a deadlock.
-pub const SQLSTATE_DEADLOCK_DETECTED: &str = crate::conn::sqlstate::DEADLOCK_DETECTED;
-/// SQLSTATE 40001: serialization failure; the same work may succeed again.
-pub const SQLSTATE_SERIALIZATION_FAILURE: &str = crate::conn::sqlstate::SERIALIZATION_FAILURE;
 /// SQLSTATE 42P07: the relation (an index) already exists.
 pub const SQLSTATE_DUPLICATE_TABLE: &str = crate::conn::sqlstate::DUPLICATE_TABLE;
 /// SQLSTATE 42710: the object (constraint, trigger, policy, …) already exists.
@@ -54,11 +50,11 @@ pub struct EntrySession {
     options: SessionOptions,
 }
 
+/// A batch is tried again in the same session: only for what the one
+/// classification calls transient and leaves the session usable
+/// (deadlocks, serialization failures, a lock or a cancel in the way).
 fn retryable(e: &ConnError) -> bool {
-    matches!(
-        e.code(),
-        Some(SQLSTATE_DEADLOCK_DETECTED | SQLSTATE_SERIALIZATION_FAILURE)
-    )
+    e.retry() == crate::conn::Retry::Transient && !e.is_fatal()
 }
 
 impl EntrySession {
@@ -270,17 +266,23 @@ mod tests {
     }
 
     #[test]
-    fn deadlocks_and_serialization_failures_are_retried_nothing_else() {
-        let err = |code: &str| {
+    fn transient_errors_that_keep_the_session_are_retried_nothing_else() {
+        use crate::conn::sqlstate;
+        let err = |code: &str, severity: &str| {
             ConnError::Db(Box::new(crate::conn::DbError {
                 code: code.into(),
+                severity: severity.into(),
                 ..Default::default()
             }))
         };
-        assert!(retryable(&err(SQLSTATE_DEADLOCK_DETECTED)));
-        assert!(retryable(&err(SQLSTATE_SERIALIZATION_FAILURE)));
-        assert!(!retryable(&err(SQLSTATE_DUPLICATE_OBJECT)));
-        assert!(!retryable(&err("42704")));
+        assert!(retryable(&err(sqlstate::DEADLOCK_DETECTED, "ERROR")));
+        assert!(retryable(&err(sqlstate::SERIALIZATION_FAILURE, "ERROR")));
+        assert!(retryable(&err(sqlstate::LOCK_NOT_AVAILABLE, "ERROR")));
+        assert!(!retryable(&err(SQLSTATE_DUPLICATE_OBJECT, "ERROR")));
+        assert!(!retryable(&err("42704", "ERROR")));
+        // The session is gone: the copy's own restart handles that.
+        assert!(!retryable(&err(sqlstate::ADMIN_SHUTDOWN, "FATAL")));
+        assert!(!retryable(&ConnError::Closed));
     }
 
     #[test]
