@@ -1,6 +1,8 @@
-//! How failures end a migration: a change the target cannot take because
-//! the source's schema moved on fails the migration at once (not after
-//! minutes of retries), naming database, table, LSN and SQLSTATE.
+//! How failures end a migration, or do not: a change the target cannot
+//! take because the source's schema moved on fails the migration at once
+//! (not after minutes of retries), naming database, table, LSN and
+//! SQLSTATE; an interruption (sessions terminated) is retried and the
+//! stream goes on.
 
 mod common;
 
@@ -125,4 +127,71 @@ fn a_column_missing_on_the_target_fails_the_migration_at_once() {
         "a missing column failed the migration after {:.1} s: {message}",
         elapsed.as_secs_f64()
     );
+}
+
+/// An interruption is transient: the target's sessions terminated by an
+/// administrator (57P01, FATAL, or the broken pipe seen first) are retried
+/// with backoff, the stream
+/// resumes from the origins, and the migration keeps running with the
+/// rows the source wrote meanwhile on the target, none twice.
+#[test]
+fn terminated_target_sessions_are_retried_and_the_stream_resumes() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("shop");
+    src.psql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, amount int); \
+         INSERT INTO orders SELECT g, g FROM generate_series(1, 10) g;",
+    );
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "admin",
+        &src,
+        &dst,
+        &["shop"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        "admin",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    let terminated = dst.psql(
+        "shop",
+        "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
+         WHERE datname = 'shop' AND application_name = 'pgmigrate' AND pid <> pg_catalog.pg_backend_pid()",
+    );
+    assert_ne!(terminated, "0", "no apply session to terminate");
+    src.psql(
+        "shop",
+        "INSERT INTO orders SELECT g, g FROM generate_series(11, 20) g",
+    );
+    wait_caught_up(
+        state.path(),
+        "admin",
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dst.psql("shop", "SELECT count(*) FROM orders") != "20" {
+        assert!(Instant::now() < deadline, "rows 11..20 never arrived");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(dst.psql("shop", "SELECT sum(amount) FROM orders"), "210");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    // The worker usually meets the closed socket (broken pipe) before it
+    // reads the server's FATAL 57P01: either is an interruption.
+    assert!(
+        log_text.contains("stream interrupted") && log_text.contains("limit=20"),
+        "the termination was not seen as an interruption: {log_text}"
+    );
+    assert!(child.try_wait().ok().flatten().is_none(), "{log_text}");
+    common::daemon::stop(child);
 }
