@@ -7,6 +7,13 @@ pub const CLASS_CONNECTION_EXCEPTION: &str = "08";
 pub const CONNECTION_FAILURE: &str = "08006";
 /// `08P01`: protocol_violation.
 pub const PROTOCOL_VIOLATION: &str = "08P01";
+/// `23505`: unique_violation.
+pub const UNIQUE_VIOLATION: &str = "23505";
+/// `28000`: invalid_authorization_specification (no pg_hba.conf entry, no
+/// such role, no LOGIN).
+pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+/// `28P01`: invalid_password.
+pub const INVALID_PASSWORD: &str = "28P01";
 /// `3D000`: invalid_catalog_name (no such database).
 pub const INVALID_CATALOG_NAME: &str = "3D000";
 /// `40001`: serialization_failure.

@@ -66,7 +66,14 @@ pub async fn copy_missing(
             // 42710: exists; 23505: another database of this migration
             // created it at the same moment (CREATE ROLE races surface as
             // a unique violation on pg_authid).
-            Err(e) if matches!(e.code(), Some("42710" | "23505")) => {}
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(
+                        crate::conn::sqlstate::DUPLICATE_OBJECT
+                            | crate::conn::sqlstate::UNIQUE_VIOLATION
+                    )
+                ) => {}
             Err(e) => return Err(CopyError::target(db, &format!("creating role {name}"), e)),
         }
     }

@@ -7,7 +7,7 @@
 use std::io::ErrorKind;
 
 use crate::config::Endpoint;
-use crate::conn::{ConnError, ConnectParams, Connection};
+use crate::conn::{sqlstate, ConnError, ConnectParams, Connection};
 
 /// Which server a session goes to, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,31 +105,31 @@ pub fn explain(side: Side, server: &str, user: &str, err: &ConnError) -> Explain
             format!("set [{s}] password_env or password_file, or allow a supported method in pg_hba.conf"),
         ),
         ConnError::Db(e) => match e.code.as_str() {
-            "28P01" => (
+            sqlstate::INVALID_PASSWORD => (
                 format!("password authentication failed for user \"{user}\""),
                 format!("check the password in [{s}] password_env / password_file"),
             ),
-            "28000" if e.message.contains("pg_hba.conf") => (
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION if e.message.contains("pg_hba.conf") => (
                 format!("rejected by pg_hba.conf: {}", e.message),
                 format!("add a pg_hba.conf line on the {s} allowing user \"{user}\" from this host (with hostssl if TLS is required), then reload"),
             ),
-            "28000" => (
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION => (
                 format!("login as \"{user}\" refused: {}", e.message),
                 format!("check that role \"{user}\" exists on the {s} and has LOGIN"),
             ),
-            "3D000" => (
+            sqlstate::INVALID_CATALOG_NAME => (
                 e.message.clone(),
                 format!("create the database on the {s} or fix the databases list"),
             ),
-            "42501" => (
+            sqlstate::INSUFFICIENT_PRIVILEGE => (
                 e.message.clone(),
                 format!("GRANT CONNECT on the database to \"{user}\" on the {s}"),
             ),
-            "53300" => (
+            sqlstate::TOO_MANY_CONNECTIONS => (
                 e.message.clone(),
                 format!("free connections on the {s} or raise max_connections"),
             ),
-            "57P03" => (
+            sqlstate::CANNOT_CONNECT_NOW => (
                 e.message.clone(),
                 format!("wait until the {s} has started and accepts connections"),
             ),
