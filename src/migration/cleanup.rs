@@ -1,7 +1,7 @@
 //! Cancel: removing what a migration created, with or without its daemon.
 
 use super::prerequisites::{connect_maintenance, INVALID_CATALOG_NAME};
-use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use super::replication_objects::{drop_origins, drop_source_objects, forget, has_source_objects};
 use crate::config::{self, Config};
 use crate::conn::Connection;
 use crate::control::state::DatabaseState;
@@ -19,18 +19,10 @@ pub async fn clean_up_database(
 ) -> Result<(), CopyError> {
     let db = state.name.as_str();
     let r = &state.resume;
-    if r.slot_name.is_some() || r.publication_name.is_some() {
+    if has_source_objects(r) {
         let params = config.source.connect_params(db);
         match Connection::connect(&params).await {
-            Ok(mut source) => {
-                drop_source_objects(
-                    &mut source,
-                    db,
-                    r.slot_name.as_deref(),
-                    r.publication_name.as_deref(),
-                )
-                .await?
-            }
+            Ok(mut source) => drop_source_objects(&mut source, db, r).await?,
             // The database itself is gone: so are its slot and publication.
             Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
             Err(e) => return Err(CopyError::source(db, "connecting to clean up", e)),

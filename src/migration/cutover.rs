@@ -94,13 +94,7 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     let n = copy::sequences::sync(&mut source, &mut target, &sequences, db).await?;
     tracing::info!(db, sequences = n, "sequences set to the source's values");
     crate::chaos::point("cutover-sequences").await;
-    drop_source_objects(
-        &mut source,
-        db,
-        resume.slot_name.as_deref(),
-        resume.publication_name.as_deref(),
-    )
-    .await?;
+    drop_source_objects(&mut source, db, &resume).await?;
     crate::chaos::point("cutover-slot-dropped").await;
     drop_origins(&mut target, db, &resume.origin_names).await?;
     crate::chaos::point("cutover-origins-dropped").await;

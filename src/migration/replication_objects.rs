@@ -1,14 +1,16 @@
 //! The objects a migration creates outside the copied data — slot and
-//! publication on the source, one replication origin per apply worker on
-//! the target: named, recorded in state.json before they exist, and
-//! dropped here only.
+//! publications on the source, REPLICA IDENTITY FULL on the keyless tables
+//! configured for it, one replication origin per apply worker on the
+//! target: named, recorded in state.json before they exist, and dropped
+//! (or restored) here only.
 
 use std::time::Duration;
 
+use super::database::{DbContext, DbError};
 use crate::conn::Connection;
-use crate::control::state::ResumeState;
+use crate::control::state::{IdentityChange, ResumeState};
 use crate::copy::{slot, target_db, CopyError};
-use crate::stream::publication;
+use crate::stream::publication::{self, KeylessPlan};
 
 /// SQLSTATE object_in_use: the slot's walsender has not exited yet.
 const OBJECT_IN_USE: &str = "55006";
@@ -32,18 +34,89 @@ pub(super) fn origin_names(
 pub(super) fn forget(resume: &mut ResumeState) {
     resume.slot_name = None;
     resume.publication_name = None;
+    resume.insert_publication_name = None;
+    resume.identity_changes.clear();
     resume.origin_names.clear();
 }
 
-/// Drops the slot (waiting for its walsender to let go) and publication;
-/// either may already be gone.
+/// True when something of the migration may be left on the source.
+pub(super) fn has_source_objects(resume: &ResumeState) -> bool {
+    resume.slot_name.is_some()
+        || resume.publication_name.is_some()
+        || resume.insert_publication_name.is_some()
+        || !resume.identity_changes.is_empty()
+}
+
+/// Prepares the keyless tables of an online migration before its
+/// publications: sets REPLICA IDENTITY FULL where `[keyless]` says so
+/// (recorded first, with the identity to restore) and returns the quoted
+/// names of the `insert_only` tables, for the inserts-only publication
+/// `publication` gets next to it (also recorded first).
+pub(super) async fn prepare_keyless(
+    ctx: &DbContext,
+    source: &mut Connection,
+    publication_name: &str,
+) -> Result<Vec<String>, DbError> {
+    let db = ctx.db.as_str();
+    let tables = publication::keyless_tables(source)
+        .await
+        .map_err(|e| CopyError::source(db, "listing tables without a key", e))?;
+    let plan = KeylessPlan::new(&ctx.config.keyless, tables);
+    if !plan.is_runnable() {
+        let names: Vec<&str> = plan
+            .failing
+            .iter()
+            .chain(&plan.partitions_insert_only)
+            .map(|t| t.quoted.as_str())
+            .collect();
+        tracing::warn!(
+            db,
+            tables = names.join(", "),
+            "tables without a key or replica identity are published as they are: the source refuses their UPDATE/DELETE while the migration runs (see [keyless])"
+        );
+    }
+    let insert_only: Vec<String> = plan.insert_only.iter().map(|t| t.quoted.clone()).collect();
+    ctx.record(|r| {
+        // A restart finds the tables FULL already and so not keyless: the
+        // originals recorded by the first run stay.
+        for t in &plan.full {
+            if !r.identity_changes.iter().any(|c| c.table == t.quoted) {
+                r.identity_changes.push(IdentityChange {
+                    table: t.quoted.clone(),
+                    original: t.identity,
+                });
+            }
+        }
+        if !insert_only.is_empty() {
+            r.insert_publication_name =
+                Some(publication::insert_publication_name(publication_name));
+        }
+    })?;
+    for t in &plan.full {
+        publication::set_identity(source, db, &t.quoted, 'f').await?;
+        tracing::info!(db, table = %t.quoted, "REPLICA IDENTITY FULL set for the migration ([keyless])");
+    }
+    if !insert_only.is_empty() {
+        tracing::info!(
+            db,
+            tables = insert_only.join(", "),
+            "published for inserts only ([keyless])"
+        );
+    }
+    Ok(insert_only)
+}
+
+/// Drops the slot (waiting for its walsender to let go) and publications,
+/// then gives the keyless tables their replica identity back (after the
+/// publications: a table without identity in a publication that publishes
+/// updates would make the source refuse them). Anything may already be
+/// gone.
 pub(super) async fn drop_source_objects(
     source: &mut Connection,
     db: &str,
-    slot_name: Option<&str>,
-    publication: Option<&str>,
+    resume: &ResumeState,
 ) -> Result<(), CopyError> {
-    if let Some(slot_name) = slot_name {
+    if let Some(slot_name) = resume.slot_name.as_deref() {
         let mut tries = 0;
         loop {
             match slot::drop_if_exists(source, db, slot_name).await {
@@ -58,8 +131,23 @@ pub(super) async fn drop_source_objects(
             }
         }
     }
-    if let Some(p) = publication {
+    for p in [&resume.publication_name, &resume.insert_publication_name]
+        .into_iter()
+        .flatten()
+    {
         publication::drop_if_exists(source, db, p).await?;
+    }
+    if !resume.identity_changes.is_empty() {
+        // A source locked at cutover defaults to read-only.
+        source
+            .execute("SET default_transaction_read_only = off")
+            .await
+            .map_err(|e| CopyError::source(db, "preparing to restore replica identities", e))?;
+    }
+    for c in &resume.identity_changes {
+        if publication::set_identity(source, db, &c.table, c.original).await? {
+            tracing::info!(db, table = %c.table, "replica identity restored");
+        }
     }
     Ok(())
 }
