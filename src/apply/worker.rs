@@ -544,6 +544,16 @@ impl Worker {
             Change::Update { rel, .. } => (Kind::Update, rel.clone()),
             Change::Delete { rel, .. } => (Kind::Delete, rel.clone()),
         };
+        if kind != Kind::Insert && !rel.full_identity() && !rel.columns.iter().any(|c| c.is_key) {
+            // Nothing finds the old row: `WHERE true` would change every
+            // row. An inserts-only ([keyless]) table never sends these.
+            return Err(self.setup_err(format!(
+                "{} of table {} in the transaction committed at {}: the table has no primary key or replica identity, so the row cannot be found on the target (is it a [keyless] insert_only table that is updated?)",
+                if kind == Kind::Update { "an UPDATE" } else { "a DELETE" },
+                rel.qualified,
+                self.current
+            )));
+        }
         match &change {
             Change::Insert { new, .. } | Change::Update { new, .. } => {
                 check_width(&rel, new, &self.cfg.db, self.cfg.index)?

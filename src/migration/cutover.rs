@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::database::{DbContext, DbError};
-use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use super::replication_objects::{drop_origins, drop_source_objects, forget, restore_identities};
 use super::wal_position::settled_wal_lsn;
 use crate::conn::Connection;
 use crate::control::state::CutoverStep;
@@ -96,6 +96,9 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     crate::chaos::point("cutover-sequences").await;
     drop_source_objects(&mut source, db, &resume).await?;
     crate::chaos::point("cutover-slot-dropped").await;
+    restore_identities(&mut target, &resume.identity_changes)
+        .await
+        .map_err(|e| CopyError::target(db, "restoring replica identities", e))?;
     drop_origins(&mut target, db, &resume.origin_names).await?;
     crate::chaos::point("cutover-origins-dropped").await;
     ctx.record(|r| {

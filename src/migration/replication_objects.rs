@@ -93,7 +93,15 @@ pub(super) async fn prepare_keyless(
         }
     })?;
     for t in &plan.full {
-        publication::set_identity(source, db, &t.quoted, 'f').await?;
+        publication::set_identity(source, &t.quoted, 'f')
+            .await
+            .map_err(|e| {
+                CopyError::source(
+                    db,
+                    &format!("setting REPLICA IDENTITY FULL on table {}", t.quoted),
+                    e,
+                )
+            })?;
         tracing::info!(db, table = %t.quoted, "REPLICA IDENTITY FULL set for the migration ([keyless])");
     }
     if !insert_only.is_empty() {
@@ -137,16 +145,31 @@ pub(super) async fn drop_source_objects(
     {
         publication::drop_if_exists(source, db, p).await?;
     }
-    if !resume.identity_changes.is_empty() {
-        // A source locked at cutover defaults to read-only.
-        source
-            .execute("SET default_transaction_read_only = off")
-            .await
-            .map_err(|e| CopyError::source(db, "preparing to restore replica identities", e))?;
+    restore_identities(source, &resume.identity_changes)
+        .await
+        .map_err(|e| CopyError::source(db, "restoring replica identities", e))?;
+    Ok(())
+}
+
+/// Puts back the replica identities `[keyless]` changed, on the source or
+/// (at cutover, where the dump carried FULL over) on the target.
+pub(super) async fn restore_identities(
+    conn: &mut Connection,
+    changes: &[IdentityChange],
+) -> Result<(), crate::conn::ConnError> {
+    if changes.is_empty() {
+        return Ok(());
     }
-    for c in &resume.identity_changes {
-        if publication::set_identity(source, db, &c.table, c.original).await? {
-            tracing::info!(db, table = %c.table, "replica identity restored");
+    // A source locked at cutover defaults to read-only.
+    conn.execute("SET default_transaction_read_only = off")
+        .await?;
+    for c in changes {
+        if publication::set_identity(conn, &c.table, c.original).await? {
+            tracing::info!(
+                table = %c.table,
+                identity = publication::identity_keyword(c.original),
+                "replica identity restored"
+            );
         }
     }
     Ok(())

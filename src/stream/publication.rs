@@ -232,33 +232,31 @@ pub async fn drop_if_exists(
 /// is skipped; true when it was altered.
 pub async fn set_identity(
     conn: &mut Connection,
-    db: &str,
     quoted: &str,
     identity: char,
-) -> Result<bool, CopyError> {
+) -> Result<bool, ConnError> {
     let present = conn
         .simple_query(&format!(
             "SELECT 1 WHERE pg_catalog.to_regclass({}) IS NOT NULL",
             quote_literal(quoted)
         ))
-        .await
-        .map_err(|e| CopyError::source(db, &format!("looking up table {quoted}"), e))?;
+        .await?;
     if present.is_empty() {
         return Ok(false);
     }
-    let to = match identity {
+    conn.execute(&format!(
+        "ALTER TABLE {quoted} REPLICA IDENTITY {}",
+        identity_keyword(identity)
+    ))
+    .await?;
+    Ok(true)
+}
+
+/// The SQL keyword of a `relreplident`.
+pub fn identity_keyword(identity: char) -> &'static str {
+    match identity {
         'f' => "FULL",
         'n' => "NOTHING",
         _ => "DEFAULT",
-    };
-    conn.execute(&format!("ALTER TABLE {quoted} REPLICA IDENTITY {to}"))
-        .await
-        .map_err(|e| {
-            CopyError::source(
-                db,
-                &format!("setting REPLICA IDENTITY {to} on table {quoted}"),
-                e,
-            )
-        })?;
-    Ok(true)
+    }
 }
