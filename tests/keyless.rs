@@ -98,7 +98,13 @@ fn insert_only_streams_inserts_and_the_source_may_still_update() {
 
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
-    wait_ready(state.path(), "ins", &mut child, &log, Duration::from_secs(120));
+    wait_ready(
+        state.path(),
+        "ins",
+        &mut child,
+        &log,
+        Duration::from_secs(120),
+    );
     let pubs = src.psql(
         "app",
         "SELECT string_agg(pubname || ':' || pubinsert || pubupdate || pubdelete, ',' ORDER BY pubname) FROM pg_publication",
@@ -162,7 +168,13 @@ fn replica_identity_full_streams_updates_and_is_restored_at_cutover() {
 
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
-    wait_ready(state.path(), "full", &mut child, &log, Duration::from_secs(120));
+    wait_ready(
+        state.path(),
+        "full",
+        &mut child,
+        &log,
+        Duration::from_secs(120),
+    );
     assert_eq!(identity(&src, "app", "nokey"), "f");
     assert_eq!(identity(&src, "app", "nothing"), "f");
     let file = std::fs::read(state.path().join("full").join("state.json")).expect("state.json");
