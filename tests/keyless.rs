@@ -105,6 +105,17 @@ fn insert_only_streams_inserts_and_the_source_may_still_update() {
         &log,
         Duration::from_secs(120),
     );
+    // A restarted daemon streams through both publications again.
+    src.psql("app", "INSERT INTO history (n) VALUES (1000)");
+    kill9(child);
+    let mut child = start(&cfg, &log);
+    wait_ready(
+        state.path(),
+        "ins",
+        &mut child,
+        &log,
+        Duration::from_secs(120),
+    );
     let pubs = src.psql(
         "app",
         "SELECT string_agg(pubname || ':' || pubinsert || pubupdate || pubdelete, ',' ORDER BY pubname) FROM pg_publication",
@@ -122,7 +133,7 @@ fn insert_only_streams_inserts_and_the_source_may_still_update() {
     cutover(state.path(), "ins");
     assert!(wait_exit(&mut child, Duration::from_secs(90)).success());
     assert_eq!(show(state.path(), "ins")["status"], "Succeeded");
-    assert_eq!(dst.psql("app", "SELECT count(*) FROM history"), "150");
+    assert_eq!(dst.psql("app", "SELECT count(*) FROM history"), "151");
     assert_same(&src, &dst, "app");
     assert_eq!(src.psql("app", "SELECT count(*) FROM pg_publication"), "0");
     assert_eq!(dst.psql("app", "SELECT count(*) FROM pg_publication"), "0");
@@ -144,7 +155,11 @@ fn full_source() -> (Cluster, Cluster) {
          INSERT INTO nokey SELECT g, 'b' || g FROM generate_series(1, 200) g; \
          INSERT INTO nokey SELECT 1, 'b1'; \
          CREATE TABLE nothing (a int, b text); ALTER TABLE nothing REPLICA IDENTITY NOTHING; \
-         INSERT INTO nothing SELECT g, 'n' FROM generate_series(1, 50) g;",
+         INSERT INTO nothing SELECT g, 'n' FROM generate_series(1, 50) g; \
+         CREATE TABLE parted (a int, b text) PARTITION BY RANGE (a); \
+         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100); \
+         CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (100) TO (1000); \
+         INSERT INTO parted SELECT g, 'p' FROM generate_series(1, 300) g;",
     );
     (src, dst)
 }
@@ -180,14 +195,18 @@ fn replica_identity_full_streams_updates_and_is_restored_at_cutover() {
     let file = std::fs::read(state.path().join("full").join("state.json")).expect("state.json");
     let doc: serde_json::Value = serde_json::from_slice(&file).expect("state.json is JSON");
     let changes = &doc["databases"][0]["resume"]["identity_changes"];
-    assert_eq!(changes.as_array().map(Vec::len), Some(2), "{changes}");
+    // The partitions and, as they publish through it, their root.
+    assert_eq!(changes.as_array().map(Vec::len), Some(5), "{changes}");
+    assert_eq!(identity(&src, "app", "parted"), "f");
     // Updates and deletes of keyless rows, duplicates included.
     src.psql(
         "app",
         "UPDATE nokey SET b = 'changed' WHERE a % 10 = 0; DELETE FROM nokey WHERE a > 190; \
          DELETE FROM nokey WHERE ctid = (SELECT ctid FROM nokey WHERE a = 1 LIMIT 1); \
          UPDATE nothing SET b = 'x' WHERE a < 5; DELETE FROM nothing WHERE a > 45; \
-         INSERT INTO nokey VALUES (500, 'late');",
+         INSERT INTO nokey VALUES (500, 'late'); \
+         UPDATE parted SET b = 'u' WHERE a % 7 = 0; DELETE FROM parted WHERE a > 290; \
+         UPDATE parted SET a = a + 100 WHERE a = 50;",
     );
     cutover(state.path(), "full");
     assert!(wait_exit(&mut child, Duration::from_secs(90)).success());
@@ -201,7 +220,13 @@ fn replica_identity_full_streams_updates_and_is_restored_at_cutover() {
     for c in [&src, &dst] {
         assert_eq!(identity(c, "app", "nokey"), "d");
         assert_eq!(identity(c, "app", "nothing"), "n");
+        assert_eq!(identity(c, "app", "parted"), "d");
+        assert_eq!(identity(c, "app", "parted_2"), "d");
     }
+    assert_eq!(
+        dst.psql("app", "SELECT count(*) FROM parted WHERE b = 'u'"),
+        "41"
+    );
     assert_same(&src, &dst, "app");
 }
 

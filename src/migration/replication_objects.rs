@@ -76,14 +76,25 @@ pub(super) async fn prepare_keyless(
         );
     }
     let insert_only: Vec<String> = plan.insert_only.iter().map(|t| t.quoted.clone()).collect();
+    // Published through its root, a partition's old rows arrive under the
+    // root's identity: a root that is not FULL already becomes FULL too.
+    let mut full: Vec<(String, char)> = Vec::new();
+    for t in &plan.full {
+        full.push((t.quoted.clone(), t.identity));
+        if let (Some(root), Some(identity)) = (&t.partition_of, t.root_identity) {
+            if identity != 'f' && !full.iter().any(|(q, _)| q == root) {
+                full.push((root.clone(), identity));
+            }
+        }
+    }
     ctx.record(|r| {
         // A restart finds the tables FULL already and so not keyless: the
         // originals recorded by the first run stay.
-        for t in &plan.full {
-            if !r.identity_changes.iter().any(|c| c.table == t.quoted) {
+        for (table, original) in &full {
+            if !r.identity_changes.iter().any(|c| c.table == *table) {
                 r.identity_changes.push(IdentityChange {
-                    table: t.quoted.clone(),
-                    original: t.identity,
+                    table: table.clone(),
+                    original: *original,
                 });
             }
         }
@@ -92,17 +103,17 @@ pub(super) async fn prepare_keyless(
                 Some(publication::insert_publication_name(publication_name));
         }
     })?;
-    for t in &plan.full {
-        publication::set_identity(source, &t.quoted, 'f')
+    for (table, _) in &full {
+        publication::set_identity(source, table, 'f')
             .await
             .map_err(|e| {
                 CopyError::source(
                     db,
-                    &format!("setting REPLICA IDENTITY FULL on table {}", t.quoted),
+                    &format!("setting REPLICA IDENTITY FULL on table {table}"),
                     e,
                 )
             })?;
-        tracing::info!(db, table = %t.quoted, "REPLICA IDENTITY FULL set for the migration ([keyless])");
+        tracing::info!(db, table = %table, "REPLICA IDENTITY FULL set for the migration ([keyless])");
     }
     if !insert_only.is_empty() {
         tracing::info!(

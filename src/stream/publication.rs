@@ -18,7 +18,7 @@ use crate::copy::CopyError;
 /// One catalog query for the whole database.
 const KEYLESS_SQL: &str = "SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname), \
        c.relreplident::text, \
-       CASE WHEN c.relispartition THEN (SELECT format('%I.%I', rn.nspname, r.relname) \
+       CASE WHEN c.relispartition THEN (SELECT format('%I.%I', rn.nspname, r.relname) || '|' || r.relreplident::text \
             FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
             WHERE r.oid = pg_catalog.pg_partition_root(c.oid)) END \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -48,6 +48,10 @@ pub struct KeylessTable {
     /// The partitioned table it is a partition of (quoted), if any: a
     /// partition publishes through its root, so it cannot be left out.
     pub partition_of: Option<String>,
+    /// That root's `relreplident`: published through the root, a FULL
+    /// partition's old rows arrive under the root's identity, so the root
+    /// needs FULL too.
+    pub root_identity: Option<char>,
 }
 
 /// Reads every keyless table of the database behind `conn`.
@@ -55,12 +59,14 @@ pub async fn keyless_tables(conn: &mut Connection) -> Result<Vec<KeylessTable>, 
     let rows = conn.simple_query(KEYLESS_SQL).await?;
     rows.iter()
         .map(|r| {
+            let root = r.opt_str(4)?.and_then(|s| s.rsplit_once('|'));
             Ok(KeylessTable {
                 schema: r.str(0)?.to_string(),
                 table: r.str(1)?.to_string(),
                 quoted: r.str(2)?.to_string(),
                 identity: r.str(3)?.chars().next().unwrap_or('d'),
-                partition_of: r.opt_str(4)?.map(str::to_string),
+                partition_of: root.map(|(name, _)| name.to_string()),
+                root_identity: root.and_then(|(_, i)| i.chars().next()),
             })
         })
         .collect()

@@ -107,6 +107,7 @@ fn keyless_table(schema: &str, table: &str, partition_of: Option<&str>) -> Keyle
         quoted: format!("{schema}.{table}"),
         identity: 'd',
         partition_of: partition_of.map(str::to_string),
+        root_identity: partition_of.map(|_| 'd'),
     }
 }
 
