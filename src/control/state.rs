@@ -114,6 +114,13 @@ pub struct ResumeState {
     pub slot_name: Option<String>,
     /// Publication on the source, once created.
     pub publication_name: Option<String>,
+    /// The inserts-only publication of the `insert_only` keyless tables,
+    /// recorded before it is created.
+    pub insert_publication_name: Option<String>,
+    /// Tables whose replica identity this migration set to FULL
+    /// (`[keyless]` `replica_identity_full`), recorded before the change:
+    /// cutover, cancel and cleanup put the original back.
+    pub identity_changes: Vec<IdentityChange>,
     /// Replication origins on the target, one per apply worker.
     pub origin_names: Vec<String>,
     /// The slot's consistent point (`X/Y`): where copy and stream meet.
@@ -129,6 +136,16 @@ pub struct ResumeState {
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,
+}
+
+/// A replica identity pgmigrate changed on the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityChange {
+    /// `schema.table`, quoted for SQL.
+    pub table: String,
+    /// Its `relreplident` before: `n` (NOTHING), `d` (DEFAULT) or `i`
+    /// (USING an index that is gone; restored as DEFAULT).
+    pub original: char,
 }
 
 /// The cutover steps that must survive a crash, in order. Each later step
