@@ -13,8 +13,10 @@ use tokio::sync::watch;
 
 use pgmigrate::config::{Config, MigrationName, DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use pgmigrate::control::console_client::{self, ConsoleClientError};
+use pgmigrate::control::locate;
 use pgmigrate::control::report::{
-    list_migrations, render_json, render_list, render_show, ListFilter,
+    absent_state_dir, list_migrations, render_json, render_list, render_show, render_validation,
+    ListFilter,
 };
 use pgmigrate::control::state_dir;
 use pgmigrate::control::status::Status;
@@ -82,8 +84,11 @@ enum Command {
     /// List the migrations under the state directory.
     List {
         /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         state_dir: Option<PathBuf>,
+        /// A migration's TOML config: list its state_dir (secrets are not read).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// active | all
         #[arg(long, default_value = "all")]
         filter: ListFilter,
@@ -93,12 +98,19 @@ enum Command {
     },
     /// Show a migration's status and per-database progress.
     Show {
-        /// Migration name.
-        name: String,
+        /// Migration name (default: the name in --config).
+        #[arg(required_unless_present = "config")]
+        name: Option<String>,
         /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         state_dir: Option<PathBuf>,
-        /// One JSON document on stdout.
+        /// The migration's TOML config: its name and state_dir (secrets are not read).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also every validation check with its message and fix.
+        #[arg(long, conflicts_with = "json")]
+        validation: bool,
+        /// One JSON document on stdout (always has the validation checks).
         #[arg(long)]
         json: bool,
     },
@@ -274,12 +286,34 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         }
         Command::List {
             state_dir: dir,
+            config,
             filter,
             json,
         } => {
-            let states = list_migrations(&state_dir(dir), filter)?;
+            let dir = match config {
+                Some(path) => match locate::from_config(&path) {
+                    Ok(found) => found.state_dir,
+                    Err(e) => {
+                        eprintln!("pgmigrate: {e}");
+                        return Ok(exit::USAGE);
+                    }
+                },
+                None => state_dir(dir),
+            };
+            if !dir.exists() {
+                // Not an error (DESIGN.md: list exits 0), but an empty
+                // header would hide that the wrong place was looked at.
+                eprintln!("pgmigrate: {}", absent_state_dir(&dir));
+                if json {
+                    print!("{}", render_json(&Vec::<()>::new())?);
+                }
+                return Ok(exit::OK);
+            }
+            let states = list_migrations(&dir, filter)?;
             if json {
                 print!("{}", render_json(&states)?);
+            } else if states.is_empty() {
+                println!("no migrations in {}", dir.display());
             } else {
                 print!("{}", render_list(&states));
             }
@@ -288,35 +322,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Show {
             name,
             state_dir: dir,
+            config,
+            validation,
             json,
-        } => {
-            let Some(name) = migration_name(&name) else {
-                return Ok(exit::USAGE);
-            };
-            let Some((state, source)) =
-                console_client::read_state(&state_dir(dir.clone()), &name).await?
-            else {
-                eprintln!(
-                    "pgmigrate: no migration named {name} in {}; pass the --state-dir of its config",
-                    state_dir(dir.clone()).display()
-                );
-                return Ok(exit::USAGE);
-            };
-            if json {
-                print!("{}", render_json(&state)?);
-            } else {
-                print!("{}", render_show(&state));
-                // The file holds what a daemon last wrote; nothing acts on a
-                // non-final status until one runs again (a cutover is refused).
-                if source == console_client::StateSource::File && !state.status.is_terminal() {
-                    println!(
-                        "daemon: not running; the status above is as last written. \
-                         `pgmigrate run` (or the service) resumes it"
-                    );
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => show(name, dir, config, validation, json).await,
         Command::Cutover {
             name,
             state_dir: dir,
@@ -363,6 +372,65 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// `show`: finds the migration (by name and state directory, or through
+/// its config) and prints it.
+async fn show(
+    name: Option<String>,
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    validation: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let located = match config.as_deref().map(locate::from_config).transpose() {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("pgmigrate: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let name = match (name, &located) {
+        (Some(text), _) => match migration_name(&text) {
+            Some(n) => n,
+            None => return Ok(exit::USAGE),
+        },
+        (None, Some(found)) => found.name.clone(),
+        (None, None) => return Ok(exit::USAGE),
+    };
+    let dir = match located {
+        Some(found) => found.state_dir,
+        None => state_dir(dir),
+    };
+    let Some((state, source)) = console_client::read_state(&dir, &name).await? else {
+        if dir.exists() {
+            eprintln!(
+                "pgmigrate: no migration named {name} in {}; pass --state-dir DIR or \
+                 --config FILE (the migration's config, for its state_dir)",
+                dir.display()
+            );
+        } else {
+            eprintln!("pgmigrate: no migration named {name}: {}", absent_state_dir(&dir));
+        }
+        return Ok(exit::USAGE);
+    };
+    if json {
+        print!("{}", render_json(&state)?);
+        return Ok(exit::OK);
+    }
+    print!("{}", render_show(&state));
+    if validation {
+        print!("{}", render_validation(&state));
+    }
+    // The file holds what a daemon last wrote; nothing acts on a non-final
+    // status until one runs again (a cutover is refused).
+    if source == console_client::StateSource::File && !state.status.is_terminal() {
+        println!(
+            "\ndaemon: not running; the status above is as last written. \
+             `pgmigrate run` (or the service) resumes it"
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn migration_name(text: &str) -> Option<MigrationName> {
