@@ -165,7 +165,8 @@ fn init_logging(default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines go above the live progress display, never through it.
+        .with_writer(pgmigrate::control::terminal::LogWriter)
         // journald and `2>&1 | tee` get plain text, a terminal colour.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)

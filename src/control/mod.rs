@@ -16,6 +16,7 @@ pub mod state;
 pub mod state_dir;
 pub mod status;
 pub mod store;
+pub mod terminal;
 mod table;
 
 pub use console::{
