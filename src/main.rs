@@ -411,7 +411,10 @@ async fn show(
                 dir.display()
             );
         } else {
-            eprintln!("pgmigrate: no migration named {name}: {}", absent_state_dir(&dir));
+            eprintln!(
+                "pgmigrate: no migration named {name}: {}",
+                absent_state_dir(&dir)
+            );
         }
         return Ok(exit::USAGE);
     };

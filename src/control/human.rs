@@ -44,7 +44,7 @@ pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -174,6 +174,9 @@ mod tests {
             ["COPY public.t", "failed: no space", "left on device"]
         );
         assert_eq!(wrap("", 10), [""]);
-        assert_eq!(wrap("averyverylongword x", 5), ["avery", "veryl", "ongwo", "rd x"]);
+        assert_eq!(
+            wrap("averyverylongword x", 5),
+            ["avery", "veryl", "ongwo", "rd x"]
+        );
     }
 }

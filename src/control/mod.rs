@@ -16,8 +16,8 @@ pub mod state;
 pub mod state_dir;
 pub mod status;
 pub mod store;
-pub mod terminal;
 mod table;
+pub mod terminal;
 
 pub use console::{
     serve as serve_console, serve_with as serve_console_with, ConsoleCommand, ConsoleError,

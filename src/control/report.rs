@@ -8,10 +8,10 @@ use std::io;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::state::MigrationState;
 use super::human;
-use super::status::{CheckResult, Status};
+use super::state::MigrationState;
 use super::status::UnknownValue;
+use super::status::{CheckResult, Status};
 use super::store::{self, StateError, STATE_FILE};
 use super::table::{Align, Table};
 
@@ -157,7 +157,11 @@ pub fn render_show(state: &MigrationState) -> String {
     let mut out = String::new();
     for (label, value) in header {
         for (i, line) in human::wrap(&value, WIDTH - LABEL).iter().enumerate() {
-            let label = if i == 0 { format!("{label}:") } else { String::new() };
+            let label = if i == 0 {
+                format!("{label}:")
+            } else {
+                String::new()
+            };
             out.push_str(&format!("{label:<LABEL$}{line}\n"));
         }
     }
@@ -436,7 +440,10 @@ failed: wal_level: wal_level is replica
         assert!(rest.starts_with("warning: replica_identity: xxx"), "{rest}");
         assert!(rest.ends_with("…\n") && rest.lines().count() == 1, "{rest}");
         assert!(!out.contains("CHECK") && !out.contains("fix:"), "{out}");
-        assert!(!out.contains("privileges"), "succeeded checks are not repeated: {out}");
+        assert!(
+            !out.contains("privileges"),
+            "succeeded checks are not repeated: {out}"
+        );
         for line in out.lines() {
             assert!(line.chars().count() <= WIDTH, "{line}");
         }
@@ -452,7 +459,10 @@ failed: wal_level: wal_level is replica
             ),
             "{detail}"
         );
-        assert!(detail.contains("x tables without a key\n           fix: ALTER TABLE t"), "{detail}");
+        assert!(
+            detail.contains("x tables without a key\n           fix: ALTER TABLE t"),
+            "{detail}"
+        );
         for line in detail.lines() {
             assert!(line.chars().count() <= WIDTH, "{line}");
         }
@@ -474,7 +484,10 @@ failed: wal_level: wal_level is replica
     fn absent_state_dir_names_it_and_the_ways_out() {
         let text = absent_state_dir(Path::new("/var/lib/pgmigrate"));
         assert!(text.contains("/var/lib/pgmigrate does not exist"), "{text}");
-        assert!(text.contains("--state-dir") && text.contains("--config"), "{text}");
+        assert!(
+            text.contains("--state-dir") && text.contains("--config"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -483,10 +496,7 @@ failed: wal_level: wal_level is replica
         let text = render_show(&s);
         assert!(!text.contains("validation"), "{text}");
         assert!(text.contains("\nticketdb  Validating"), "{text}");
-        assert_eq!(
-            render_validation(&s),
-            "\nvalidation: no checks recorded\n"
-        );
+        assert_eq!(render_validation(&s), "\nvalidation: no checks recorded\n");
     }
 
     #[test]

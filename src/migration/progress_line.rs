@@ -285,7 +285,12 @@ mod tests {
             bytes: 9.9e9,
             applied: 0.0,
         };
-        let line = live_line("a-very-long-database-name", Phase::BuildingIndexes, &worst, &fast);
+        let line = live_line(
+            "a-very-long-database-name",
+            Phase::BuildingIndexes,
+            &worst,
+            &fast,
+        );
         assert!(line.chars().count() <= 100, "{line}");
     }
 }
