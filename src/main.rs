@@ -65,7 +65,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start throwaway servers, migrate sample data online under writes, cut over, verify.
-    Demo,
+    Demo {
+        /// Leave the servers running and the state in place (for `list`/`show`);
+        /// prints how to look at them and how to clean up.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run (or resume) the migration described by a config file.
     Run {
         /// The migration's TOML config.
@@ -185,12 +190,11 @@ fn main() -> ExitCode {
             });
         }
     };
-    // The demo draws its own progress display; its logs would interleave.
-    init_logging(if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info"
-    });
+    // On a terminal the demo shows the progress display, not the log; off
+    // one, the log's plain lines are its progress.
+    let quiet = matches!(cli.command, Command::Demo { .. })
+        && pgmigrate::control::terminal::live_display_wanted();
+    init_logging(if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -231,13 +235,15 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Demo => match pgmigrate::demo::run().await {
-            Ok(()) => Ok(exit::OK),
-            Err(e) => {
-                eprintln!("pgmigrate: {e}");
-                Ok(exit::FAILED)
+        Command::Demo { keep } => {
+            match pgmigrate::demo::run(pgmigrate::demo::DemoOptions { keep }).await {
+                Ok(()) => Ok(exit::OK),
+                Err(e) => {
+                    eprintln!("pgmigrate: {e}");
+                    Ok(exit::FAILED)
+                }
             }
-        },
+        }
         Command::Run { config } => {
             let config_path = config.clone();
             let config = match load_config(&config) {
