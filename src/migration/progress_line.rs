@@ -177,24 +177,31 @@ async fn log_lines(progress: Arc<MigrationProgress>) {
     }
 }
 
-/// The live bars; on drop (the task aborted) they stay on the screen with
-/// their last values and output goes straight to the terminal again.
-struct Bars(Vec<ProgressBar>);
+/// The live bars; on drop (the task aborted) they are drawn once more with
+/// the final values (the phase reached, not the one of the last tick) and
+/// left on the screen, and output goes straight to the terminal again.
+struct Bars {
+    bars: Vec<ProgressBar>,
+    progress: Arc<MigrationProgress>,
+}
 
 impl Drop for Bars {
     fn drop(&mut self) {
-        for bar in &self.0 {
-            bar.finish();
+        for (p, bar) in self.progress.dbs.iter().zip(&self.bars) {
+            let sample = Sample::of(p);
+            bar.finish_with_message(live_line(&p.name, p.phase(), &sample, &Rates::default()));
         }
         terminal::set_drawing(false);
+        // indicatif leaves the cursor at the end of the last line.
+        eprintln!();
     }
 }
 
 async fn live_lines(progress: Arc<MigrationProgress>) {
     let style = ProgressStyle::with_template("{spinner} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let bars = Bars(
-        progress
+    let bars = Bars {
+        bars: progress
             .dbs
             .iter()
             .map(|_| {
@@ -203,7 +210,8 @@ async fn live_lines(progress: Arc<MigrationProgress>) {
                     .with_style(style.clone())
             })
             .collect(),
-    );
+        progress: Arc::clone(&progress),
+    };
     terminal::set_drawing(true);
     let mut windows: Vec<Window> = progress.dbs.iter().map(|_| Window::default()).collect();
     let mut tick = tokio::time::interval(REDRAW);
@@ -211,7 +219,7 @@ async fn live_lines(progress: Arc<MigrationProgress>) {
     loop {
         tick.tick().await;
         let now = Instant::now();
-        for ((p, window), bar) in progress.dbs.iter().zip(windows.iter_mut()).zip(&bars.0) {
+        for ((p, window), bar) in progress.dbs.iter().zip(windows.iter_mut()).zip(&bars.bars) {
             let sample = Sample::of(p);
             let rates = window.push(now, sample);
             bar.set_message(live_line(&p.name, p.phase(), &sample, &rates));
