@@ -296,36 +296,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             config,
             filter,
             json,
-        } => {
-            let dir = match config {
-                Some(path) => match locate::from_config(&path) {
-                    Ok(found) => found.state_dir,
-                    Err(e) => {
-                        eprintln!("pgmigrate: {e}");
-                        return Ok(exit::USAGE);
-                    }
-                },
-                None => state_dir(dir),
-            };
-            if !dir.exists() {
-                // Not an error (DESIGN.md: list exits 0), but an empty
-                // header would hide that the wrong place was looked at.
-                eprintln!("pgmigrate: {}", absent_state_dir(&dir));
-                if json {
-                    print!("{}", render_json(&Vec::<()>::new())?);
-                }
-                return Ok(exit::OK);
-            }
-            let states = list_migrations(&dir, filter)?;
-            if json {
-                print!("{}", render_json(&states)?);
-            } else if states.is_empty() {
-                println!("no migrations in {}", dir.display());
-            } else {
-                print!("{}", render_list(&states));
-            }
-            Ok(exit::OK)
-        }
+        } => list(dir, config, filter, json),
         Command::Show {
             name,
             state_dir: dir,
@@ -379,6 +350,49 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// `list`: the migrations under the state directory (of `--config`, else
+/// `--state-dir`, else the default), or why there are none to see.
+fn list(
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    filter: ListFilter,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let dir = match config {
+        Some(path) => match locate::from_config(&path) {
+            Ok(found) => found.state_dir,
+            Err(e) => {
+                eprintln!("pgmigrate: {e}");
+                return Ok(exit::USAGE);
+            }
+        },
+        None => state_dir(dir),
+    };
+    if !dir.exists() {
+        // Not an error (DESIGN.md: list exits 0), but an empty
+        // header would hide that the wrong place was looked at.
+        eprintln!("pgmigrate: {}", absent_state_dir(&dir));
+        if json {
+            print!("{}", render_json(&Vec::<()>::new())?);
+        }
+        return Ok(exit::OK);
+    }
+    let states = list_migrations(&dir, filter)?;
+    if json {
+        print!("{}", render_json(&states)?);
+    } else if states.is_empty() && filter == ListFilter::Active {
+        println!(
+            "no active migrations in {} (--filter all lists the ended ones too)",
+            dir.display()
+        );
+    } else if states.is_empty() {
+        println!("no migrations in {}", dir.display());
+    } else {
+        print!("{}", render_list(&states));
+    }
+    Ok(exit::OK)
 }
 
 /// `show`: finds the migration (by name and state directory, or through
