@@ -190,6 +190,19 @@ fn list_on_an_absent_state_dir_says_where_it_looked() {
         format!("no migrations in {}\n", root.path().display())
     );
 
+    let out = pgmigrate(&[
+        "list",
+        "--state-dir",
+        path(root.path()),
+        "--filter",
+        "active",
+    ]);
+    assert!(
+        text(&out.stdout).starts_with("no active migrations in "),
+        "{}",
+        text(&out.stdout)
+    );
+
     // show names the directory and the ways out as well (exit 2: unknown NAME).
     let out = pgmigrate(&["show", "m1", "--state-dir", path(&absent)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
