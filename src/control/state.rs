@@ -125,7 +125,8 @@ pub struct ResumeState {
     pub origin_names: Vec<String>,
     /// The slot's consistent point (`X/Y`): where copy and stream meet.
     pub consistent_lsn: Option<crate::protocol::lsn::Lsn>,
-    /// The target database was created by this migration.
+    /// The target database is this migration's: recorded just before its
+    /// CREATE DATABASE (after seeing the name free), cleared if that fails.
     pub target_database_created: bool,
     /// Snapshot copy, schema and indexes are all done.
     pub copy_completed: bool,
