@@ -89,6 +89,9 @@ pub enum StateError {
         /// The holder's pid, when its lock file says.
         pid: Option<u32>,
     },
+    /// The status machine refused a change; nothing of it was written.
+    #[error(transparent)]
+    Transition(#[from] super::status::InvalidTransition),
     /// A write was attempted without holding the lock.
     #[error("state of migration {name} is not locked by this process; lock() it before writing")]
     NotLocked {
@@ -102,6 +105,17 @@ fn pid_text(pid: Option<u32>) -> String {
         Some(pid) => format!("pid {pid}"),
         None => "pid unknown".to_owned(),
     }
+}
+
+/// How durable a write must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A fact a restart needs (status, resume data): the file and its
+    /// directory entry are fsynced before the write returns.
+    Durable,
+    /// Only counters changed: the file is fsynced (never torn), but a crash
+    /// may bring back the previous one, which only shows older counters.
+    Progress,
 }
 
 /// A daemon found holding a migration's lock.
@@ -239,31 +253,58 @@ impl StateStore {
         self.lock.get().is_some()
     }
 
-    /// Applies `change` to the state and writes it atomically; returns what
-    /// `change` returns. Requires [`lock`](Self::lock). If the write fails the
-    /// change stays in memory and reaches disk with the next update.
+    /// Applies `change` to the state and writes it atomically and durably;
+    /// returns what `change` returns. Requires [`lock`](Self::lock). If the
+    /// write fails the change stays in memory and reaches disk with the next
+    /// update. For commands without a daemon (`cancel`); a running daemon
+    /// writes only through its [`StateWriter`](super::writer::StateWriter).
     pub fn update<R>(
         &self,
         change: impl FnOnce(&mut MigrationState) -> R,
     ) -> Result<R, StateError> {
-        if !self.is_locked() {
-            return Err(StateError::NotLocked {
-                name: self.name.to_string(),
-            });
-        }
+        self.check_locked()?;
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let (result, bytes) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let result = change(&mut state);
-            let mut bytes = serde_json::to_vec_pretty(&*state).map_err(|e| StateError::Write {
-                path: self.path.clone(),
-                error: io::Error::other(e),
-            })?;
-            bytes.push(b'\n');
-            (result, bytes)
+            (result, self.serialize(&state)?)
         };
-        self.write_atomically(&bytes)?;
+        self.write_atomically(&bytes, Durability::Durable)?;
         Ok(result)
+    }
+
+    /// Makes `state` the current one and writes `bytes`, its
+    /// serialization; the writer thread's primitive.
+    pub(super) fn commit(
+        &self,
+        state: &MigrationState,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<(), StateError> {
+        self.check_locked()?;
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state.clone();
+        self.write_atomically(bytes, durability)
+    }
+
+    /// The document as it would be written now.
+    pub(super) fn serialize(&self, state: &MigrationState) -> Result<Vec<u8>, StateError> {
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
+            path: self.path.clone(),
+            error: io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    fn check_locked(&self) -> Result<(), StateError> {
+        if self.is_locked() {
+            Ok(())
+        } else {
+            Err(StateError::NotLocked {
+                name: self.name.to_string(),
+            })
+        }
     }
 
     /// A copy of the current state.
@@ -294,7 +335,7 @@ impl StateStore {
         self.existed
     }
 
-    fn write_atomically(&self, bytes: &[u8]) -> Result<(), StateError> {
+    fn write_atomically(&self, bytes: &[u8], durability: Durability) -> Result<(), StateError> {
         let temp = self
             .dir
             .join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
@@ -309,8 +350,11 @@ impl StateStore {
             file.sync_all()?;
             drop(file);
             fs::rename(&temp, &self.path)?;
-            // The rename is durable only once the directory entry is.
-            File::open(&self.dir)?.sync_all()
+            match durability {
+                // The rename is durable only once the directory entry is.
+                Durability::Durable => File::open(&self.dir)?.sync_all(),
+                Durability::Progress => Ok(()),
+            }
         })();
         written.map_err(|error| {
             // Best effort: after a successful rename the temp is already gone.
@@ -436,10 +480,8 @@ mod tests {
         store.lock().unwrap();
         let returned = store
             .update(|s| {
-                s.set_status(
-                    Status::WaitingForUserAction,
-                    Substatus::WaitingForCutoverTrigger,
-                );
+                s.status = Status::WaitingForUserAction;
+                s.substatus = Substatus::WaitingForCutoverTrigger;
                 s.message = Some("ready".into());
                 7
             })

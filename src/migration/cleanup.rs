@@ -5,7 +5,7 @@ use super::replication_objects::{drop_origins, drop_source_objects, forget};
 use crate::config::{self, Config};
 use crate::conn::Connection;
 use crate::control::state::DatabaseState;
-use crate::control::status::{Phase, Status, Substatus};
+use crate::control::status::{Phase, Stage, Status};
 use crate::control::store::{StateError, StateStore};
 use crate::copy::{target_db, CopyError};
 
@@ -82,12 +82,8 @@ pub async fn cancel_offline(
     })?;
     let config = Config::from_file(std::path::Path::new(&path))
         .map_err(|e| CancelError::Config(e.to_string()))?;
-    store.update(|s| {
-        s.set_status(
-            Status::CleaningUp,
-            Substatus::CancelingRequestedDBMigrations,
-        )
-    })?;
+    // The only writer here: no daemon holds the lock.
+    store.update(|s| s.transition(Stage::CleaningUp))??;
     for d in &state.databases {
         clean_up_database(&config, d, drop_target).await?;
     }
@@ -96,8 +92,8 @@ pub async fn cancel_offline(
             forget(&mut d.resume);
             d.phase = Phase::Canceled;
         }
-        s.set_status(Status::Canceled, Substatus::Canceled);
-    })?;
+        s.transition(Stage::Canceled)
+    })??;
     Ok(())
 }
 
@@ -113,6 +109,9 @@ pub enum CancelError {
     /// state.json failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The migration's status does not allow a cancel.
+    #[error(transparent)]
+    Transition(#[from] crate::control::status::InvalidTransition),
     /// Dropping something failed.
     #[error(transparent)]
     Copy(#[from] CopyError),

@@ -130,7 +130,8 @@ pub(super) async fn prepare(
         r.target_database_created = true;
         r.copy_completed = false;
         r.data_copied = false;
-    })?;
+    })
+    .await?;
     Ok(Prepared {
         source,
         props,

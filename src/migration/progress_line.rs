@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::control::progress::MigrationProgress;
 use crate::control::status::Phase;
+use crate::shutdown::Shutdown;
 
 /// Prints a progress line on stderr while tables are being copied: often
-/// on a terminal, every 10 seconds into a journal.
-pub(super) fn spawn_progress_line(progress: Arc<MigrationProgress>) -> tokio::task::JoinHandle<()> {
+/// on a terminal, every 10 seconds into a journal; ends with `exit`.
+pub(super) fn spawn_progress_line(
+    progress: Arc<MigrationProgress>,
+    exit: Shutdown,
+) -> tokio::task::JoinHandle<()> {
     use std::io::IsTerminal;
     let every = if std::io::stderr().is_terminal() {
         2
@@ -22,7 +26,10 @@ pub(super) fn spawn_progress_line(progress: Arc<MigrationProgress>) -> tokio::ta
         let mut tick = tokio::time::interval(Duration::from_secs(every));
         tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = exit.requested() => return,
+            }
             for (p, prev) in progress.dbs.iter().zip(last.iter_mut()) {
                 if !matches!(p.phase(), Phase::CopyingData | Phase::BuildingIndexes) {
                     continue;
