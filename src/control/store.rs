@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use thiserror::Error;
@@ -92,6 +93,12 @@ pub enum StateError {
     /// The status machine refused a change; nothing of it was written.
     #[error(transparent)]
     Transition(#[from] super::status::InvalidTransition),
+    /// A direct write while the state writer owns the file.
+    #[error("state of migration {name} is written by its state writer only")]
+    WriterRunning {
+        /// The migration.
+        name: String,
+    },
     /// A write was attempted without holding the lock.
     #[error("state of migration {name} is not locked by this process; lock() it before writing")]
     NotLocked {
@@ -138,6 +145,9 @@ pub struct StateStore {
     writing: Mutex<()>,
     /// The flocked lock file; the lock lasts as long as this descriptor.
     lock: OnceLock<File>,
+    /// A [`StateWriter`](super::writer::StateWriter) owns the writes:
+    /// [`update`](Self::update) is refused, so it stays the only writer.
+    writer: AtomicBool,
 }
 
 impl StateStore {
@@ -176,6 +186,7 @@ impl StateStore {
             state: Mutex::new(state),
             writing: Mutex::new(()),
             lock: OnceLock::new(),
+            writer: AtomicBool::new(false),
         })
     }
 
@@ -263,6 +274,11 @@ impl StateStore {
         change: impl FnOnce(&mut MigrationState) -> R,
     ) -> Result<R, StateError> {
         self.check_locked()?;
+        if self.writer.load(Ordering::Acquire) {
+            return Err(StateError::WriterRunning {
+                name: self.name.to_string(),
+            });
+        }
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let (result, bytes) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -271,6 +287,11 @@ impl StateStore {
         };
         self.write_atomically(&bytes, Durability::Durable)?;
         Ok(result)
+    }
+
+    /// Hands the writes to a writer thread; false if one has them already.
+    pub(super) fn claim_writer(&self) -> bool {
+        !self.writer.swap(true, Ordering::AcqRel)
     }
 
     /// Makes `state` the current one and writes `bytes`, its

@@ -70,6 +70,11 @@ impl StateWriter {
         progress: Arc<MigrationProgress>,
         interval: Duration,
     ) -> Result<StateWriter, StateError> {
+        if !store.claim_writer() {
+            return Err(StateError::WriterRunning {
+                name: store.name().to_string(),
+            });
+        }
         let (tx, rx) = mpsc::channel();
         let thread_store = Arc::clone(&store);
         let path = store.path().to_owned();
@@ -323,6 +328,9 @@ mod tests {
         assert_eq!(s.stage(), Ok(Stage::MigratingData));
         assert!(s.database("d").unwrap().resume.copy_completed);
         assert_eq!(h.snapshot(), s);
+        // Nothing else writes while the writer runs.
+        let e = h.store().update(|s| s.pid = Some(1)).unwrap_err();
+        assert!(matches!(e, StateError::WriterRunning { .. }), "{e}");
         writer.finish().await.unwrap();
     }
 

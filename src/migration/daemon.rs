@@ -251,7 +251,7 @@ impl Daemon {
     }
 
     /// One task per database, and the loop that supervises them.
-    async fn migrate(&self, mut signals: watch::Receiver<bool>) -> Result<Ended, StateError> {
+    async fn migrate(&self, signals: watch::Receiver<bool>) -> Result<Ended, StateError> {
         self.state
             .change(|s| {
                 if !cutover_accepted(s) {
@@ -271,6 +271,27 @@ impl Daemon {
             .map(|d| (d.clone(), Arc::new(AtomicBool::new(false))))
             .collect();
         let mut tasks = self.spawn_databases(&stop_rx, &cutover_rx, &ready);
+        let looped = self
+            .supervise(&mut tasks, signals, &stop, &cutover_tx, &ready)
+            .await;
+        if looped.is_err() {
+            // The state cannot be written: stop, but still join every task.
+            stop.trigger();
+            while tasks.join_next().await.is_some() {}
+        }
+        Ok(self.settle(looped?).await)
+    }
+
+    /// Until every database task ended: their ends, the operator's signal
+    /// and requests, readiness for cutover.
+    async fn supervise(
+        &self,
+        tasks: &mut JoinSet<(DbContext, Result<DbEnd, DbError>)>,
+        mut signals: watch::Receiver<bool>,
+        stop: &ShutdownTrigger,
+        cutover_tx: &watch::Sender<bool>,
+        ready: &HashMap<String, Arc<AtomicBool>>,
+    ) -> Result<LoopState, StateError> {
         let mut st = LoopState::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -289,7 +310,7 @@ impl Daemon {
                     stop.trigger();
                 }
                 _ = self.requests.notify.notified() => {
-                    self.on_request(&mut st, &stop, &cutover_tx).await?;
+                    self.on_request(&mut st, stop, cutover_tx).await?;
                 }
                 _ = tick.tick() => {
                     publish(&self.state, &self.progress);
@@ -315,7 +336,7 @@ impl Daemon {
                 }
             }
         }
-        Ok(self.settle(st).await)
+        Ok(st)
     }
 
     fn spawn_databases(
