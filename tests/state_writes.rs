@@ -54,15 +54,33 @@ fn count_state_writes_of_an_offline_migration_of_2000_tables() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&trace).expect("read strace output");
-    let renames = text
-        .lines()
-        .filter(|l| l.contains("rename") && l.contains("state.json\""))
-        .count();
-    let fsyncs = text
-        .lines()
-        .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
-        .count();
+    if std::env::var_os("STATE_WRITES_DUMP").is_some() {
+        println!("{text}");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let is_fsync = |l: &str| l.contains("fsync(") || l.contains("fdatasync(");
+    let is_state_rename = |l: &str| l.contains("rename") && l.contains("state.json\"");
+    let renames = lines.iter().filter(|l| is_state_rename(l)).count();
+    let fsyncs = lines.iter().filter(|l| is_fsync(l)).count();
+    // The store fsyncs the temp file just before its rename and the
+    // directory just after (strace lines start with the thread id).
+    let tid = |l: &str| l.split_whitespace().next().unwrap_or("").to_owned();
+    let mut file_syncs = 0;
+    let mut dir_syncs = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if !is_state_rename(l) {
+            continue;
+        }
+        let same = |j: usize| lines.get(j).filter(|m| tid(m) == tid(l) && is_fsync(m));
+        file_syncs += usize::from(i > 0 && same(i - 1).is_some());
+        // A fsync followed by another rename is the next write's file.
+        let next_write = lines
+            .get(i + 2)
+            .is_some_and(|m| tid(m) == tid(l) && is_state_rename(m));
+        dir_syncs += usize::from(same(i + 1).is_some() && !next_write);
+    }
     println!(
-        "offline migration of 2000 tables: {renames} state.json writes, {fsyncs} fsyncs in all, {seconds:.1} s"
+        "offline migration of 2000 tables: {renames} state.json writes ({file_syncs} file fsyncs, \
+         {dir_syncs} directory fsyncs), {fsyncs} fsyncs in all, {seconds:.1} s"
     );
 }
