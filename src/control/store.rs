@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use thiserror::Error;
@@ -148,6 +148,8 @@ pub struct StateStore {
     /// A [`StateWriter`](super::writer::StateWriter) owns the writes:
     /// [`update`](Self::update) is refused, so it stays the only writer.
     writer: AtomicBool,
+    /// Files written, for tests and measurements of coalescing.
+    writes: AtomicU64,
 }
 
 impl StateStore {
@@ -187,6 +189,7 @@ impl StateStore {
             writing: Mutex::new(()),
             lock: OnceLock::new(),
             writer: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -336,6 +339,11 @@ impl StateStore {
             .clone()
     }
 
+    /// How many times this store has written state.json.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     /// The migration's name.
     pub fn name(&self) -> &MigrationName {
         &self.name
@@ -360,6 +368,7 @@ impl StateStore {
         let temp = self
             .dir
             .join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
+        self.writes.fetch_add(1, Ordering::Relaxed);
         let written = (|| {
             let mut file = OpenOptions::new()
                 .write(true)

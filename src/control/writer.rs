@@ -361,6 +361,8 @@ mod tests {
         let (root, name, writer, progress) = setup(Duration::from_millis(50));
         let path = root.path().join("m").join("state.json");
         let modified = || std::fs::metadata(&path).unwrap().modified().unwrap();
+        let store = Arc::clone(writer.handle().store());
+        let before_writes = store.writes();
         // A thousand tables done between two ticks: one write, not a thousand.
         for _ in 0..1000 {
             progress.dbs[0]
@@ -372,6 +374,11 @@ mod tests {
             assert!(Instant::now() < deadline, "no periodic write");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert!(
+            store.writes() - before_writes <= 2,
+            "{} writes for 1000 counter bumps",
+            store.writes() - before_writes
+        );
         let before = modified();
         // Nothing changed: the ticks must not rewrite the file.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -400,7 +407,11 @@ mod tests {
         for w in waits {
             w.await.unwrap().unwrap();
         }
+        let store = Arc::clone(h.store());
         writer.finish().await.unwrap();
         assert!(on_disk(&root, &name).pid.is_some());
+        // Each acknowledged change is durable, yet queued ones share writes
+        // (one for setup, one at the end, at most one per change between).
+        assert!(store.writes() <= 202, "{} writes", store.writes());
     }
 }
