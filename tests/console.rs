@@ -27,6 +27,13 @@ use tokio::task::JoinHandle;
 
 const NAME: &str = "m1";
 
+/// Puts a stand-in's state at a pair directly (the daemon's own moves go
+/// through the status machine; a stand-in jumps, e.g. cutover to done).
+fn set_status(state: &mut MigrationState, status: Status, substatus: Substatus) {
+    state.status = status;
+    state.substatus = substatus;
+}
+
 /// A daemon stand-in: answers SHOW from its state, accepts CUTOVER only in
 /// WaitingForUserAction (and then "completes" it at once), and CANCEL in
 /// any non-terminal status (ending Canceled).
@@ -39,7 +46,7 @@ impl TestDaemon {
     fn new(status: Status, substatus: Substatus) -> Arc<TestDaemon> {
         let name = MigrationName::new(NAME).unwrap();
         let mut state = MigrationState::new(&name, Mode::Online, &["app".into(), "ops".into()]);
-        state.set_status(status, substatus);
+        set_status(&mut state, status, substatus);
         state.databases[0].phase = Phase::Streaming;
         state.databases[0].lag_bytes = 4096;
         state.databases[0].full_load_completed_tables = 7;
@@ -69,7 +76,7 @@ impl ConsoleHandler for TestDaemon {
                 )))
             }
             ConsoleCommand::Cutover => {
-                state.set_status(Status::Succeeded, Substatus::Completed);
+                set_status(&mut state, Status::Succeeded, Substatus::Completed);
                 Ok(ConsoleReply::accepted(command))
             }
             _ if state.status.is_terminal() => Err(ConsoleRefusal::not_in_state(format!(
@@ -77,7 +84,7 @@ impl ConsoleHandler for TestDaemon {
                 state.status
             ))),
             _ => {
-                state.set_status(Status::Canceled, Substatus::Canceled);
+                set_status(&mut state, Status::Canceled, Substatus::Canceled);
                 Ok(ConsoleReply::accepted(command))
             }
         }
@@ -407,7 +414,7 @@ async fn cli_without_daemon() {
     let store = StateStore::open(state_dir.path(), &name).unwrap();
     store.lock().unwrap();
     store
-        .update(|s| s.set_status(Status::Succeeded, Substatus::Completed))
+        .update(|s| set_status(s, Status::Succeeded, Substatus::Completed))
         .unwrap();
     drop(store);
     let out = pgmigrate(&["show", NAME, "--json"], state_dir.path()).await;

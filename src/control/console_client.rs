@@ -314,7 +314,10 @@ mod tests {
         let store = StateStore::open(root.path(), &name()).unwrap();
         store.lock().unwrap();
         store
-            .update(|s| s.set_status(Status::Canceled, crate::control::Substatus::Canceled))
+            .update(|s| {
+                s.status = Status::Canceled;
+                s.substatus = crate::control::Substatus::Canceled;
+            })
             .unwrap();
         let (state, source) = read_state(root.path(), &name()).await.unwrap().unwrap();
         assert_eq!(

@@ -98,7 +98,7 @@ fn database_row(d: &DatabaseState) -> Vec<Option<String>> {
         Some(d.latency_seconds.to_string()),
         Some(d.lag_bytes.to_string()),
         Some(d.source_retained_wal_bytes.to_string()),
-        d.confirmed_lsn.clone(),
+        d.confirmed_lsn.map(|l| l.to_string()),
         d.message.clone(),
     ]
 }
@@ -146,16 +146,14 @@ mod tests {
     fn sample() -> MigrationState {
         let name = MigrationName::new("orders-2026").unwrap();
         let mut s = MigrationState::new(&name, Mode::Online, &["a".into(), "b".into()]);
-        s.set_status(
-            Status::WaitingForUserAction,
-            Substatus::WaitingForCutoverTrigger,
-        );
+        s.status = Status::WaitingForUserAction;
+        s.substatus = Substatus::WaitingForCutoverTrigger;
         let b = s.database_mut("b").unwrap();
         b.phase = Phase::Streaming;
         b.full_load_completed_tables = 3;
         b.full_load_errored_tables = 1;
         b.lag_bytes = 42;
-        b.confirmed_lsn = Some("0/16B3748".into());
+        b.confirmed_lsn = "0/16B3748".parse().ok();
         s
     }
 

@@ -18,17 +18,19 @@ pub mod status;
 pub mod store;
 mod table;
 pub mod terminal;
+pub mod writer;
 
 pub use console::{
     serve as serve_console, serve_with as serve_console_with, ConsoleCommand, ConsoleError,
     ConsoleHandler, ConsoleRefusal, ConsoleReply,
 };
 pub use console_show::{databases_reply, show_reply, status_reply, tables_reply};
-pub use progress::{spawn_state_flusher, DbProgress, MigrationProgress};
+pub use progress::{DbProgress, MigrationProgress};
 pub use report::{
     absent_state_dir, list_migrations, render_json, render_list, render_show, render_validation,
     ListFilter,
 };
 pub use state::{now_rfc3339, DatabaseState, MigrationState, ResumeState, ValidationCheck};
-pub use status::{CheckResult, Phase, Status, Substatus, UnknownValue};
+pub use status::{CheckResult, Phase, Stage, Status, Substatus, UnknownValue};
 pub use store::{RunningDaemon, StateError, StateStore};
+pub use writer::{StateHandle, StateWriter};

@@ -1,21 +1,15 @@
-//! Live counters that copy and apply threads bump without taking a lock,
-//! and the task that copies them into state.json at an interval.
+//! Live counters that copy and apply threads bump without taking a lock.
 //!
 //! While a daemon runs, a database's counters, `phase`, `message` and
-//! `confirmed_lsn` belong to its [`DbProgress`]: the flusher overwrites those
-//! fields of state.json from it, so code that changes them must do so here,
-//! not through [`StateStore::update`]. The resume fields are not touched.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+//! `confirmed_lsn` belong to its [`DbProgress`]: the state writer
+//! ([`super::writer`]) folds them into every write of state.json, so code
+//! that changes them must do so here. The resume fields are not touched.
 
 use super::state::{DatabaseState, MigrationState};
 use super::status::Phase;
-use super::store::{StateError, StateStore};
+use crate::protocol::lsn::Lsn;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Progress of one database. Counters are plain atomics: bump them with
 /// `fetch_add(n, Ordering::Relaxed)`; readers only need each value, not a
@@ -56,7 +50,7 @@ pub struct DbProgress {
     latency_bits: AtomicU64,
     phase: Mutex<Phase>,
     message: Mutex<Option<String>>,
-    confirmed_lsn: Mutex<Option<String>>,
+    confirmed_lsn: Mutex<Option<Lsn>>,
 }
 
 impl DbProgress {
@@ -100,7 +94,7 @@ impl DbProgress {
         p.set_latency_seconds(state.latency_seconds);
         p.set_phase(state.phase);
         p.set_message(state.message.clone());
-        p.set_confirmed_lsn(state.confirmed_lsn.clone());
+        p.set_confirmed_lsn(state.confirmed_lsn);
         p
     }
 
@@ -138,8 +132,8 @@ impl DbProgress {
             .clone()
     }
 
-    /// Records the LSN last confirmed to the source (`X/Y`).
-    pub fn set_confirmed_lsn(&self, lsn: Option<String>) {
+    /// Records the LSN last confirmed to the source.
+    pub fn set_confirmed_lsn(&self, lsn: Option<Lsn>) {
         *self
             .confirmed_lsn
             .lock()
@@ -147,11 +141,11 @@ impl DbProgress {
     }
 
     /// The LSN last confirmed to the source.
-    pub fn confirmed_lsn(&self) -> Option<String> {
-        self.confirmed_lsn
+    pub fn confirmed_lsn(&self) -> Option<Lsn> {
+        *self
+            .confirmed_lsn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Copies the live values into `state` (everything but `name` and `resume`).
@@ -228,61 +222,9 @@ impl MigrationProgress {
     }
 }
 
-/// Writes `progress` into state.json every `interval`, and once more when
-/// `shutdown` turns true or its sender is dropped. Periodic write failures
-/// are logged and retried at the next tick (a full disk may clear); the final
-/// write's failure is the task's result. File I/O runs on the blocking pool.
-pub fn spawn_state_flusher(
-    store: Arc<StateStore>,
-    progress: Arc<MigrationProgress>,
-    interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<Result<(), StateError>> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            if *shutdown.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(e) = flush(&store, &progress).await {
-                        tracing::warn!(error = %e, "cannot write migration progress; retrying at the next interval");
-                    }
-                }
-                changed = shutdown.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        flush(&store, &progress).await
-    })
-}
-
-async fn flush(
-    store: &Arc<StateStore>,
-    progress: &Arc<MigrationProgress>,
-) -> Result<(), StateError> {
-    let store = Arc::clone(store);
-    let progress = Arc::clone(progress);
-    let path = store.path().to_owned();
-    tokio::task::spawn_blocking(move || store.update(|state| progress.apply_to(state)))
-        .await
-        .unwrap_or_else(|join_error| {
-            Err(StateError::Write {
-                path,
-                error: std::io::Error::other(format!("state writer task failed: {join_error}")),
-            })
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MigrationName, Mode};
 
     #[test]
     fn apply_to_copies_every_counter() {
@@ -309,7 +251,7 @@ mod tests {
         p.set_latency_seconds(1.5);
         p.set_phase(Phase::Streaming);
         p.set_message(Some("slow".into()));
-        p.set_confirmed_lsn(Some("0/10".into()));
+        p.set_confirmed_lsn(Some(Lsn::from(0x10)));
 
         let mut s = DatabaseState::new("d");
         s.resume.copy_completed = true;
@@ -334,7 +276,7 @@ mod tests {
         assert_eq!(s.latency_seconds, 1.5);
         assert_eq!(s.phase, Phase::Streaming);
         assert_eq!(s.message.as_deref(), Some("slow"));
-        assert_eq!(s.confirmed_lsn.as_deref(), Some("0/10"));
+        assert_eq!(s.confirmed_lsn, Some(Lsn::from(0x10)));
         assert!(s.resume.copy_completed, "resume data must be left alone");
 
         // And back: a resumed daemon starts from the saved values.
@@ -355,42 +297,5 @@ mod tests {
         p.apply_to(&mut s);
         assert_eq!(s.databases.len(), 2);
         assert_eq!(s.database("b").unwrap().rows_copied, 9);
-    }
-
-    #[tokio::test]
-    async fn flusher_writes_periodically_and_at_shutdown() {
-        let root = tempfile::tempdir().unwrap();
-        let name = MigrationName::new("m").unwrap();
-        let store = Arc::new(StateStore::open(root.path(), &name).unwrap());
-        store.lock().unwrap();
-        store
-            .update(|s| *s = MigrationState::new(&name, Mode::Online, &["d".into()]))
-            .unwrap();
-        let progress = Arc::new(MigrationProgress::new(&["d".into()]));
-        let (tx, rx) = watch::channel(false);
-        let task = spawn_state_flusher(
-            Arc::clone(&store),
-            Arc::clone(&progress),
-            Duration::from_millis(10),
-            rx,
-        );
-
-        progress.dbs[0].rows_copied.store(5, Ordering::Relaxed);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let on_disk = StateStore::read(root.path(), &name).unwrap().unwrap();
-            if on_disk.database("d").map(|d| d.rows_copied) == Some(5) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no periodic flush");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-
-        // The value set just before shutdown must reach the file.
-        progress.dbs[0].rows_copied.store(77, Ordering::Relaxed);
-        tx.send(true).unwrap();
-        task.await.unwrap().unwrap();
-        let on_disk = StateStore::read(root.path(), &name).unwrap().unwrap();
-        assert_eq!(on_disk.database("d").unwrap().rows_copied, 77);
     }
 }

@@ -8,8 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::status::{CheckResult, Phase, Status, Substatus};
+use super::status::{CheckResult, InvalidPair, InvalidTransition, Phase, Stage, Status, Substatus};
 use crate::config::{MigrationName, Mode};
+use crate::protocol::lsn::Lsn;
 
 /// The whole state of one migration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -19,9 +20,10 @@ pub struct MigrationState {
     pub name: String,
     /// Online or offline.
     pub mode: Mode,
-    /// Overall status.
+    /// Overall status. Read it freely; change it only through
+    /// [`MigrationState::transition`], which keeps the pair a contract one.
     pub status: Status,
-    /// What is being done within `status`.
+    /// What is being done within `status` (changed with `status`).
     pub substatus: Substatus,
     /// When the first `run` started (RFC 3339).
     pub started_on: Option<String>,
@@ -98,8 +100,8 @@ pub struct DatabaseState {
     /// measured while streaming (0: not measured). A Failed migration keeps
     /// its slot, and this WAL, until `cancel`.
     pub source_retained_wal_bytes: u64,
-    /// Last LSN confirmed to the source as applied (`X/Y`).
-    pub confirmed_lsn: Option<String>,
+    /// Last LSN confirmed to the source as applied (`X/Y` in the file).
+    pub confirmed_lsn: Option<Lsn>,
     /// Last error or warning for this database.
     pub message: Option<String>,
     /// What a restarted daemon needs to continue.
@@ -124,7 +126,7 @@ pub struct ResumeState {
     /// Replication origins on the target, one per apply worker.
     pub origin_names: Vec<String>,
     /// The slot's consistent point (`X/Y`): where copy and stream meet.
-    pub consistent_lsn: Option<crate::protocol::lsn::Lsn>,
+    pub consistent_lsn: Option<Lsn>,
     /// The target database is this migration's: recorded just before its
     /// CREATE DATABASE (after seeing the name free), cleared if that fails.
     pub target_database_created: bool,
@@ -190,16 +192,26 @@ impl MigrationState {
         self.databases.iter_mut().find(|d| d.name == name)
     }
 
-    /// Moves to `status`/`substatus`; stamps `started_on` on first use and
-    /// `ended_on` when the status is terminal (clearing it otherwise, as a
-    /// resumed migration has not ended).
-    pub fn set_status(&mut self, status: Status, substatus: Substatus) {
-        self.status = status;
-        self.substatus = substatus;
+    /// Where the status machine stands, from the file's pair.
+    pub fn stage(&self) -> Result<Stage, InvalidPair> {
+        Stage::of(self.status, self.substatus)
+    }
+
+    /// Moves to `to` if the contract allows it from the current stage (see
+    /// [`Stage::allows`]); otherwise changes nothing. Stamps `started_on` on
+    /// first use and `ended_on` when the status is terminal (clearing it
+    /// otherwise, as a resumed migration has not ended). A pair that is not
+    /// the contract's (a hand-edited file) counts as not started.
+    pub fn transition(&mut self, to: Stage) -> Result<(), InvalidTransition> {
+        let from = self.stage().unwrap_or(Stage::Prerequisites);
+        from.transition(to)?;
+        self.status = to.status();
+        self.substatus = to.substatus();
         if self.started_on.is_none() {
             self.started_on = Some(now_rfc3339());
         }
-        self.ended_on = status.is_terminal().then(now_rfc3339);
+        self.ended_on = to.status().is_terminal().then(now_rfc3339);
+        Ok(())
     }
 }
 
@@ -233,7 +245,7 @@ mod tests {
     fn sample() -> MigrationState {
         let name = MigrationName::new("orders-2026").unwrap();
         let mut s = MigrationState::new(&name, Mode::Online, &["ticketdb".into(), "timedb".into()]);
-        s.set_status(Status::InProgress, Substatus::MigratingData);
+        s.transition(Stage::MigratingData).unwrap();
         s.validation.push(ValidationCheck {
             id: "wal_level".into(),
             result: CheckResult::Warning,
@@ -244,7 +256,7 @@ mod tests {
         db.phase = Phase::Streaming;
         db.rows_copied = 1234;
         db.latency_seconds = 0.25;
-        db.confirmed_lsn = Some("0/16B3748".into());
+        db.confirmed_lsn = Some("0/16B3748".parse().unwrap());
         db.resume.slot_name = Some("pgmigrate_orders_2026".into());
         s.pid = Some(42);
         s
@@ -320,6 +332,8 @@ mod tests {
         assert_eq!(keys(&v["databases"][1]), db);
         assert_eq!(v["databases"][1]["phase"], "Streaming");
         assert_eq!(v["databases"][0]["message"], serde_json::Value::Null);
+        // A typed LSN keeps the file's text form.
+        assert_eq!(v["databases"][1]["confirmed_lsn"], "0/16B3748");
     }
 
     #[test]
@@ -342,12 +356,22 @@ mod tests {
         let mut s = sample();
         assert!(s.started_on.is_some() && s.ended_on.is_none());
         let started = s.started_on.clone();
-        s.set_status(Status::Succeeded, Substatus::Completed);
+        s.transition(Stage::Succeeded).unwrap();
         assert_eq!(s.started_on, started);
         let ended = s.ended_on.clone().unwrap();
         assert!(humantime::parse_rfc3339(&ended).is_ok(), "{ended}");
-        s.set_status(Status::InProgress, Substatus::MigratingData);
-        assert!(s.ended_on.is_none());
+        let e = s.transition(Stage::MigratingData).unwrap_err();
+        assert_eq!(e.from, Stage::Succeeded);
+        assert_eq!(
+            s.status,
+            Status::Succeeded,
+            "a refused move changes nothing"
+        );
+        let mut f = sample();
+        f.transition(Stage::MigratingData.failed()).unwrap();
+        assert!(f.ended_on.is_some());
+        f.transition(Stage::Prerequisites).unwrap();
+        assert!(f.ended_on.is_none());
     }
 
     #[test]

@@ -122,6 +122,196 @@ vocabulary! {
     }
 }
 
+/// A status with a substatus the contract allows with it (DESIGN.md's
+/// "Status model"): a pair outside that table cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// `InProgress` / `PerformingPreRequisiteSteps`.
+    Prerequisites,
+    /// `InProgress` / `ValidationInProgress`.
+    Validating,
+    /// `InProgress` / `MigratingData`.
+    MigratingData,
+    /// `InProgress` / `CompletingMigration`.
+    CompletingMigration,
+    /// `WaitingForUserAction` / `WaitingForCutoverTrigger`.
+    WaitingForCutover,
+    /// `CleaningUp` / `CancelingRequestedDBMigrations`.
+    CleaningUp,
+    /// `Succeeded` / `Completed`.
+    Succeeded,
+    /// `Canceled` / `Canceled`.
+    Canceled,
+    /// `ValidationFailed` / `ValidationInProgress`.
+    ValidationFailed,
+    /// `Failed` / the substatus of the stage it failed in.
+    Failed(Working),
+}
+
+/// The stages a migration can fail in; `Failed` keeps their substatus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Working {
+    /// Failed in `PerformingPreRequisiteSteps`.
+    Prerequisites,
+    /// Failed in `ValidationInProgress`.
+    Validating,
+    /// Failed in `MigratingData`.
+    MigratingData,
+    /// Failed in `CompletingMigration`.
+    CompletingMigration,
+    /// Failed in `WaitingForCutoverTrigger`.
+    WaitingForCutover,
+    /// Failed in `CancelingRequestedDBMigrations`.
+    CleaningUp,
+}
+
+/// A status/substatus pair the contract does not have (read from a file).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{status} / {substatus} is not a status the contract has")]
+pub struct InvalidPair {
+    /// The status read.
+    pub status: Status,
+    /// The substatus read.
+    pub substatus: Substatus,
+}
+
+/// A move the status machine refuses; nothing of it is written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("status cannot go from {} / {} to {} / {}", from.status(), from.substatus(), to.status(), to.substatus())]
+pub struct InvalidTransition {
+    /// Where the migration stands.
+    pub from: Stage,
+    /// Where it was asked to go.
+    pub to: Stage,
+}
+
+impl Working {
+    fn stage(self) -> Stage {
+        match self {
+            Working::Prerequisites => Stage::Prerequisites,
+            Working::Validating => Stage::Validating,
+            Working::MigratingData => Stage::MigratingData,
+            Working::CompletingMigration => Stage::CompletingMigration,
+            Working::WaitingForCutover => Stage::WaitingForCutover,
+            Working::CleaningUp => Stage::CleaningUp,
+        }
+    }
+}
+
+impl Stage {
+    /// Every stage, for tests and tables.
+    pub const ALL: &'static [Stage] = &[
+        Stage::Prerequisites,
+        Stage::Validating,
+        Stage::MigratingData,
+        Stage::CompletingMigration,
+        Stage::WaitingForCutover,
+        Stage::CleaningUp,
+        Stage::Succeeded,
+        Stage::Canceled,
+        Stage::ValidationFailed,
+        Stage::Failed(Working::Prerequisites),
+        Stage::Failed(Working::Validating),
+        Stage::Failed(Working::MigratingData),
+        Stage::Failed(Working::CompletingMigration),
+        Stage::Failed(Working::WaitingForCutover),
+        Stage::Failed(Working::CleaningUp),
+    ];
+
+    /// The status written to state.json.
+    pub fn status(self) -> Status {
+        match self {
+            Stage::Prerequisites
+            | Stage::Validating
+            | Stage::MigratingData
+            | Stage::CompletingMigration => Status::InProgress,
+            Stage::WaitingForCutover => Status::WaitingForUserAction,
+            Stage::CleaningUp => Status::CleaningUp,
+            Stage::Succeeded => Status::Succeeded,
+            Stage::Canceled => Status::Canceled,
+            Stage::ValidationFailed => Status::ValidationFailed,
+            Stage::Failed(_) => Status::Failed,
+        }
+    }
+
+    /// The substatus written to state.json.
+    pub fn substatus(self) -> Substatus {
+        match self {
+            Stage::Prerequisites => Substatus::PerformingPreRequisiteSteps,
+            Stage::Validating | Stage::ValidationFailed => Substatus::ValidationInProgress,
+            Stage::MigratingData => Substatus::MigratingData,
+            Stage::CompletingMigration => Substatus::CompletingMigration,
+            Stage::WaitingForCutover => Substatus::WaitingForCutoverTrigger,
+            Stage::CleaningUp => Substatus::CancelingRequestedDBMigrations,
+            Stage::Succeeded => Substatus::Completed,
+            Stage::Canceled => Substatus::Canceled,
+            Stage::Failed(w) => w.stage().substatus(),
+        }
+    }
+
+    /// The stage of a pair read from state.json.
+    pub fn of(status: Status, substatus: Substatus) -> Result<Stage, InvalidPair> {
+        Stage::ALL
+            .iter()
+            .copied()
+            .find(|s| s.status() == status && s.substatus() == substatus)
+            .ok_or(InvalidPair { status, substatus })
+    }
+
+    /// The stage this one fails into (`Failed` keeps its substatus).
+    pub fn failed(self) -> Stage {
+        match self {
+            Stage::Prerequisites => Stage::Failed(Working::Prerequisites),
+            Stage::Validating => Stage::Failed(Working::Validating),
+            Stage::MigratingData => Stage::Failed(Working::MigratingData),
+            Stage::CompletingMigration => Stage::Failed(Working::CompletingMigration),
+            Stage::WaitingForCutover => Stage::Failed(Working::WaitingForCutover),
+            Stage::CleaningUp => Stage::Failed(Working::CleaningUp),
+            ended => ended,
+        }
+    }
+
+    /// Whether the contract lets a migration in `self` move to `to`.
+    /// Staying is always allowed (a resumed run re-records where it is).
+    pub fn allows(self, to: Stage) -> bool {
+        use Stage::*;
+        if self == to {
+            return true;
+        }
+        match (self, to) {
+            // Nothing leaves these: a `run` of the same config does nothing.
+            (Succeeded | Canceled, _) => false,
+            // A run starts anew from anything unfinished (a kill -9 can
+            // leave any stage behind); an accepted cutover goes on.
+            (_, Prerequisites) => true,
+            (_, CompletingMigration) => matches!(
+                self,
+                WaitingForCutover | Prerequisites | MigratingData | Failed(_)
+            ),
+            // `cancel` without a daemon also takes failed migrations.
+            (_, CleaningUp) => !matches!(self, CompletingMigration),
+            (Failed(_) | ValidationFailed, _) => false,
+            (_, Failed(w)) => w.stage() == self,
+            (Prerequisites, Validating | MigratingData) => true,
+            (Validating, MigratingData | Succeeded | ValidationFailed) => true,
+            (MigratingData, WaitingForCutover | Succeeded) => true,
+            (WaitingForCutover, MigratingData) => true,
+            (CompletingMigration, Succeeded) => true,
+            (CleaningUp, Canceled) => true,
+            _ => false,
+        }
+    }
+
+    /// `to` if the contract allows the move, else the refusal.
+    pub fn transition(self, to: Stage) -> Result<Stage, InvalidTransition> {
+        if self.allows(to) {
+            Ok(to)
+        } else {
+            Err(InvalidTransition { from: self, to })
+        }
+    }
+}
+
 vocabulary! {
     "phase",
     /// Where one database of a migration stands.
@@ -253,5 +443,88 @@ mod tests {
         for s in Status::ALL {
             assert_ne!(s.is_terminal(), s.is_active(), "{s}");
         }
+    }
+
+    #[test]
+    fn every_stage_is_a_contract_pair_and_reads_back() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::of(s.status(), s.substatus()), Ok(*s));
+        }
+        assert_eq!(Stage::of(Status::Failed, Substatus::Completed).ok(), None);
+        let e = Stage::of(Status::Succeeded, Substatus::MigratingData).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Succeeded / MigratingData is not a status the contract has"
+        );
+    }
+
+    #[test]
+    fn contract_transitions_are_accepted() {
+        use Stage::*;
+        let failed_from = [
+            Prerequisites,
+            Validating,
+            MigratingData,
+            CompletingMigration,
+            WaitingForCutover,
+            CleaningUp,
+        ];
+        let mut ok = vec![
+            // validate-and-migrate and validate
+            (Prerequisites, Validating),
+            (Validating, MigratingData),
+            (Validating, Succeeded),
+            (Validating, ValidationFailed),
+            // migrate (offline ends after the copy)
+            (Prerequisites, MigratingData),
+            (MigratingData, Succeeded),
+            // online: ready, not ready again, cutover
+            (MigratingData, WaitingForCutover),
+            (WaitingForCutover, MigratingData),
+            (WaitingForCutover, CompletingMigration),
+            (CompletingMigration, Succeeded),
+            // cancel
+            (MigratingData, CleaningUp),
+            (WaitingForCutover, CleaningUp),
+            (Prerequisites, CleaningUp),
+            (CleaningUp, Canceled),
+            // restarts
+            (Failed(Working::MigratingData), Prerequisites),
+            (Failed(Working::CompletingMigration), CompletingMigration),
+            (ValidationFailed, Prerequisites),
+            (MigratingData, Prerequisites),
+            (Prerequisites, CompletingMigration),
+            (Failed(Working::MigratingData), CleaningUp),
+        ];
+        ok.extend(failed_from.iter().map(|s| (*s, s.failed())));
+        for (from, to) in ok {
+            assert_eq!(from.transition(to), Ok(to), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn other_transitions_are_refused() {
+        use Stage::*;
+        let refused = [
+            (Succeeded, Prerequisites),
+            (Canceled, MigratingData),
+            (Prerequisites, WaitingForCutover),
+            (Prerequisites, Succeeded),
+            (MigratingData, Canceled),
+            (CompletingMigration, CleaningUp),
+            (CompletingMigration, WaitingForCutover),
+            (MigratingData, Failed(Working::CompletingMigration)),
+            (Failed(Working::MigratingData), Succeeded),
+            (ValidationFailed, MigratingData),
+            (Validating, WaitingForCutover),
+        ];
+        for (from, to) in refused {
+            let e = from.transition(to).unwrap_err();
+            assert_eq!(e, InvalidTransition { from, to });
+        }
+        assert_eq!(
+            Succeeded.transition(Prerequisites).unwrap_err().to_string(),
+            "status cannot go from Succeeded / Completed to InProgress / PerformingPreRequisiteSteps"
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use thiserror::Error;
@@ -89,6 +90,15 @@ pub enum StateError {
         /// The holder's pid, when its lock file says.
         pid: Option<u32>,
     },
+    /// The status machine refused a change; nothing of it was written.
+    #[error(transparent)]
+    Transition(#[from] super::status::InvalidTransition),
+    /// A direct write while the state writer owns the file.
+    #[error("state of migration {name} is written by its state writer only")]
+    WriterRunning {
+        /// The migration.
+        name: String,
+    },
     /// A write was attempted without holding the lock.
     #[error("state of migration {name} is not locked by this process; lock() it before writing")]
     NotLocked {
@@ -102,6 +112,17 @@ fn pid_text(pid: Option<u32>) -> String {
         Some(pid) => format!("pid {pid}"),
         None => "pid unknown".to_owned(),
     }
+}
+
+/// How durable a write must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A fact a restart needs (status, resume data): the file and its
+    /// directory entry are fsynced before the write returns.
+    Durable,
+    /// Only counters changed: the file is fsynced (never torn), but a crash
+    /// may bring back the previous one, which only shows older counters.
+    Progress,
 }
 
 /// A daemon found holding a migration's lock.
@@ -124,6 +145,11 @@ pub struct StateStore {
     writing: Mutex<()>,
     /// The flocked lock file; the lock lasts as long as this descriptor.
     lock: OnceLock<File>,
+    /// A [`StateWriter`](super::writer::StateWriter) owns the writes:
+    /// [`update`](Self::update) is refused, so it stays the only writer.
+    writer: AtomicBool,
+    /// Files written, for tests and measurements of coalescing.
+    writes: AtomicU64,
 }
 
 impl StateStore {
@@ -162,6 +188,8 @@ impl StateStore {
             state: Mutex::new(state),
             writing: Mutex::new(()),
             lock: OnceLock::new(),
+            writer: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -239,15 +267,18 @@ impl StateStore {
         self.lock.get().is_some()
     }
 
-    /// Applies `change` to the state and writes it atomically; returns what
-    /// `change` returns. Requires [`lock`](Self::lock). If the write fails the
-    /// change stays in memory and reaches disk with the next update.
+    /// Applies `change` to the state and writes it atomically and durably;
+    /// returns what `change` returns. Requires [`lock`](Self::lock). If the
+    /// write fails the change stays in memory and reaches disk with the next
+    /// update. For commands without a daemon (`cancel`); a running daemon
+    /// writes only through its [`StateWriter`](super::writer::StateWriter).
     pub fn update<R>(
         &self,
         change: impl FnOnce(&mut MigrationState) -> R,
     ) -> Result<R, StateError> {
-        if !self.is_locked() {
-            return Err(StateError::NotLocked {
+        self.check_locked()?;
+        if self.writer.load(Ordering::Acquire) {
+            return Err(StateError::WriterRunning {
                 name: self.name.to_string(),
             });
         }
@@ -255,15 +286,49 @@ impl StateStore {
         let (result, bytes) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let result = change(&mut state);
-            let mut bytes = serde_json::to_vec_pretty(&*state).map_err(|e| StateError::Write {
-                path: self.path.clone(),
-                error: io::Error::other(e),
-            })?;
-            bytes.push(b'\n');
-            (result, bytes)
+            (result, self.serialize(&state)?)
         };
-        self.write_atomically(&bytes)?;
+        self.write_atomically(&bytes, Durability::Durable)?;
         Ok(result)
+    }
+
+    /// Hands the writes to a writer thread; false if one has them already.
+    pub(super) fn claim_writer(&self) -> bool {
+        !self.writer.swap(true, Ordering::AcqRel)
+    }
+
+    /// Makes `state` the current one and writes `bytes`, its
+    /// serialization; the writer thread's primitive.
+    pub(super) fn commit(
+        &self,
+        state: &MigrationState,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<(), StateError> {
+        self.check_locked()?;
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state.clone();
+        self.write_atomically(bytes, durability)
+    }
+
+    /// The document as it would be written now.
+    pub(super) fn serialize(&self, state: &MigrationState) -> Result<Vec<u8>, StateError> {
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
+            path: self.path.clone(),
+            error: io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    fn check_locked(&self) -> Result<(), StateError> {
+        if self.is_locked() {
+            Ok(())
+        } else {
+            Err(StateError::NotLocked {
+                name: self.name.to_string(),
+            })
+        }
     }
 
     /// A copy of the current state.
@@ -272,6 +337,11 @@ impl StateStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How many times this store has written state.json.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// The migration's name.
@@ -294,10 +364,11 @@ impl StateStore {
         self.existed
     }
 
-    fn write_atomically(&self, bytes: &[u8]) -> Result<(), StateError> {
+    fn write_atomically(&self, bytes: &[u8], durability: Durability) -> Result<(), StateError> {
         let temp = self
             .dir
             .join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
+        self.writes.fetch_add(1, Ordering::Relaxed);
         let written = (|| {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -309,8 +380,11 @@ impl StateStore {
             file.sync_all()?;
             drop(file);
             fs::rename(&temp, &self.path)?;
-            // The rename is durable only once the directory entry is.
-            File::open(&self.dir)?.sync_all()
+            match durability {
+                // The rename is durable only once the directory entry is.
+                Durability::Durable => File::open(&self.dir)?.sync_all(),
+                Durability::Progress => Ok(()),
+            }
         })();
         written.map_err(|error| {
             // Best effort: after a successful rename the temp is already gone.
@@ -436,10 +510,8 @@ mod tests {
         store.lock().unwrap();
         let returned = store
             .update(|s| {
-                s.set_status(
-                    Status::WaitingForUserAction,
-                    Substatus::WaitingForCutoverTrigger,
-                );
+                s.status = Status::WaitingForUserAction;
+                s.substatus = Substatus::WaitingForCutoverTrigger;
                 s.message = Some("ready".into());
                 7
             })

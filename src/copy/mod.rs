@@ -197,15 +197,19 @@ impl DatabaseCopy<'_> {
             let target = self.open_copy_session(self.target, "target").await?;
             workers.spawn(run.clone().worker(source, target));
         }
-        let per_table = {
+        let mut per_table = {
             let plan = plan.clone();
             let target = self.target.clone();
             let db = db.to_string();
             let index_jobs = self.options.index_jobs;
             let options = options.clone();
-            tokio::spawn(async move {
+            // A JoinSet, not a bare spawn: if this copy is dropped (a
+            // stop), the index builder is aborted with it, not left running.
+            let mut task = tokio::task::JoinSet::new();
+            task.spawn(async move {
                 post_data::build_per_table(plan, &target, index_jobs, done_rx, options, &db).await
-            })
+            });
+            task
         };
         let mut first_err = None;
         while let Some(r) = workers.join_next().await {
@@ -226,10 +230,16 @@ impl DatabaseCopy<'_> {
         }
         run.close();
         self.progress.set_phase(Phase::BuildingIndexes);
-        let indexes = per_table.await.map_err(|e| CopyError::Unexpected {
-            db: db.into(),
-            message: format!("index task failed: {e}"),
-        })?;
+        let indexes = match per_table.join_next().await {
+            Some(joined) => joined.map_err(|e| CopyError::Unexpected {
+                db: db.into(),
+                message: format!("index task failed: {e}"),
+            })?,
+            None => Err(CopyError::Unexpected {
+                db: db.into(),
+                message: "index task lost".into(),
+            }),
+        };
         if let Some(e) = first_err {
             return Err(e);
         }

@@ -7,7 +7,7 @@ use crate::config::ConfigError;
 use crate::config::{self, Config};
 use crate::conn::Connection;
 use crate::control::state::DatabaseState;
-use crate::control::status::{Phase, Status, Substatus};
+use crate::control::status::{Phase, Stage, Status};
 use crate::control::store::{StateError, StateStore};
 use crate::copy::target_db;
 
@@ -77,12 +77,8 @@ pub async fn cancel_offline(
         CancelError::NotCancelable("state.json does not name its config file".into())
     })?;
     let config = Config::from_file(std::path::Path::new(&path)).map_err(CancelError::Config)?;
-    store.update(|s| {
-        s.set_status(
-            Status::CleaningUp,
-            Substatus::CancelingRequestedDBMigrations,
-        )
-    })?;
+    // The only writer here: no daemon holds the lock.
+    store.update(|s| s.transition(Stage::CleaningUp))??;
     for d in &state.databases {
         clean_up_database(&config, d, drop_target).await?;
     }
@@ -91,8 +87,8 @@ pub async fn cancel_offline(
             forget(&mut d.resume);
             d.phase = Phase::Canceled;
         }
-        s.set_status(Status::Canceled, Substatus::Canceled);
-    })?;
+        s.transition(Stage::Canceled)
+    })??;
     Ok(())
 }
 
@@ -108,6 +104,9 @@ pub enum CancelError {
     /// state.json failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The migration's status does not allow a cancel.
+    #[error(transparent)]
+    Transition(#[from] crate::control::status::InvalidTransition),
     /// Dropping something failed.
     #[error(transparent)]
     Step(#[from] StepError),

@@ -64,7 +64,7 @@ pub(super) async fn cut_over(
     }
     stream.stop().await.map_err(DbError::Stream)?;
     // From here on nothing streams again, whatever happens to this process.
-    ctx.record(|r| r.cutover = CutoverStep::Applied)?;
+    ctx.record(|r| r.cutover = CutoverStep::Applied).await?;
     crate::chaos::point("cutover-applied").await;
     ctx.progress.lag_bytes.store(0, Ordering::Relaxed);
     ctx.progress.set_latency_seconds(0.0);
@@ -109,7 +109,8 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     ctx.record(|r| {
         forget(r);
         r.cutover = CutoverStep::Done;
-    })?;
+    })
+    .await?;
     tracing::info!(
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
         "cutover done"

@@ -1,13 +1,19 @@
 //! The run loop of `pgmigrate run`: state, console, validation, one task
 //! per database, operator requests, and the final status.
+//!
+//! The loop owns the [`StateWriter`] (the only writer of state.json while
+//! it runs) and two [`Shutdown`]s: `stop` ends the databases' work (signal,
+//! cancel, a failed database), `exit` ends the console and the progress
+//! line once the final status is written. Every task it starts is joined.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::cleanup::clean_up_database;
 use super::console::Console;
@@ -17,17 +23,22 @@ use super::replication_objects::forget;
 use super::requests::Requests;
 use super::{MigrationError, Outcome};
 use crate::config::{Config, Mode, RunOption};
-use crate::control::progress::{spawn_state_flusher, MigrationProgress};
+use crate::control::progress::MigrationProgress;
 use crate::control::state::{CutoverStep, DatabaseState, MigrationState};
-use crate::control::status::{Phase, Status, Substatus};
+use crate::control::status::{Phase, Stage, Status};
 use crate::control::store::{StateError, StateStore};
+use crate::control::writer::{StateHandle, StateWriter};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+
+/// How often live counters reach state.json.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs (or resumes) the migration described by `config` until it ends or
-/// `shutdown` turns true.
+/// `signals` turns true (or its sender is dropped).
 pub async fn run(
     config: Config,
     config_path: &std::path::Path,
-    shutdown: watch::Receiver<bool>,
+    signals: watch::Receiver<bool>,
     requests: Arc<Requests>,
 ) -> Result<Outcome, MigrationError> {
     let config = Arc::new(config);
@@ -44,40 +55,56 @@ pub async fn run(
             _ => {}
         }
     }
-    open_state(&store, &config, config_path)?;
-    let progress = Arc::new(MigrationProgress::from_state(&store.snapshot()));
-    let (console_stop, console_rx) = watch::channel(false);
-    start_console(&store, &progress, &requests, console_rx);
+    let opening = Opening {
+        config: config.clone(),
+        existed: store.existed(),
+        config_path: std::fs::canonicalize(config_path)
+            .ok()
+            .map(|p| p.display().to_string()),
+    };
+    // The counters continue from the state as this run opens it.
+    let mut opened = previous.clone();
+    opening.apply(&mut opened)?;
+    let progress = Arc::new(MigrationProgress::from_state(&opened));
+    let writer = StateWriter::start(store.clone(), progress.clone(), PROGRESS_INTERVAL)?;
+    let state = writer.handle();
+    state.change(move |s| opening.apply(s)).await?;
+    let (exit, exit_rx) = Shutdown::new();
+    let console = start_console(&store, &progress, &requests, &exit_rx);
     // Ready as soon as state is loaded and locked: the migration itself
     // may take hours, and systemd must not time out the start.
-    let s = store.snapshot();
+    let s = state.snapshot();
     crate::control::notify::ready(&format!("{} / {}", s.status, s.substatus));
-    let (flush_tx, flush_rx) = watch::channel(false);
-    let flusher = spawn_state_flusher(
-        store.clone(),
-        progress.clone(),
-        Duration::from_secs(1),
-        flush_rx,
-    );
-    let reporter = spawn_progress_line(progress.clone());
+    let reporter = spawn_progress_line(progress.clone(), exit_rx);
     let daemon = Daemon {
         config,
-        store,
+        state,
         progress,
         requests,
     };
-    let outcome = match daemon.validate_unless_resuming(&previous).await? {
-        Some(outcome) => outcome,
-        None => daemon.migrate(shutdown).await?,
+    let ended = match daemon.validate_unless_resuming(&previous).await {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => daemon.migrate(signals).await,
+        Err(e) => Err(e),
     };
-    reporter.abort();
-    let _ = flush_tx.send(true);
-    if let Ok(Err(e)) = flusher.await {
-        tracing::warn!("final progress write failed: {e}");
+    let recorded = match ended {
+        Ok(ended) => daemon.record_outcome(ended).await,
+        Err(e) => Err(e),
+    };
+    let finished = writer.finish().await;
+    exit.trigger();
+    join_quietly("progress line", reporter).await;
+    join_quietly("admin console", console).await;
+    let ended = recorded?;
+    finished?;
+    Ok(ended.into())
+}
+
+/// Awaits a helper task so its panic is logged, not lost.
+async fn join_quietly(what: &str, task: JoinHandle<()>) {
+    if let Err(e) = task.await {
+        tracing::warn!("{what} task failed: {e}");
     }
-    daemon.record_outcome(outcome.clone())?;
-    let _ = console_stop.send(true);
-    Ok(outcome.into())
 }
 
 /// How the migration ended, with what the final state write needs.
@@ -103,14 +130,18 @@ impl From<Ended> for Outcome {
     }
 }
 
-/// Creates or resumes state.json's document for this run.
-fn open_state(
-    store: &StateStore,
-    config: &Config,
-    config_path: &std::path::Path,
-) -> Result<(), StateError> {
-    store.update(|s| {
-        if !store.existed() || s.databases.is_empty() {
+/// What opening the state for this run changes.
+struct Opening {
+    config: Arc<Config>,
+    existed: bool,
+    config_path: Option<String>,
+}
+
+impl Opening {
+    /// Creates or resumes state.json's document for this run.
+    fn apply(&self, s: &mut MigrationState) -> Result<(), StateError> {
+        let config = &self.config;
+        if !self.existed || s.databases.is_empty() {
             *s = MigrationState::new(&config.name, config.mode, &config.databases);
         }
         // Databases added to the config since the last run join in.
@@ -121,19 +152,17 @@ fn open_state(
         }
         s.mode = config.mode;
         s.pid = Some(std::process::id());
-        s.config_path = std::fs::canonicalize(config_path)
-            .ok()
-            .map(|p| p.display().to_string());
+        s.config_path.clone_from(&self.config_path);
         s.message = None;
         // An accepted cutover stays accepted across a restart: the
         // status says so until the daemon finishes it.
-        let substatus = if cutover_accepted(s) {
-            Substatus::CompletingMigration
+        let stage = if cutover_accepted(s) {
+            Stage::CompletingMigration
         } else {
-            Substatus::PerformingPreRequisiteSteps
+            Stage::Prerequisites
         };
-        s.set_status(Status::InProgress, substatus);
-    })
+        Ok(s.transition(stage)?)
+    }
 }
 
 fn cutover_accepted(s: &MigrationState) -> bool {
@@ -146,25 +175,26 @@ fn start_console(
     store: &Arc<StateStore>,
     progress: &Arc<MigrationProgress>,
     requests: &Arc<Requests>,
-    stop: watch::Receiver<bool>,
-) {
+    exit: &Shutdown,
+) -> JoinHandle<()> {
     let handler = Arc::new(Console {
         store: store.clone(),
         progress: progress.clone(),
         requests: requests.clone(),
     });
     let dir = store.dir().to_path_buf();
+    let stop = exit.watch();
     tokio::spawn(async move {
         if let Err(e) = crate::control::serve_console(&dir, handler, stop).await {
             tracing::warn!("admin console unavailable: {e}");
         }
-    });
+    })
 }
 
 /// What the run loop shares.
 struct Daemon {
     config: Arc<Config>,
-    store: Arc<StateStore>,
+    state: StateHandle,
     progress: Arc<MigrationProgress>,
     requests: Arc<Requests>,
 }
@@ -187,7 +217,7 @@ impl Daemon {
         &self,
         previous: &MigrationState,
     ) -> Result<Option<Ended>, StateError> {
-        let resuming = self.store.existed()
+        let resuming = self.state.store().existed()
             && previous.status != Status::ValidationFailed
             && previous
                 .databases
@@ -196,8 +226,7 @@ impl Daemon {
         if self.config.option == RunOption::Migrate || resuming {
             return Ok(None);
         }
-        self.store
-            .update(|s| s.set_status(Status::InProgress, Substatus::ValidationInProgress))?;
+        self.state.transition(Stage::Validating).await?;
         for p in &self.progress.dbs {
             p.set_phase(Phase::Validating);
         }
@@ -205,8 +234,13 @@ impl Daemon {
         for c in report.failures() {
             tracing::error!(check = %c.id, "{} (fix: {})", c.message, c.fix);
         }
-        self.store
-            .update(|s| s.validation = report.checks.clone())?;
+        let checks = report.checks.clone();
+        self.state
+            .change(move |s| {
+                s.validation = checks;
+                Ok(())
+            })
+            .await?;
         Ok(if report.failed() {
             Some(Ended::ValidationFailed(report.failures().count()))
         } else if self.config.option == RunOption::Validate {
@@ -217,16 +251,19 @@ impl Daemon {
     }
 
     /// One task per database, and the loop that supervises them.
-    async fn migrate(&self, mut shutdown: watch::Receiver<bool>) -> Result<Ended, StateError> {
-        self.store.update(|s| {
-            if !cutover_accepted(s) {
-                s.set_status(Status::InProgress, Substatus::MigratingData)
-            }
-        })?;
+    async fn migrate(&self, signals: watch::Receiver<bool>) -> Result<Ended, StateError> {
+        self.state
+            .change(|s| {
+                if !cutover_accepted(s) {
+                    s.transition(Stage::MigratingData)?;
+                }
+                Ok(())
+            })
+            .await?;
         // Databases stop on the operator's signal or when another one fails.
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = Shutdown::new();
         // A cutover accepted before a restart goes on at once.
-        let (cutover_tx, cutover_rx) = watch::channel(cutover_accepted(&self.store.snapshot()));
+        let (cutover_tx, cutover_rx) = watch::channel(cutover_accepted(&self.state.snapshot()));
         let ready: HashMap<String, Arc<AtomicBool>> = self
             .config
             .databases
@@ -234,6 +271,27 @@ impl Daemon {
             .map(|d| (d.clone(), Arc::new(AtomicBool::new(false))))
             .collect();
         let mut tasks = self.spawn_databases(&stop_rx, &cutover_rx, &ready);
+        let looped = self
+            .supervise(&mut tasks, signals, &stop, &cutover_tx, &ready)
+            .await;
+        if looped.is_err() {
+            // The state cannot be written: stop, but still join every task.
+            stop.trigger();
+            while tasks.join_next().await.is_some() {}
+        }
+        Ok(self.settle(looped?).await)
+    }
+
+    /// Until every database task ended: their ends, the operator's signal
+    /// and requests, readiness for cutover.
+    async fn supervise(
+        &self,
+        tasks: &mut JoinSet<(DbContext, Result<DbEnd, DbError>)>,
+        mut signals: watch::Receiver<bool>,
+        stop: &ShutdownTrigger,
+        cutover_tx: &watch::Sender<bool>,
+        ready: &HashMap<String, Arc<AtomicBool>>,
+    ) -> Result<LoopState, StateError> {
         let mut st = LoopState::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -241,49 +299,49 @@ impl Daemon {
                 next = tasks.join_next() => match next {
                     None => break,
                     Some(next) => if self.on_database_end(next, &mut st) {
-                        let _ = stop_tx.send(true);
+                        stop.trigger();
                     },
                 },
-                r = shutdown.wait_for(|s| *s), if !*stop_tx.borrow() => {
-                    if r.is_ok() {
+                r = signals.wait_for(|s| *s).map(|r| r.is_ok()), if !stop.fired() => {
+                    if r {
                         tracing::info!("stopping: progress is kept, run again to resume");
                     }
                     // A closed signal channel also means: stop.
-                    let _ = stop_tx.send(true);
+                    stop.trigger();
                 }
                 _ = self.requests.notify.notified() => {
-                    self.on_request(&mut st, &stop_tx, &cutover_tx)?;
+                    self.on_request(&mut st, stop, cutover_tx).await?;
                 }
                 _ = tick.tick() => {
-                    publish(&self.store, &self.progress);
+                    publish(&self.state, &self.progress);
                     let all_ready = self.config.mode == Mode::Online
                         && ready.values().all(|r| r.load(Ordering::Acquire));
                     if all_ready && !st.waiting && st.failures.is_empty() && st.canceling.is_none()
                         && !*cutover_tx.borrow()
                     {
                         st.waiting = true;
-                        self.store.update(|s| s.set_status(Status::WaitingForUserAction, Substatus::WaitingForCutoverTrigger))?;
+                        self.state.transition(Stage::WaitingForCutover).await?;
                         crate::metrics::set_cutover_ready(true);
                         tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
                     } else if st.waiting && !all_ready && !*cutover_tx.borrow()
-                        && self.store.snapshot().status == Status::WaitingForUserAction
+                        && self.state.snapshot().status == Status::WaitingForUserAction
                     {
                         // A stream stopped applying (restarting, or behind
                         // again after a restart): not ready until it is.
                         st.waiting = false;
-                        self.store.update(|s| s.set_status(Status::InProgress, Substatus::MigratingData))?;
+                        self.state.transition(Stage::MigratingData).await?;
                         crate::metrics::set_cutover_ready(false);
                         tracing::warn!("a stream is not applying: not ready for cutover until it has caught up again");
                     }
                 }
             }
         }
-        Ok(self.settle(st).await)
+        Ok(st)
     }
 
     fn spawn_databases(
         &self,
-        stop_rx: &watch::Receiver<bool>,
+        stop_rx: &Shutdown,
         cutover_rx: &watch::Receiver<bool>,
         ready: &HashMap<String, Arc<AtomicBool>>,
     ) -> JoinSet<(DbContext, Result<DbEnd, DbError>)> {
@@ -297,10 +355,10 @@ impl Daemon {
                 shutdown: stop_rx.clone(),
                 cutover: cutover_rx.clone(),
                 ready: ready.get(db).cloned().unwrap_or_default(),
-                store: self.store.clone(),
+                state: self.state.clone(),
                 progress: p,
                 db: db.clone(),
-                work_dir: work_dir(self.store.dir(), db),
+                work_dir: work_dir(self.state.store().dir(), db),
             };
             tasks.spawn(async move {
                 let r = migrate_database(&ctx).await;
@@ -343,13 +401,13 @@ impl Daemon {
     }
 
     /// Acts on the operator's cancel or cutover request.
-    fn on_request(
+    async fn on_request(
         &self,
         st: &mut LoopState,
-        stop_tx: &watch::Sender<bool>,
+        stop: &ShutdownTrigger,
         cutover_tx: &watch::Sender<bool>,
     ) -> Result<(), StateError> {
-        let status = self.store.snapshot().status;
+        let status = self.state.snapshot().status;
         if let Some(drop_target) = self.requests.take_cancel() {
             if st.canceling.is_none()
                 && matches!(status, Status::InProgress | Status::WaitingForUserAction)
@@ -357,13 +415,8 @@ impl Daemon {
             {
                 tracing::info!(drop_target, "cancel requested");
                 st.canceling = Some(drop_target);
-                self.store.update(|s| {
-                    s.set_status(
-                        Status::CleaningUp,
-                        Substatus::CancelingRequestedDBMigrations,
-                    )
-                })?;
-                let _ = stop_tx.send(true);
+                self.state.transition(Stage::CleaningUp).await?;
+                stop.trigger();
             }
         }
         if self.requests.take_cutover() && st.canceling.is_none() {
@@ -371,14 +424,17 @@ impl Daemon {
                 tracing::info!("cutover requested");
                 // Status and every database's step in one write: a restart
                 // after this point finishes the cutover.
-                self.store.update(|s| {
-                    s.set_status(Status::InProgress, Substatus::CompletingMigration);
-                    for d in &mut s.databases {
-                        if d.resume.cutover == CutoverStep::NotRequested {
-                            d.resume.cutover = CutoverStep::Requested;
+                self.state
+                    .change(|s| {
+                        s.transition(Stage::CompletingMigration)?;
+                        for d in &mut s.databases {
+                            if d.resume.cutover == CutoverStep::NotRequested {
+                                d.resume.cutover = CutoverStep::Requested;
+                            }
                         }
-                    }
-                })?;
+                        Ok(())
+                    })
+                    .await?;
                 crate::metrics::set_cutover_ready(false);
                 let _ = cutover_tx.send(true);
             } else {
@@ -390,7 +446,7 @@ impl Daemon {
 
     /// After every task ended: cancel's cleanup, or a failed copy's.
     async fn settle(&self, mut st: LoopState) -> Ended {
-        let state = self.store.snapshot();
+        let state = self.state.snapshot();
         if let Some(drop_target) = st.canceling {
             for d in &state.databases {
                 if let Err(e) = clean_up_database(&self.config, d, drop_target).await {
@@ -424,54 +480,59 @@ impl Daemon {
         }
     }
 
-    /// The final state write (after the flusher stopped, so nothing
-    /// rewrites it).
-    fn record_outcome(&self, ended: Ended) -> Result<(), StateError> {
-        self.store.update(|s| {
-            self.progress.apply_to(s);
-            s.pid = None;
-            match &ended {
-                Ended::Succeeded | Ended::Validated => {
-                    s.set_status(Status::Succeeded, Substatus::Completed)
-                }
-                Ended::ValidationFailed(n) => {
-                    s.message = Some(format!(
-                        "{n} premigration check(s) failed; see `pgmigrate validate`"
-                    ));
-                    s.set_status(Status::ValidationFailed, Substatus::ValidationInProgress);
-                }
-                Ended::Canceled => {
-                    for d in &mut s.databases {
-                        forget(&mut d.resume);
-                        d.phase = Phase::Canceled;
-                    }
-                    s.set_status(Status::Canceled, Substatus::Canceled);
-                }
-                Ended::Failed(failures) => {
-                    let substatus = if s.status == Status::CleaningUp {
-                        Substatus::CancelingRequestedDBMigrations
-                    } else {
-                        s.substatus
-                    };
-                    for d in &mut s.databases {
-                        if !d.resume.copy_completed && !d.resume.data_copied {
-                            forget(&mut d.resume);
-                        }
-                    }
-                    s.message = Some(failures.join("; "));
-                    s.set_status(Status::Failed, substatus);
-                }
-                Ended::Stopped => {}
-            }
-        })?;
-        publish(&self.store, &self.progress);
-        Ok(())
+    /// The final status, in one durable write with the last counters.
+    async fn record_outcome(&self, ended: Ended) -> Result<Ended, StateError> {
+        let phase = matches!(ended, Ended::Canceled).then_some(Phase::Canceled);
+        for d in self.progress.dbs.iter().filter(|_| phase.is_some()) {
+            d.set_phase(Phase::Canceled);
+        }
+        let outcome = ended.clone();
+        self.state
+            .change(move |s| {
+                s.pid = None;
+                final_status(s, &outcome)
+            })
+            .await?;
+        publish(&self.state, &self.progress);
+        Ok(ended)
     }
 }
 
+/// The status an ended run leaves; the machine refuses what the contract
+/// does not have (e.g. `Succeeded` straight from the prerequisites).
+fn final_status(s: &mut MigrationState, ended: &Ended) -> Result<(), StateError> {
+    match ended {
+        Ended::Succeeded | Ended::Validated => s.transition(Stage::Succeeded)?,
+        Ended::ValidationFailed(n) => {
+            s.message = Some(format!(
+                "{n} premigration check(s) failed; see `pgmigrate validate`"
+            ));
+            s.transition(Stage::ValidationFailed)?;
+        }
+        Ended::Canceled => {
+            for d in &mut s.databases {
+                forget(&mut d.resume);
+            }
+            s.transition(Stage::Canceled)?;
+        }
+        Ended::Failed(failures) => {
+            for d in &mut s.databases {
+                if !d.resume.copy_completed && !d.resume.data_copied {
+                    forget(&mut d.resume);
+                }
+            }
+            s.message = Some(failures.join("; "));
+            let failed = s.stage().unwrap_or(Stage::Prerequisites).failed();
+            s.transition(failed)?;
+        }
+        Ended::Stopped => {}
+    }
+    Ok(())
+}
+
 /// Mirrors the status and table counts into the metrics and systemd.
-fn publish(store: &StateStore, progress: &MigrationProgress) {
-    let s = store.snapshot();
+fn publish(state: &StateHandle, progress: &MigrationProgress) {
+    let s = state.snapshot();
     crate::metrics::set_status(s.status.as_str(), s.substatus.as_str());
     crate::metrics::set_cutover_ready(s.status == Status::WaitingForUserAction);
     for d in &progress.dbs {

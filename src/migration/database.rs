@@ -12,19 +12,23 @@ use crate::config::{Config, Mode};
 use crate::conn::ConnError;
 use crate::control::progress::DbProgress;
 use crate::control::state::{CutoverStep, ResumeState};
-use crate::control::store::{StateError, StateStore};
+use crate::control::store::StateError;
+use crate::control::writer::StateHandle;
 use crate::copy::CopyError;
+use crate::shutdown::Shutdown;
 use crate::stream::StreamError;
 
 /// Everything a database's migration needs from the run.
 pub(super) struct DbContext {
     pub(super) config: Arc<Config>,
-    pub(super) shutdown: watch::Receiver<bool>,
+    /// Fires on the operator's stop or when another database failed.
+    pub(super) shutdown: Shutdown,
     /// Turns true when the operator's cutover is accepted.
     pub(super) cutover: watch::Receiver<bool>,
     /// Online: copy done and initial backlog applied.
     pub(super) ready: Arc<AtomicBool>,
-    pub(super) store: Arc<StateStore>,
+    /// The daemon's state writer.
+    pub(super) state: StateHandle,
     pub(super) progress: Arc<DbProgress>,
     pub(super) db: String,
     pub(super) work_dir: PathBuf,
@@ -63,20 +67,20 @@ pub(super) enum DbEnd {
 impl DbContext {
     /// This database's resume bookkeeping as state.json has it now.
     pub(super) fn resume(&self) -> ResumeState {
-        self.store
+        self.state
             .snapshot()
             .database(&self.db)
             .map(|d| d.resume.clone())
             .unwrap_or_default()
     }
 
-    /// Records `update` in this database's resume bookkeeping.
-    pub(super) fn record(&self, update: impl FnOnce(&mut ResumeState)) -> Result<(), StateError> {
-        self.store.update(|s| {
-            if let Some(d) = s.database_mut(&self.db) {
-                update(&mut d.resume);
-            }
-        })
+    /// Records `update` in this database's resume bookkeeping and returns
+    /// once it is durable: what it records guards the step that follows.
+    pub(super) async fn record(
+        &self,
+        update: impl FnOnce(&mut ResumeState) + Send + 'static,
+    ) -> Result<(), StateError> {
+        self.state.record(&self.db, update).await
     }
 }
 
@@ -101,10 +105,11 @@ async fn phases(ctx: &DbContext) -> Result<DbEnd, DbError> {
         CutoverStep::NotRequested | CutoverStep::Requested => {}
     }
     if !resume.copy_completed {
-        let mut shutdown = ctx.shutdown.clone();
+        // The copy stops by being dropped at its next await: a new run
+        // starts it over (or resumes post-data) from what state.json says.
         tokio::select! {
             r = snapshot_copy::copy_phase(ctx, &resume) => r?,
-            _ = shutdown.wait_for(|s| *s) => return Ok(DbEnd::Stopped),
+            _ = ctx.shutdown.requested() => return Ok(DbEnd::Stopped),
         }
     } else {
         tracing::info!(db, "snapshot copy already done");

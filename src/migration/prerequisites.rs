@@ -131,12 +131,13 @@ pub(super) async fn prepare(
         r.target_database_created = true;
         r.copy_completed = false;
         r.data_copied = false;
-    })?;
+    })
+    .await?;
     crate::chaos::point("target-database-recorded").await;
     if let Err(e) = target_db::create(&mut maint, db, &props).await {
         // Not created (a race took the name, or the target refused): it is
         // not ours, and cancel must not drop it.
-        ctx.record(|r| r.target_database_created = false)?;
+        ctx.record(|r| r.target_database_created = false).await?;
         return Err(e.into());
     }
     crate::chaos::point("target-database-created").await;

@@ -14,6 +14,7 @@ use crate::control::human;
 use crate::control::progress::{DbProgress, MigrationProgress};
 use crate::control::status::Phase;
 use crate::control::terminal;
+use crate::shutdown::Shutdown;
 
 /// How often the live lines are redrawn.
 const REDRAW: Duration = Duration::from_millis(500);
@@ -25,13 +26,16 @@ const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Width of the database name column of the live lines.
 const NAME: usize = 12;
 
-/// Starts the progress output of `progress`; abort the task to stop it (a
-/// live display then leaves its last lines on the screen).
-pub(super) fn spawn_progress_line(progress: Arc<MigrationProgress>) -> tokio::task::JoinHandle<()> {
+/// Starts the progress output of `progress`; it ends with `exit` (a live
+/// display then leaves its last lines on the screen).
+pub(super) fn spawn_progress_line(
+    progress: Arc<MigrationProgress>,
+    exit: Shutdown,
+) -> tokio::task::JoinHandle<()> {
     if terminal::live_display_wanted() {
-        tokio::spawn(live_lines(progress))
+        tokio::spawn(live_lines(progress, exit))
     } else {
-        tokio::spawn(log_lines(progress))
+        tokio::spawn(log_lines(progress, exit))
     }
 }
 
@@ -158,12 +162,15 @@ fn log_copy(name: &str, phase: Phase, s: &Sample, r: &Rates) {
     );
 }
 
-async fn log_lines(progress: Arc<MigrationProgress>) {
+async fn log_lines(progress: Arc<MigrationProgress>, exit: Shutdown) {
     let mut windows: Vec<Window> = progress.dbs.iter().map(|_| Window::default()).collect();
     let mut tick = tokio::time::interval(LOG_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = exit.requested() => return,
+        }
         let now = Instant::now();
         for (p, window) in progress.dbs.iter().zip(windows.iter_mut()) {
             let sample = Sample::of(p);
@@ -177,7 +184,7 @@ async fn log_lines(progress: Arc<MigrationProgress>) {
     }
 }
 
-/// The live bars; on drop (the task aborted) they are drawn once more with
+/// The live bars; on drop (the task ended) they are drawn once more with
 /// the final values (the phase reached, not the one of the last tick) and
 /// left on the screen, and output goes straight to the terminal again.
 struct Bars {
@@ -197,7 +204,7 @@ impl Drop for Bars {
     }
 }
 
-async fn live_lines(progress: Arc<MigrationProgress>) {
+async fn live_lines(progress: Arc<MigrationProgress>, exit: Shutdown) {
     let style = ProgressStyle::with_template("{spinner} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let bars = Bars {
@@ -217,7 +224,10 @@ async fn live_lines(progress: Arc<MigrationProgress>) {
     let mut tick = tokio::time::interval(REDRAW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = exit.requested() => return,
+        }
         let now = Instant::now();
         for ((p, window), bar) in progress.dbs.iter().zip(windows.iter_mut()).zip(&bars.bars) {
             let sample = Sample::of(p);

@@ -84,10 +84,13 @@ pub(super) async fn prepare_keyless(
             }
         }
     }
-    ctx.record(|r| {
+    let recorded = full.clone();
+    let insert_publication =
+        (!insert_only.is_empty()).then(|| publication::insert_publication_name(publication_name));
+    ctx.record(move |r| {
         // A restart finds the tables FULL already and so not keyless: the
         // originals recorded by the first run stay.
-        for (table, original) in &full {
+        for (table, original) in &recorded {
             if !r.identity_changes.iter().any(|c| c.table == *table) {
                 r.identity_changes.push(IdentityChange {
                     table: table.clone(),
@@ -95,11 +98,11 @@ pub(super) async fn prepare_keyless(
                 });
             }
         }
-        if !insert_only.is_empty() {
-            r.insert_publication_name =
-                Some(publication::insert_publication_name(publication_name));
+        if insert_publication.is_some() {
+            r.insert_publication_name = insert_publication;
         }
-    })?;
+    })
+    .await?;
     for (table, _) in &full {
         publication::set_identity(source, table, 'f')
             .await

@@ -54,15 +54,18 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         let insert_only = prepare_keyless(ctx, &mut source, &name).await?;
         publication::create(&mut source, db, &name, &insert_only).await?;
     }
-    ctx.record(|r| {
-        r.slot_name = (!temporary).then(|| name.clone());
-        r.publication_name = (!temporary).then(|| name.clone());
-        r.origin_names = if temporary {
-            Vec::new()
-        } else {
-            origin_names(&name, Some(target_oid), cfg.apply.workers)
-        };
-    })?;
+    let created = (!temporary).then(|| name.clone());
+    let origins = if temporary {
+        Vec::new()
+    } else {
+        origin_names(&name, Some(target_oid), cfg.apply.workers)
+    };
+    ctx.record(move |r| {
+        r.slot_name = created.clone();
+        r.publication_name = created;
+        r.origin_names = origins;
+    })
+    .await?;
     let mut exported = slot::create(&source_params, db, &name, temporary).await?;
     let consistent: Lsn = exported
         .consistent_lsn
@@ -74,7 +77,8 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
                 exported.consistent_lsn
             ),
         })?;
-    ctx.record(|r| r.consistent_lsn = Some(consistent))?;
+    ctx.record(move |r| r.consistent_lsn = Some(consistent))
+        .await?;
     tracing::info!(db, slot = %name, lsn = %exported.consistent_lsn, snapshot = %exported.snapshot_name, "snapshot exported");
 
     let copy = DatabaseCopy {
@@ -109,9 +113,11 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
 }
 
 /// Records that every table's rows are in, so a failure after this point
-/// resumes at post-data instead of copying again.
+/// resumes at post-data instead of copying again. Called back from inside
+/// the copy, which cannot wait: written at once but not awaited, which is
+/// safe as a restart that misses it only copies the data again.
 fn mark_data_copied(ctx: &DbContext) {
-    if let Err(e) = ctx.record(|r| r.data_copied = true) {
+    if let Err(e) = ctx.state.record_soon(&ctx.db, |r| r.data_copied = true) {
         tracing::warn!(db = %ctx.db, "recording that the data is copied: {e}");
     }
 }
@@ -168,7 +174,7 @@ async fn complete_copy(ctx: &DbContext, target_params: &ConnectParams) -> Result
         .await
         .map_err(|e| CopyError::target(db, "analyzing the copied tables", e))?;
     let _ = std::fs::remove_dir_all(&ctx.work_dir);
-    ctx.record(|r| r.copy_completed = true)?;
+    ctx.record(|r| r.copy_completed = true).await?;
     Ok(())
 }
 

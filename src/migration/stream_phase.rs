@@ -27,14 +27,13 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let mut stream =
         Supervisor::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
     let mut catch_up = current_wal_lsn(&mut source, db).await?;
-    let mut shutdown = ctx.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut report = MinuteReport::new(ctx);
     loop {
         let mut cutover = ctx.cutover.clone();
         let (stop, cut) = tokio::select! {
             _ = tick.tick() => (false, false),
-            r = shutdown.wait_for(|s| *s) => (r.is_ok(), false),
+            _ = ctx.shutdown.requested() => (true, false),
             r = cutover.wait_for(|c| *c) => (false, r.is_ok()),
         };
         if stop {

@@ -204,7 +204,7 @@ impl Receiver<'_> {
             .map_err(|e| StreamError::source(&self.cfg.db, "sending a standby status update", e))?;
         self.last_status = Instant::now();
         self.last_flush_sent = flush;
-        self.counters.set_confirmed_lsn(Some(flush.to_string()));
+        self.counters.set_confirmed_lsn(Some(flush));
         Ok(())
     }
 
