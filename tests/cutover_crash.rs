@@ -193,3 +193,56 @@ fn a_kill_at_a_random_moment_of_the_cutover_is_finished_by_the_restart() {
         );
     }
 }
+
+/// A kill right before and right after the target database's CREATE
+/// DATABASE: the restart knows the database is its own (recorded before
+/// the CREATE), drops and recreates it instead of refusing it as an
+/// operator's, and the migration succeeds.
+#[test]
+fn a_kill_around_create_database_is_resumed_not_refused() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    for (i, point) in ["target-database-recorded", "target-database-created"]
+        .iter()
+        .enumerate()
+    {
+        let db = format!("create{i}");
+        src.create_db(&db);
+        src.psql(
+            &db,
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);",
+        );
+        let state = tmp_dir();
+        let name = format!("create-{i}");
+        let cfg = write_config(
+            state.path(),
+            &name,
+            &src,
+            &dst,
+            &[db.as_str()],
+            "mode = \"offline\"\noption = \"migrate\"\n",
+        );
+        let log = state.path().join("run.log");
+        let mut child = start_with_env(
+            &cfg,
+            &log,
+            &[
+                ("PGMIGRATE_TEST_PAUSE_AT", point),
+                ("PGMIGRATE_TEST_PAUSE_MS", "20000"),
+            ],
+        );
+        wait_log(&log, &format!("pausing at {point}"), &mut child);
+        kill9(child);
+        let log2 = state.path().join("run2.log");
+        let mut child = start(&cfg, &log2);
+        let status = finish(state.path(), &name, &mut child, &log2);
+        let doc = show(state.path(), &name);
+        assert!(
+            status.success() && doc["status"] == "Succeeded",
+            "restart after a kill at {point} must finish: exit {status}, {doc}\nfirst run:\n{}\nrestart:\n{}",
+            read(&log),
+            read(&log2)
+        );
+        common::assert_same(&src, &dst, &db);
+    }
+}
