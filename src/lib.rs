@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod migration;
 pub mod pgtypes;
 pub mod protocol;
+pub mod side;
 pub mod spill;
 pub mod stream;
 pub mod validate;

@@ -4,44 +4,20 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::daemon::{kill9, show, signal, start, stop, verify_ok as verify, wait_exit};
+use common::streaming::{no_lag, wait_streaming};
 use common::{assert_same_except, tmp_dir, write_config, Cluster};
 
 /// Waits until every database streams with no lag (and the migration
 /// waits for cutover), or panics with the daemon's log.
 fn wait_caught_up(state: &Path, name: &str, child: &mut Child, log: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "pgmigrate exited early ({status}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let doc = show(state, name);
-        let dbs = doc["databases"].as_array().cloned().unwrap_or_default();
-        // The state must come from this process: right after a restart,
-        // the file still holds what the killed one wrote last.
-        let caught_up = doc["pid"].as_u64() == Some(u64::from(child.id()))
-            && doc["status"] == "WaitingForUserAction"
-            && !dbs.is_empty()
-            && dbs.iter().all(|d| {
-                d["lag_bytes"].as_u64() == Some(0) && d["latency_seconds"].as_f64() == Some(0.0)
-            });
-        if caught_up {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not caught up in time: {doc}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_streaming(state, name, child, log, limit, |d| {
+        no_lag(d) && d["latency_seconds"].as_f64() == Some(0.0)
+    });
 }
 
 #[test]
@@ -555,6 +531,44 @@ fn free_addr() -> String {
     l.local_addr().expect("addr").to_string()
 }
 
+/// A migration streaming and caught up, its metrics served at `addr`.
+struct Metered {
+    state: tempfile::TempDir,
+    addr: String,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Starts migration `name` of database `db` with a metrics listener and
+/// waits until it caught up.
+fn start_metered(src: &Cluster, dst: &Cluster, db: &str, name: &str) -> Metered {
+    let state = tmp_dir();
+    let addr = free_addr();
+    let cfg = write_config(
+        state.path(),
+        name,
+        src,
+        dst,
+        &[db],
+        &format!("option = \"migrate\"\nmetrics_listen = \"{addr}\"\n"),
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_caught_up(
+        state.path(),
+        name,
+        &mut child,
+        &log,
+        Duration::from_secs(60),
+    );
+    Metered {
+        state,
+        addr,
+        log,
+        child,
+    }
+}
+
 /// A change the target refuses (here a CHECK constraint only the target
 /// has) fails the migration within seconds, naming database, table, row
 /// and LSN; the daemon exits 1 and never says it is ready meanwhile.
@@ -567,25 +581,12 @@ fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
         "refuse",
         "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g;",
     );
-    let state = tmp_dir();
-    let addr = free_addr();
-    let cfg = write_config(
-        state.path(),
-        "refused",
-        &src,
-        &dst,
-        &["refuse"],
-        &format!("option = \"migrate\"\nmetrics_listen = \"{addr}\"\n"),
-    );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_caught_up(
-        state.path(),
-        "refused",
-        &mut child,
-        &log,
-        Duration::from_secs(60),
-    );
+    let Metered {
+        state,
+        addr,
+        log,
+        mut child,
+    } = start_metered(&src, &dst, "refuse", "refused");
     assert_eq!(metric(&scrape(&addr), "pgmigrate_cutover_ready"), Some(1.0));
     dst.psql(
         "refuse",
@@ -667,25 +668,12 @@ fn not_ready_while_the_stream_cannot_apply() {
     let mut dst = Cluster::start_default();
     src.create_db("down");
     src.psql("down", "CREATE TABLE t (id int PRIMARY KEY, v int)");
-    let state = tmp_dir();
-    let addr = free_addr();
-    let cfg = write_config(
-        state.path(),
-        "target-down",
-        &src,
-        &dst,
-        &["down"],
-        &format!("option = \"migrate\"\nmetrics_listen = \"{addr}\"\n"),
-    );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_caught_up(
-        state.path(),
-        "target-down",
-        &mut child,
-        &log,
-        Duration::from_secs(60),
-    );
+    let Metered {
+        state,
+        addr,
+        log,
+        mut child,
+    } = start_metered(&src, &dst, "down", "target-down");
     dst.stop();
     src.psql("down", "INSERT INTO t VALUES (1, 1)");
     let deadline = Instant::now() + Duration::from_secs(30);
