@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::daemon::show;
+use super::Cluster;
 
 /// Waits until this very daemon (right after a restart, the state file
 /// still holds what the killed one wrote last) waits for cutover and every
@@ -49,4 +50,40 @@ pub fn wait_streaming(
 /// A database of `pgmigrate show` with nothing left to receive.
 pub fn no_lag(db: &Value) -> bool {
     db["lag_bytes"].as_u64() == Some(0)
+}
+
+/// Asserts that migration `name` is Failed with a message holding every
+/// one of `parts` and naming, after "committed at ", a commit LSN close to
+/// `lsn` (the WAL position the source reported for the failing change);
+/// returns the message.
+pub fn assert_failed_near(
+    state: &Path,
+    name: &str,
+    src: &Cluster,
+    db: &str,
+    lsn: &str,
+    parts: &[&str],
+) -> String {
+    let doc = show(state, name);
+    assert_eq!(doc["status"], "Failed", "{doc}");
+    let message = doc["message"].as_str().unwrap_or_default().to_string();
+    for part in parts {
+        assert!(message.contains(part), "{part:?} missing from {message:?}");
+    }
+    let reported = message
+        .split("committed at ")
+        .nth(1)
+        .and_then(|r| r.split([' ', ':', ',']).next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!reported.is_empty(), "{message}");
+    let cmp = src.psql(
+        db,
+        &format!(
+            "SELECT '{reported}'::pg_lsn <= '{lsn}'::pg_lsn + 4096 \
+             AND '{reported}'::pg_lsn >= '{lsn}'::pg_lsn - 65536"
+        ),
+    );
+    assert_eq!(cmp, "t", "reported {reported}, change at {lsn}: {message}");
+    message
 }
