@@ -8,6 +8,7 @@
 //! working directory does not change their meaning.
 
 mod endpoint;
+mod keyless;
 mod raw;
 mod size;
 #[cfg(test)]
@@ -23,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use endpoint::{Endpoint, Host, Secret, SourceType, SslMode};
+pub use keyless::{KeylessMode, KeylessPolicy, TablePattern};
 
-use raw::{RawApply, RawConfig, RawCopy};
+use raw::{RawApply, RawConfig, RawCopy, RawKeyless};
 
 /// Environment variable naming the default state directory.
 pub const STATE_DIR_ENV: &str = "PGMIGRATE_STATE_DIR";
@@ -66,6 +68,8 @@ pub struct Config {
     pub apply: ApplyConfig,
     /// `[cutover]`.
     pub cutover: CutoverConfig,
+    /// `[keyless]`: per-table handling of tables without a key.
+    pub keyless: KeylessPolicy,
 }
 
 /// `[copy]`: the snapshot copy.
@@ -337,6 +341,7 @@ impl Config {
             cutover: CutoverConfig {
                 lock_source: raw.cutover.lock_source,
             },
+            keyless: keyless_policy(raw.keyless, &ctx)?,
         })
     }
 }
@@ -448,4 +453,15 @@ fn apply_config(raw: RawApply, ctx: &Ctx<'_>) -> Result<ApplyConfig, ConfigError
         )?,
         batch_max_delay: Duration::from_millis(delay_ms),
     })
+}
+
+fn keyless_policy(raw: RawKeyless, ctx: &Ctx<'_>) -> Result<KeylessPolicy, ConfigError> {
+    let patterns = |key: &str, list: Vec<String>| {
+        list.iter()
+            .map(|p| TablePattern::parse(p).map_err(|m| ctx.invalid(key, m)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let insert_only = patterns("keyless.insert_only", raw.insert_only)?;
+    let full = patterns("keyless.replica_identity_full", raw.replica_identity_full)?;
+    KeylessPolicy::new(raw.default, insert_only, full).map_err(|m| ctx.invalid("keyless", m))
 }

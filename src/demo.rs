@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::control::human;
 use crate::control::state::MigrationState;
 use crate::control::status::Status;
 use crate::control::store::StateStore;
+use crate::control::terminal::say;
 use crate::migration::{self, Outcome, Requests};
 
 /// Why the demo could not finish.
@@ -56,11 +58,13 @@ fn server_bin_dir() -> Result<PathBuf, DemoError> {
         .ok_or_else(|| setup("no initdb under /usr/lib/postgresql/*/bin; run scripts/demo, which installs PostgreSQL"))
 }
 
-/// The OS user servers run as: PostgreSQL refuses to run as root.
-fn server_user() -> Option<String> {
+/// The OS user servers run as: PostgreSQL refuses to run as root. The
+/// demo creates no user itself; scripts/demo's install-deps does, and says
+/// so first.
+fn server_user() -> Result<Option<String>, DemoError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        return None;
+        return Ok(None);
     }
     for user in ["pgmigrate-test", "postgres"] {
         if Command::new("id")
@@ -71,10 +75,14 @@ fn server_user() -> Option<String> {
             .status()
             .is_ok_and(|s| s.success())
         {
-            return Some(user.to_string());
+            return Ok(Some(user.to_string()));
         }
     }
-    None
+    Err(setup(
+        "running as root and neither the OS user pgmigrate-test nor postgres exists: \
+         PostgreSQL refuses to run as root. Run scripts/demo (its install-deps creates \
+         pgmigrate-test, saying so first) or run the demo as an ordinary user",
+    ))
 }
 
 struct Server {
@@ -212,11 +220,21 @@ impl Server {
     }
 }
 
-/// Removes the demo's servers and files whatever happens.
+/// What `pgmigrate demo` was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DemoOptions {
+    /// Leave the servers running and the state directory in place, so
+    /// `list`/`show` (and psql) can look at the migration afterwards.
+    pub keep: bool,
+}
+
+/// Stops the writers, and unless asked to keep them, removes the demo's
+/// servers and files, whatever happens.
 struct Cleanup {
     root: PathBuf,
     servers: Vec<Server>,
     writers: Vec<Child>,
+    keep: bool,
 }
 
 impl Drop for Cleanup {
@@ -224,6 +242,9 @@ impl Drop for Cleanup {
         for w in &mut self.writers {
             let _ = w.kill();
             let _ = w.wait();
+        }
+        if self.keep {
+            return;
         }
         for s in &self.servers {
             s.stop();
@@ -249,11 +270,12 @@ const INVENTORY_WRITES: &str = "\\set id random(1, 200000)\n\
 UPDATE items SET qty = qty + 1, updated = now() WHERE id = :id;\n\
 INSERT INTO items (warehouse, sku, qty) VALUES (1 + :id % 20, 'new-' || :id, 1);\n";
 
-/// Runs the demo; prints progress and a summary on stdout.
-pub async fn run() -> Result<(), DemoError> {
+/// Runs the demo; prints its steps and a summary on stdout (progress is
+/// the migration's own display on stderr).
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let started = Instant::now();
     let bin = server_bin_dir()?;
-    let user = server_user();
+    let user = server_user()?;
     let root = std::env::temp_dir().join(format!("pgmigrate-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).map_err(|e| setup(format!("{}: {e}", root.display())))?;
@@ -271,8 +293,17 @@ pub async fn run() -> Result<(), DemoError> {
         root: root.clone(),
         servers: Vec::new(),
         writers: Vec::new(),
+        keep: options.keep,
     };
-    println!("pgmigrate demo: PostgreSQL from {}", bin.display());
+    say(&format!(
+        "pgmigrate demo: PostgreSQL from {}",
+        bin.display()
+    ));
+    if let Some(u) = &user {
+        say(&format!(
+            "  servers run as the OS user {u} (PostgreSQL refuses to run as root)"
+        ));
+    }
     cleanup
         .servers
         .push(Server::start(&bin, &root, "source", &user)?);
@@ -283,14 +314,11 @@ pub async fn run() -> Result<(), DemoError> {
         return Err(setup("servers did not start"));
     };
     let target = (target.sock.clone(), target.port);
-    println!(
+    say(&format!(
         "  source server on port {}, target server on port {}",
         source.port, target.1
-    );
-
-    println!(
-        "  loading sample data: database shop (pgbench, scale 10) and inventory (200,000 items)"
-    );
+    ));
+    say("  loading sample data: database shop (pgbench, scale 10) and inventory (200,000 items)");
     source.psql("postgres", "CREATE DATABASE shop")?;
     source.psql("postgres", "CREATE DATABASE inventory")?;
     run_ok(
@@ -324,7 +352,7 @@ pub async fn run() -> Result<(), DemoError> {
         .map_err(|e| setup(format!("{}: {e}", config_path.display())))?;
     let config = Config::from_file(&config_path).map_err(|e| setup(e.to_string()))?;
 
-    println!("  starting live writes on the source (pgbench on shop, item updates on inventory)");
+    say("  starting live writes on the source (pgbench on shop, item updates on inventory)");
     let script = root.join("inventory.sql");
     std::fs::write(&script, INVENTORY_WRITES)
         .map_err(|e| setup(format!("{}: {e}", script.display())))?;
@@ -354,33 +382,78 @@ pub async fn run() -> Result<(), DemoError> {
         tokio::spawn(async move { migration::run(config, &path, stop_rx, requests).await })
     };
 
-    println!("\n  migrating (online) — progress:");
+    say("  migrating online (progress below on a terminal, in the log otherwise)");
+    let copied_at = drive(
+        &state_dir,
+        &name,
+        &migration,
+        &requests,
+        &mut cleanup.writers,
+    )
+    .await;
+    let outcome = migration
+        .await
+        .map_err(|e| setup(format!("migration task: {e}")))?
+        .map_err(|e| setup(e.to_string()))?;
+    if outcome != Outcome::Succeeded {
+        return Err(DemoError::Migration(outcome));
+    }
+    say("  verifying source against target…");
+    let report = crate::verify::verify(&config)
+        .await
+        .map_err(|e| setup(e.to_string()))?;
+    if !report.identical {
+        return Err(DemoError::Verify(crate::verify::render_text(&report)));
+    }
+    let state = StateStore::read(&state_dir, &name)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    print_summary(&state, &report, started.elapsed(), copied_at);
+    if options.keep {
+        let (Some(source), Some(target)) = (cleanup.servers.first(), cleanup.servers.get(1)) else {
+            return Err(setup("servers did not start"));
+        };
+        print!(
+            "{}",
+            kept_help(&root, &config_path, &bin, &user, source, target)
+        );
+    } else {
+        println!("  cleaned up: servers stopped, files removed");
+    }
+    Ok(())
+}
+
+/// Watches the migration: once the copy is done and the backlog applied,
+/// streams under load a few seconds, stops the writers, and cuts over when
+/// the lag is 0. Returns how long copy and catch-up took.
+async fn drive(
+    state_dir: &Path,
+    name: &crate::config::MigrationName,
+    migration: &tokio::task::JoinHandle<Result<Outcome, migration::MigrationError>>,
+    requests: &Requests,
+    writers: &mut [Child],
+) -> Option<Duration> {
     let copy_started = Instant::now();
     let mut copied_at: Option<Duration> = None;
     let mut writes_stopped = false;
     let mut cutover_sent = false;
-    let mut last_bytes = 0u64;
-    let mut last_tick = Instant::now();
     while !migration.is_finished() {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let Ok(Some(state)) = StateStore::read(&state_dir, &name) else {
+        let Ok(Some(state)) = StateStore::read(state_dir, name) else {
             continue;
         };
-        let bytes: u64 = state.databases.iter().map(|d| d.bytes_copied).sum();
-        let rate = bytes.saturating_sub(last_bytes) as f64
-            / 1e6
-            / last_tick.elapsed().as_secs_f64().max(0.001);
-        last_bytes = bytes;
-        last_tick = Instant::now();
-        print_progress(&state, rate);
         if state.status == Status::WaitingForUserAction && copied_at.is_none() {
             copied_at = Some(copy_started.elapsed());
-            println!("  copy done and backlog applied in {:.1} s; streaming under load for a few seconds", copy_started.elapsed().as_secs_f64());
+            say(&format!(
+                "  copy done and backlog applied in {}; streaming under load for a few seconds",
+                human::duration(copy_started.elapsed().as_secs_f64())
+            ));
         }
         if let (Some(at), false) = (copied_at, writes_stopped) {
             if copy_started.elapsed() > at + Duration::from_secs(5) {
-                println!("  stopping the writes");
-                for w in &mut cleanup.writers {
+                say("  stopping the writes");
+                for w in writers.iter_mut() {
                     let _ = w.kill();
                     let _ = w.wait();
                 }
@@ -396,52 +469,51 @@ pub async fn run() -> Result<(), DemoError> {
             && caught_up
             && state.status == Status::WaitingForUserAction
         {
-            println!("  lag is 0: cutting over");
+            say("  lag is 0: cutting over");
             requests.cutover();
             cutover_sent = true;
         }
     }
-    let outcome = migration
-        .await
-        .map_err(|e| setup(format!("migration task: {e}")))?
-        .map_err(|e| setup(e.to_string()))?;
-    if outcome != Outcome::Succeeded {
-        return Err(DemoError::Migration(outcome));
-    }
-    println!("  verifying source against target…");
-    let report = crate::verify::verify(&config)
-        .await
-        .map_err(|e| setup(e.to_string()))?;
-    if !report.identical {
-        return Err(DemoError::Verify(crate::verify::render_text(&report)));
-    }
-    let state = StateStore::read(&state_dir, &name)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    print_summary(&state, &report, started.elapsed(), copied_at);
-    Ok(())
+    copied_at
 }
 
-fn print_progress(state: &MigrationState, rate: f64) {
-    for d in &state.databases {
-        let total = d.full_load_total_tables().max(1);
-        println!(
-            "    {:<10} {:<16} tables {:>2}/{:<2} ({:>3}%)  rows {:>9}  {:>7.1} MB  {:>6.1} MB/s  lag {:>9} B {:>5.1} s  applied {:>8}",
-            d.name,
-            d.phase.to_string(),
-            d.full_load_completed_tables,
-            total,
-            d.full_load_completed_tables * 100 / total,
-            d.rows_copied,
-            d.bytes_copied as f64 / 1e6,
-            rate,
-            d.lag_bytes,
-            d.latency_seconds,
-            d.applied_changes
-        );
-    }
-    println!("    status {} / {}", state.status, state.substatus);
+/// What `--keep` left and how to look at it and remove it.
+fn kept_help(
+    root: &Path,
+    config: &Path,
+    bin: &Path,
+    user: &Option<String>,
+    source: &Server,
+    target: &Server,
+) -> String {
+    let as_user = user
+        .as_ref()
+        .map(|u| format!("runuser -u {u} -- "))
+        .unwrap_or_default();
+    let psql = bin.join("psql");
+    format!(
+        "  kept (--keep): both servers still run, the migration's state is in {state}
+  look at it:
+    pgmigrate list --state-dir {state}
+    pgmigrate show --config {config}
+    {psql} -h {sock} -p {sport} -U postgres shop      # the source
+    {psql} -h {sock} -p {tport} -U postgres shop      # the target
+  clean up:
+    {as_user}{pg_ctl} -D {sdata} -m fast stop
+    {as_user}{pg_ctl} -D {tdata} -m fast stop
+    rm -rf {root}
+",
+        state = root.join("state").display(),
+        config = config.display(),
+        psql = psql.display(),
+        sock = source.sock.display(),
+        sport = source.port,
+        tport = target.port,
+        pg_ctl = bin.join("pg_ctl").display(),
+        sdata = source.data.display(),
+        tdata = target.data.display(),
+        root = root.display(),
+    )
 }
 
 fn print_summary(
@@ -456,27 +528,34 @@ fn print_summary(
         state.status, state.substatus
     );
     if let Some(c) = copied {
-        println!("  copy + catch-up:     {:.1} s", c.as_secs_f64());
+        println!(
+            "  copy + catch-up:     {}",
+            human::duration(c.as_secs_f64())
+        );
     }
     for d in &state.databases {
         println!(
-            "  {:<10} {} tables, {} rows, {:.1} MB copied; {} changes streamed (ins {}, upd {}, del {})",
+            "  {:<10} {} tables, {} rows, {} copied; {} changes streamed (ins {}, upd {}, del {})",
             d.name,
             d.full_load_completed_tables,
-            d.rows_copied,
-            d.bytes_copied as f64 / 1e6,
-            d.applied_changes,
-            d.cdc_insert_counter,
-            d.cdc_update_counter,
-            d.cdc_delete_counter
+            human::count(d.rows_copied),
+            human::bytes(d.bytes_copied),
+            human::count(d.applied_changes),
+            human::count(d.cdc_insert_counter),
+            human::count(d.cdc_update_counter),
+            human::count(d.cdc_delete_counter)
         );
     }
     for d in &report.databases {
         println!(
             "  verify {:<10} identical: {} tables, {} rows checked",
-            d.database, d.tables_checked, d.rows_checked
+            d.database,
+            d.tables_checked,
+            human::count(d.rows_checked)
         );
     }
-    println!("  total demo time:     {:.1} s", total.as_secs_f64());
-    println!("  cleaned up: servers stopped, files removed");
+    println!(
+        "  total demo time:     {}",
+        human::duration(total.as_secs_f64())
+    );
 }

@@ -13,8 +13,10 @@ use tokio::sync::watch;
 
 use pgmigrate::config::{Config, MigrationName, DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use pgmigrate::control::console_client::{self, ConsoleClientError};
+use pgmigrate::control::locate;
 use pgmigrate::control::report::{
-    list_migrations, render_json, render_list, render_show, ListFilter,
+    absent_state_dir, list_migrations, render_json, render_list, render_show, render_validation,
+    ListFilter,
 };
 use pgmigrate::control::state_dir;
 use pgmigrate::control::status::Status;
@@ -63,7 +65,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start throwaway servers, migrate sample data online under writes, cut over, verify.
-    Demo,
+    Demo {
+        /// Leave the servers running and the state in place (for `list`/`show`);
+        /// prints how to look at them and how to clean up.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run (or resume) the migration described by a config file.
     Run {
         /// The migration's TOML config.
@@ -82,8 +89,11 @@ enum Command {
     /// List the migrations under the state directory.
     List {
         /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         state_dir: Option<PathBuf>,
+        /// A migration's TOML config: list its state_dir (secrets are not read).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// active | all
         #[arg(long, default_value = "all")]
         filter: ListFilter,
@@ -93,12 +103,19 @@ enum Command {
     },
     /// Show a migration's status and per-database progress.
     Show {
-        /// Migration name.
-        name: String,
+        /// Migration name (default: the name in --config).
+        #[arg(required_unless_present = "config")]
+        name: Option<String>,
         /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         state_dir: Option<PathBuf>,
-        /// One JSON document on stdout.
+        /// The migration's TOML config: its name and state_dir (secrets are not read).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also every validation check with its message and fix.
+        #[arg(long, conflicts_with = "json")]
+        validation: bool,
+        /// One JSON document on stdout (always has the validation checks).
         #[arg(long)]
         json: bool,
     },
@@ -153,7 +170,8 @@ fn init_logging(default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines go above the live progress display, never through it.
+        .with_writer(pgmigrate::control::terminal::LogWriter)
         // journald and `2>&1 | tee` get plain text, a terminal colour.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -172,12 +190,11 @@ fn main() -> ExitCode {
             });
         }
     };
-    // The demo draws its own progress display; its logs would interleave.
-    init_logging(if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info"
-    });
+    // On a terminal the demo shows the progress display, not the log; off
+    // one, the log's plain lines are its progress.
+    let quiet = matches!(cli.command, Command::Demo { .. })
+        && pgmigrate::control::terminal::live_display_wanted();
+    init_logging(if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -218,13 +235,15 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Demo => match pgmigrate::demo::run().await {
-            Ok(()) => Ok(exit::OK),
-            Err(e) => {
-                eprintln!("pgmigrate: {e}");
-                Ok(exit::FAILED)
+        Command::Demo { keep } => {
+            match pgmigrate::demo::run(pgmigrate::demo::DemoOptions { keep }).await {
+                Ok(()) => Ok(exit::OK),
+                Err(e) => {
+                    eprintln!("pgmigrate: {e}");
+                    Ok(exit::FAILED)
+                }
             }
-        },
+        }
         Command::Run { config } => {
             let config_path = config.clone();
             let config = match load_config(&config) {
@@ -274,49 +293,17 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         }
         Command::List {
             state_dir: dir,
+            config,
             filter,
             json,
-        } => {
-            let states = list_migrations(&state_dir(dir), filter)?;
-            if json {
-                print!("{}", render_json(&states)?);
-            } else {
-                print!("{}", render_list(&states));
-            }
-            Ok(exit::OK)
-        }
+        } => list(dir, config, filter, json),
         Command::Show {
             name,
             state_dir: dir,
+            config,
+            validation,
             json,
-        } => {
-            let Some(name) = migration_name(&name) else {
-                return Ok(exit::USAGE);
-            };
-            let Some((state, source)) =
-                console_client::read_state(&state_dir(dir.clone()), &name).await?
-            else {
-                eprintln!(
-                    "pgmigrate: no migration named {name} in {}; pass the --state-dir of its config",
-                    state_dir(dir.clone()).display()
-                );
-                return Ok(exit::USAGE);
-            };
-            if json {
-                print!("{}", render_json(&state)?);
-            } else {
-                print!("{}", render_show(&state));
-                // The file holds what a daemon last wrote; nothing acts on a
-                // non-final status until one runs again (a cutover is refused).
-                if source == console_client::StateSource::File && !state.status.is_terminal() {
-                    println!(
-                        "daemon: not running; the status above is as last written. \
-                         `pgmigrate run` (or the service) resumes it"
-                    );
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => show(name, dir, config, validation, json).await,
         Command::Cutover {
             name,
             state_dir: dir,
@@ -363,6 +350,111 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// `list`: the migrations under the state directory (of `--config`, else
+/// `--state-dir`, else the default), or why there are none to see.
+fn list(
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    filter: ListFilter,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let dir = match config {
+        Some(path) => match locate::from_config(&path) {
+            Ok(found) => found.state_dir,
+            Err(e) => {
+                eprintln!("pgmigrate: {e}");
+                return Ok(exit::USAGE);
+            }
+        },
+        None => state_dir(dir),
+    };
+    if !dir.exists() {
+        // Not an error (DESIGN.md: list exits 0), but an empty
+        // header would hide that the wrong place was looked at.
+        eprintln!("pgmigrate: {}", absent_state_dir(&dir));
+        if json {
+            print!("{}", render_json(&Vec::<()>::new())?);
+        }
+        return Ok(exit::OK);
+    }
+    let states = list_migrations(&dir, filter)?;
+    if json {
+        print!("{}", render_json(&states)?);
+    } else if states.is_empty() && filter == ListFilter::Active {
+        println!(
+            "no active migrations in {} (--filter all lists the ended ones too)",
+            dir.display()
+        );
+    } else if states.is_empty() {
+        println!("no migrations in {}", dir.display());
+    } else {
+        print!("{}", render_list(&states));
+    }
+    Ok(exit::OK)
+}
+
+/// `show`: finds the migration (by name and state directory, or through
+/// its config) and prints it.
+async fn show(
+    name: Option<String>,
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    validation: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let located = match config.as_deref().map(locate::from_config).transpose() {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("pgmigrate: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let name = match (name, &located) {
+        (Some(text), _) => match migration_name(&text) {
+            Some(n) => n,
+            None => return Ok(exit::USAGE),
+        },
+        (None, Some(found)) => found.name.clone(),
+        (None, None) => return Ok(exit::USAGE),
+    };
+    let dir = match located {
+        Some(found) => found.state_dir,
+        None => state_dir(dir),
+    };
+    let Some((state, source)) = console_client::read_state(&dir, &name).await? else {
+        if dir.exists() {
+            eprintln!(
+                "pgmigrate: no migration named {name} in {}; pass --state-dir DIR or \
+                 --config FILE (the migration's config, for its state_dir)",
+                dir.display()
+            );
+        } else {
+            eprintln!(
+                "pgmigrate: no migration named {name}: {}",
+                absent_state_dir(&dir)
+            );
+        }
+        return Ok(exit::USAGE);
+    };
+    if json {
+        print!("{}", render_json(&state)?);
+        return Ok(exit::OK);
+    }
+    print!("{}", render_show(&state));
+    if validation {
+        print!("{}", render_validation(&state));
+    }
+    // The file holds what a daemon last wrote; nothing acts on a non-final
+    // status until one runs again (a cutover is refused).
+    if source == console_client::StateSource::File && !state.status.is_terminal() {
+        println!(
+            "\ndaemon: not running; the status above is as last written. \
+             `pgmigrate run` (or the service) resumes it"
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn migration_name(text: &str) -> Option<MigrationName> {

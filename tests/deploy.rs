@@ -231,6 +231,11 @@ fn design_keys() -> BTreeSet<(String, String)> {
         &["workers", "batch_max_changes", "batch_max_delay_ms"],
     );
     add("cutover", &["lock_source"]);
+    // An addition (docs/DESIGN.md, issue 13).
+    add(
+        "keyless",
+        &["default", "insert_only", "replica_identity_full"],
+    );
     keys
 }
 

@@ -561,6 +561,42 @@ async fn validate_against_real_servers() {
         &["norepl", "REPLICATION"],
     );
     failed_with(&report, "source_table_read", &["public.orders"]);
+    // Every privilege this user lacks, in the same round, each with the
+    // statement naming the objects: replication above, SELECT and schema
+    // USAGE, CREATE on the database and ownership of the tables.
+    source
+        .sql(
+            "app1",
+            "CREATE SCHEMA secret; CREATE TABLE secret.s (id int PRIMARY KEY);",
+        )
+        .await;
+    let report = validate_cleanly(&servers, &config(&norepl, &su_target, &["app1"], "")).await;
+    println!("{}", report.render_table());
+    failed_with(
+        &report,
+        "source_replication_privilege",
+        &["ALTER ROLE \"norepl\" REPLICATION;"],
+    );
+    failed_with(
+        &report,
+        "source_table_read",
+        &[
+            "secret.s",
+            "GRANT USAGE ON SCHEMA secret TO \"norepl\";",
+            "GRANT SELECT ON public.items, public.orders",
+        ],
+    );
+    failed_with(
+        &report,
+        "source_publication_privilege",
+        &[
+            "lacks CREATE",
+            "does not own 3 tables",
+            "GRANT CREATE ON DATABASE \"app1\" TO \"norepl\";",
+            "GRANT postgres TO \"norepl\";",
+        ],
+    );
+    source.sql("app1", "DROP SCHEMA secret CASCADE").await;
 
     // A wrong password: explained, and the dependent checks said skipped.
     let wrong = Login {

@@ -198,6 +198,17 @@ pub enum Inconsistency {
         /// Commit LSN of its transaction.
         lsn: Lsn,
     },
+    /// An UPDATE or DELETE of a table with neither key nor FULL identity:
+    /// nothing finds the old row, and `WHERE true` would change every row.
+    #[error("{kind} of table {table} in the transaction committed at {lsn}: the table has no primary key or replica identity, so the row cannot be found on the target (is it a [keyless] insert_only table that is updated?)")]
+    NoIdentity {
+        /// `an UPDATE` or `a DELETE`.
+        kind: &'static str,
+        /// `schema.table`.
+        table: String,
+        /// Commit LSN of its transaction.
+        lsn: Lsn,
+    },
     /// A fold window of a table the worker had not read.
     #[error("table {table} was folded unread")]
     FoldedUnread {

@@ -587,6 +587,19 @@ impl Worker {
             Change::Update { rel, .. } => (Kind::Update, rel.clone()),
             Change::Delete { rel, .. } => (Kind::Delete, rel.clone()),
         };
+        if kind != Kind::Insert && !rel.full_identity() && !rel.columns.iter().any(|c| c.is_key) {
+            // Nothing finds the old row: `WHERE true` would change every
+            // row. An inserts-only ([keyless]) table never sends these.
+            return Err(self.setup_err(Inconsistency::NoIdentity {
+                kind: if kind == Kind::Update {
+                    "an UPDATE"
+                } else {
+                    "a DELETE"
+                },
+                table: rel.qualified.clone(),
+                lsn: self.current,
+            }));
+        }
         match &change {
             Change::Insert { new, .. } | Change::Update { new, .. } => {
                 check_width(&rel, new, &self.cfg.db, self.cfg.index)?

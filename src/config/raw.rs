@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{Mode, RunOption, SourceType, SslMode};
+use super::{KeylessMode, Mode, RunOption, SourceType, SslMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub apply: RawApply,
     #[serde(default)]
     pub cutover: RawCutover,
+    #[serde(default)]
+    pub keyless: RawKeyless,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,4 +73,15 @@ pub(super) struct RawApply {
 pub(super) struct RawCutover {
     #[serde(default)]
     pub lock_source: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyless {
+    #[serde(default)]
+    pub default: KeylessMode,
+    #[serde(default)]
+    pub insert_only: Vec<String>,
+    #[serde(default)]
+    pub replica_identity_full: Vec<String>,
 }

@@ -479,3 +479,33 @@ fn from_file_names_the_file() {
     let c = Config::from_toml_str(MINIMAL, dir.path()).unwrap();
     assert_eq!(c.databases, vec!["db".to_owned()]);
 }
+
+#[test]
+fn keyless_section() {
+    use super::KeylessMode;
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.keyless.is_default());
+    let c = parse(&format!(
+        "{MINIMAL}\n[keyless]\ndefault = \"insert_only\"\ninsert_only = [\"public.h\"]\nreplica_identity_full = [\"audit.*\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.keyless.mode_for("public", "h"), KeylessMode::InsertOnly);
+    assert_eq!(
+        c.keyless.mode_for("audit", "x"),
+        KeylessMode::ReplicaIdentityFull
+    );
+    assert_eq!(c.keyless.mode_for("other", "x"), KeylessMode::InsertOnly);
+    let e = rejected(&format!(
+        "{MINIMAL}\n[keyless]\ninsert_only = [\"nodot\"]\n"
+    ));
+    assert!(
+        e.contains("keyless.insert_only") && e.contains("schema.table"),
+        "{e}"
+    );
+    let e = rejected(&format!("{MINIMAL}\n[keyless]\ndefault = \"ignore\"\n"));
+    assert!(e.contains("insert_only"), "{e}");
+    let e = rejected(&format!(
+        "{MINIMAL}\n[keyless]\ninsert_only = [\"a.b\"]\nreplica_identity_full = [\"a.b\"]\n"
+    ));
+    assert!(e.contains("both"), "{e}");
+}

@@ -8,9 +8,10 @@ use std::io;
 use std::path::Path;
 use std::str::FromStr;
 
+use super::human;
 use super::state::MigrationState;
-use super::status::Status;
 use super::status::UnknownValue;
+use super::status::{CheckResult, Status};
 use super::store::{self, StateError, STATE_FILE};
 use super::table::{Align, Table};
 
@@ -96,6 +97,16 @@ pub fn list_migrations(
     Ok(states)
 }
 
+/// What `list` and `show` say when `state_dir` does not exist: where they
+/// looked and how to point them at a migration's own state directory.
+pub fn absent_state_dir(state_dir: &Path) -> String {
+    format!(
+        "state directory {} does not exist: no migration has run with it. \
+         Pass --state-dir DIR or --config FILE (the migration's config, for its state_dir)",
+        state_dir.display()
+    )
+}
+
 /// `list`: one row per migration.
 pub fn render_list(states: &[MigrationState]) -> String {
     let mut table = Table::new(&[
@@ -122,8 +133,17 @@ pub fn render_list(states: &[MigrationState]) -> String {
     table.render()
 }
 
-/// `show`: the migration's header, a row per database, and the validation
-/// checks if any ran.
+/// Width of the lines `show` prints (but for the lines DESIGN.md spells
+/// out): fits a terminal beside others and stays readable under `watch`.
+const WIDTH: usize = 100;
+
+/// Width of the labels of `show`'s header (`substatus: `).
+const LABEL: usize = 11;
+
+/// `show`: the migration's header, a row per database in readable units,
+/// each database's last message, and the warnings: slots left behind and
+/// the validation checks that did not succeed, one line each. The full
+/// validation detail is [`render_validation`]'s.
 pub fn render_show(state: &MigrationState) -> String {
     let header = [
         ("name", state.name.clone()),
@@ -136,23 +156,47 @@ pub fn render_show(state: &MigrationState) -> String {
     ];
     let mut out = String::new();
     for (label, value) in header {
-        let value: String = value
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        out.push_str(&format!("{:<11}{value}\n", format!("{label}:")));
+        for (i, line) in human::wrap(&value, WIDTH - LABEL).iter().enumerate() {
+            let label = if i == 0 {
+                format!("{label}:")
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("{label:<LABEL$}{line}\n"));
+        }
     }
+    out.push('\n');
+    out.push_str(&databases_table(state));
+    let messages: Vec<String> = state
+        .databases
+        .iter()
+        .filter_map(|d| {
+            let message = d.message.as_deref().filter(|m| !m.trim().is_empty())?;
+            Some(indented(&format!("{}: {message}", d.name), 2))
+        })
+        .collect();
+    if !messages.is_empty() {
+        out.push('\n');
+        out.push_str(&messages.concat());
+    }
+    for warning in leftover_slots(state) {
+        out.push_str(&format!("\nwarning: {warning}\n"));
+    }
+    out.push_str(&validation_summary(state));
+    out
+}
 
+/// The per-database table of `show`.
+fn databases_table(state: &MigrationState) -> String {
     let mut dbs = Table::new(&[
         ("DATABASE", Align::Left),
         ("PHASE", Align::Left),
         ("TABLES", Align::Right),
         ("ROWS", Align::Right),
-        ("MB", Align::Right),
-        ("LAG BYTES", Align::Right),
-        ("LAG SECONDS", Align::Right),
+        ("COPIED", Align::Right),
+        ("LAG", Align::Right),
+        ("LAG TIME", Align::Right),
         ("APPLIED", Align::Right),
-        ("MESSAGE", Align::Left),
     ]);
     for d in &state.databases {
         dbs.row(vec![
@@ -163,43 +207,95 @@ pub fn render_show(state: &MigrationState) -> String {
                 d.full_load_completed_tables,
                 d.full_load_total_tables()
             ),
-            d.rows_copied.to_string(),
-            format!("{:.1}", d.bytes_copied as f64 / (1024.0 * 1024.0)),
-            d.lag_bytes.to_string(),
-            format!("{:.1}", d.latency_seconds),
-            d.applied_changes.to_string(),
-            or_dash(d.message.as_deref()),
+            human::count(d.rows_copied),
+            human::bytes(d.bytes_copied),
+            human::bytes(d.lag_bytes),
+            human::duration(d.latency_seconds),
+            human::count(d.applied_changes),
         ]);
     }
-    out.push('\n');
-    out.push_str(&dbs.render());
-    for warning in leftover_slots(state) {
-        out.push_str(&format!("\nwarning: {warning}\n"));
-    }
+    dbs.render()
+}
 
-    if !state.validation.is_empty() {
-        let mut checks = Table::new(&[
-            ("CHECK", Align::Left),
-            ("RESULT", Align::Left),
-            ("MESSAGE", Align::Left),
-            ("FIX", Align::Left),
-        ]);
-        for c in &state.validation {
-            checks.row(vec![
-                c.id.clone(),
-                c.result.to_string(),
-                c.message.clone(),
-                if c.fix.is_empty() {
-                    "-".to_owned()
-                } else {
-                    c.fix.clone()
-                },
-            ]);
-        }
-        out.push('\n');
-        out.push_str(&checks.render());
+/// `text` wrapped to [`WIDTH`], its continuation lines indented by `indent`.
+fn indented(text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    for (i, line) in human::wrap(text, WIDTH - indent).iter().enumerate() {
+        let pad = if i == 0 { 0 } else { indent };
+        out.push_str(&format!("{:pad$}{line}\n", ""));
     }
     out
+}
+
+/// One line counting the checks, and a line (cut to [`WIDTH`]) per check
+/// that did not succeed.
+fn validation_summary(state: &MigrationState) -> String {
+    if state.validation.is_empty() {
+        return String::new();
+    }
+    let of = |result: CheckResult| {
+        state
+            .validation
+            .iter()
+            .filter(|c| c.result == result)
+            .count()
+    };
+    let (warnings, failed) = (of(CheckResult::Warning), of(CheckResult::Failed));
+    let checks = state.validation.len();
+    let mut out = format!(
+        "\nvalidation: {checks} {}, {} succeeded, {warnings} {}, {failed} failed \
+         (show --validation for details)\n",
+        plural(checks, "check", "checks"),
+        of(CheckResult::Succeeded),
+        plural(warnings, "warning", "warnings"),
+    );
+    for c in &state.validation {
+        let label = match c.result {
+            CheckResult::Succeeded => continue,
+            CheckResult::Warning => "warning",
+            CheckResult::Failed => "failed",
+        };
+        let line = format!("{label}: {}: {}", c.id, c.message);
+        let line: String = human::wrap(&line, usize::MAX).concat();
+        out.push_str(&human::truncate(&line, WIDTH));
+        out.push('\n');
+    }
+    out
+}
+
+/// `show --validation`: every check of the last validation, with what was
+/// found and how to fix it, wrapped to [`WIDTH`].
+pub fn render_validation(state: &MigrationState) -> String {
+    if state.validation.is_empty() {
+        return "\nvalidation: no checks recorded\n".to_owned();
+    }
+    let mut out = String::from("\nvalidation checks:\n");
+    for c in &state.validation {
+        let text = format!("{}: {}", c.id, c.message);
+        out.push_str(&check_block(&c.result.to_string(), &text));
+        if !c.fix.trim().is_empty() {
+            out.push_str(&check_block("", &format!("fix: {}", c.fix)));
+        }
+    }
+    out
+}
+
+/// `text` wrapped beside a [`LABEL`]-wide `label`.
+fn check_block(label: &str, text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in human::wrap(text, WIDTH - LABEL).iter().enumerate() {
+        let label = if i == 0 { label } else { "" };
+        out.push_str(&format!("{label:<LABEL$}{line}\n"));
+    }
+    out
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }
 
 /// One warning per replication slot a Failed migration still holds: the
@@ -308,6 +404,18 @@ mod tests {
             message: "wal_level is replica".into(),
             fix: "set wal_level = logical".into(),
         });
+        s.validation.push(ValidationCheck {
+            id: "privileges".into(),
+            result: CheckResult::Succeeded,
+            message: "user can read every table".into(),
+            fix: String::new(),
+        });
+        s.validation.push(ValidationCheck {
+            id: "replica_identity".into(),
+            result: CheckResult::Warning,
+            message: format!("{} tables without a key", "x".repeat(200)),
+            fix: "ALTER TABLE t REPLICA IDENTITY FULL".into(),
+        });
         let expected = "\
 name:      orders-2026
 mode:      online
@@ -317,22 +425,78 @@ started:   2026-05-01T12:00:00Z
 ended:     -
 message:   -
 
-DATABASE  PHASE      TABLES     ROWS   MB  LAG BYTES  LAG SECONDS  APPLIED  MESSAGE
-ticketdb  Streaming   12/12  1000000  3.5       4096          0.2       77  -
-timedb    Failed        1/3        0  0.0          0          0.0        0  COPY public.t failed: no space left
+DATABASE  PHASE      TABLES       ROWS  COPIED     LAG  LAG TIME  APPLIED
+ticketdb  Streaming   12/12  1,000,000  3.5 MB  4.0 kB     0.2 s       77
+timedb    Failed        1/3          0     0 B     0 B     0.0 s        0
 
-CHECK      RESULT  MESSAGE               FIX
-wal_level  Failed  wal_level is replica  set wal_level = logical
+timedb: COPY public.t failed: no space left
+
+validation: 3 checks, 1 succeeded, 1 warning, 1 failed (show --validation for details)
+failed: wal_level: wal_level is replica
 ";
-        assert_eq!(render_show(&s), expected);
+        let out = render_show(&s);
+        assert!(out.starts_with(expected), "{out}");
+        let rest = &out[expected.len()..];
+        assert!(rest.starts_with("warning: replica_identity: xxx"), "{rest}");
+        assert!(rest.ends_with("…\n") && rest.lines().count() == 1, "{rest}");
+        assert!(!out.contains("CHECK") && !out.contains("fix:"), "{out}");
+        assert!(
+            !out.contains("privileges"),
+            "succeeded checks are not repeated: {out}"
+        );
+        for line in out.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line}");
+        }
+
+        let detail = render_validation(&s);
+        assert!(
+            detail.starts_with(
+                "\nvalidation checks:\n\
+                 Failed     wal_level: wal_level is replica\n           \
+                 fix: set wal_level = logical\n\
+                 Succeeded  privileges: user can read every table\n\
+                 Warning    replica_identity:"
+            ),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("x tables without a key\n           fix: ALTER TABLE t"),
+            "{detail}"
+        );
+        for line in detail.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line}");
+        }
+    }
+
+    #[test]
+    fn long_messages_wrap_under_their_label() {
+        let mut s = state("m", Status::Failed, Substatus::MigratingData);
+        s.message = Some(format!("{} end", "word ".repeat(40)));
+        let out = render_show(&s);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("word")).collect();
+        assert!(lines.len() >= 2, "{out}");
+        assert!(lines[0].starts_with("message:   word"), "{out}");
+        assert!(lines[1].starts_with("           word"), "{out}");
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
+    }
+
+    #[test]
+    fn absent_state_dir_names_it_and_the_ways_out() {
+        let text = absent_state_dir(Path::new("/var/lib/pgmigrate"));
+        assert!(text.contains("/var/lib/pgmigrate does not exist"), "{text}");
+        assert!(
+            text.contains("--state-dir") && text.contains("--config"),
+            "{text}"
+        );
     }
 
     #[test]
     fn show_without_checks_has_no_check_table() {
         let s = state("m", Status::InProgress, Substatus::MigratingData);
         let text = render_show(&s);
-        assert!(!text.contains("CHECK"), "{text}");
+        assert!(!text.contains("validation"), "{text}");
         assert!(text.contains("\nticketdb  Validating"), "{text}");
+        assert_eq!(render_validation(&s), "\nvalidation: no checks recorded\n");
     }
 
     #[test]

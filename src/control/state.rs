@@ -114,11 +114,19 @@ pub struct ResumeState {
     pub slot_name: Option<String>,
     /// Publication on the source, once created.
     pub publication_name: Option<String>,
+    /// The inserts-only publication of the `insert_only` keyless tables,
+    /// recorded before it is created.
+    pub insert_publication_name: Option<String>,
+    /// Tables whose replica identity this migration set to FULL
+    /// (`[keyless]` `replica_identity_full`), recorded before the change:
+    /// cutover, cancel and cleanup put the original back.
+    pub identity_changes: Vec<IdentityChange>,
     /// Replication origins on the target, one per apply worker.
     pub origin_names: Vec<String>,
     /// The slot's consistent point (`X/Y`): where copy and stream meet.
     pub consistent_lsn: Option<crate::protocol::lsn::Lsn>,
-    /// The target database was created by this migration.
+    /// The target database is this migration's: recorded just before its
+    /// CREATE DATABASE (after seeing the name free), cleared if that fails.
     pub target_database_created: bool,
     /// Snapshot copy, schema and indexes are all done.
     pub copy_completed: bool,
@@ -129,6 +137,16 @@ pub struct ResumeState {
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,
+}
+
+/// A replica identity pgmigrate changed on the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityChange {
+    /// `schema.table`, quoted for SQL.
+    pub table: String,
+    /// Its `relreplident` before: `n` (NOTHING), `d` (DEFAULT) or `i`
+    /// (USING an index that is gone; restored as DEFAULT).
+    pub original: char,
 }
 
 /// The cutover steps that must survive a crash, in order. Each later step

@@ -239,13 +239,20 @@ fn without_excluded(
     let Some(name) = exclude_publication else {
         return entries;
     };
-    let needle = format!(" {name} ");
+    // The inserts-only publication of keyless tables is ours too.
+    let needles = [
+        format!(" {name} "),
+        format!(
+            " {} ",
+            crate::stream::publication::insert_publication_name(name)
+        ),
+    ];
     let mut excluded: HashSet<u32> = HashSet::new();
     for e in &entries {
         let Some(t) = by_id.get(&e.dump_id) else {
             continue;
         };
-        let ours = t.kind.starts_with("PUBLICATION") && t.line.contains(&needle);
+        let ours = t.kind.starts_with("PUBLICATION") && needles.iter().any(|n| t.line.contains(n));
         if ours || t.deps.iter().any(|d| excluded.contains(d)) {
             excluded.insert(e.dump_id);
         }

@@ -285,9 +285,14 @@ impl CopyRun {
         };
         let progress = &self.progress;
         let db = &self.db;
+        let mut live = LiveRows {
+            rows_copied: &progress.rows_copied,
+            counted: 0,
+        };
         let write = async {
             while let Some(frames) = rx.recv().await {
                 copy_in.send_frames(&frames).await?;
+                live.add(frame_count(&frames));
                 progress
                     .bytes_copied
                     .fetch_add(frames.len() as u64, Ordering::Relaxed);
@@ -332,9 +337,66 @@ impl CopyRun {
     }
 }
 
+/// Rows of a unit still being copied, shown in `rows_copied` as they go
+/// (so the count moves while a big table copies) and taken back out when
+/// the unit ends: the worker then adds the count the server reported.
+struct LiveRows<'a> {
+    rows_copied: &'a AtomicU64,
+    counted: u64,
+}
+
+impl LiveRows<'_> {
+    fn add(&mut self, rows: u64) {
+        self.counted += rows;
+        self.rows_copied.fetch_add(rows, Ordering::Relaxed);
+    }
+}
+
+impl Drop for LiveRows<'_> {
+    fn drop(&mut self) {
+        self.rows_copied.fetch_sub(self.counted, Ordering::Relaxed);
+    }
+}
+
+/// CopyData frames in a run of complete frames (one per row, plus the
+/// binary format's header and trailer: close enough for a live count).
+fn frame_count(frames: &[u8]) -> u64 {
+    let mut count = 0;
+    let mut at = 0usize;
+    while let Some(header) = frames.get(at..at + 5) {
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        at = at.saturating_add(1 + len);
+        count += 1;
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_rows_count_frames_and_are_taken_back() {
+        let mut frames = Vec::new();
+        for row in [&b"1\ta\n"[..], b"22\tbb\n", b""] {
+            frames.push(b'd');
+            frames.extend_from_slice(&(4 + row.len() as u32).to_be_bytes());
+            frames.extend_from_slice(row);
+        }
+        assert_eq!(frame_count(&frames), 3);
+        assert_eq!(frame_count(&[]), 0);
+        let total = AtomicU64::new(10);
+        {
+            let mut live = LiveRows {
+                rows_copied: &total,
+                counted: 0,
+            };
+            live.add(frame_count(&frames));
+            live.add(2);
+            assert_eq!(total.load(Ordering::Relaxed), 15);
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 10);
+    }
 
     fn table(bytes: u64) -> Table {
         Table {

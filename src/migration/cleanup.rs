@@ -1,7 +1,7 @@
 //! Cancel: removing what a migration created, with or without its daemon.
 
 use super::prerequisites::{connect_maintenance, INVALID_CATALOG_NAME};
-use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use super::replication_objects::{drop_origins, drop_source_objects, forget, has_source_objects};
 use super::step_error::StepError;
 use crate::config::ConfigError;
 use crate::config::{self, Config};
@@ -21,18 +21,10 @@ pub async fn clean_up_database(
 ) -> Result<(), StepError> {
     let db = state.name.as_str();
     let r = &state.resume;
-    if r.slot_name.is_some() || r.publication_name.is_some() {
+    if has_source_objects(r) {
         let params = config.source.connect_params(db);
         match Connection::connect(&params).await {
-            Ok(mut source) => {
-                drop_source_objects(
-                    &mut source,
-                    db,
-                    r.slot_name.as_deref(),
-                    r.publication_name.as_deref(),
-                )
-                .await?
-            }
+            Ok(mut source) => drop_source_objects(&mut source, db, r).await?,
             // The database itself is gone: so are its slot and publication.
             Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
             Err(e) => return Err(StepError::source(db, "connecting to clean up", e)),

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::database::{DbContext, DbError};
-use super::replication_objects::{drop_origins, drop_source_objects, forget};
+use super::replication_objects::{drop_origins, drop_source_objects, forget, restore_identities};
 use super::step_error::StepError;
 use super::wal_position::settled_wal_lsn;
 use crate::conn::Connection;
@@ -99,14 +99,11 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
         .map_err(StepError::from)?;
     tracing::info!(sequences = n, "sequences set to the source's values");
     crate::chaos::point("cutover-sequences").await;
-    drop_source_objects(
-        &mut source,
-        db,
-        resume.slot_name.as_deref(),
-        resume.publication_name.as_deref(),
-    )
-    .await?;
+    drop_source_objects(&mut source, db, &resume).await?;
     crate::chaos::point("cutover-slot-dropped").await;
+    restore_identities(&mut target, &resume.identity_changes)
+        .await
+        .map_err(|e| StepError::target(db, "restoring replica identities", e))?;
     drop_origins(&mut target, db, &resume.origin_names).await?;
     crate::chaos::point("cutover-origins-dropped").await;
     ctx.record(|r| {

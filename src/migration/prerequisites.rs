@@ -124,13 +124,23 @@ pub(super) async fn prepare(
         }
     }
     let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
-    target_db::create(&mut maint, db, &props).await?;
-    let target_oid = target_db::oid(&mut maint, db).await?;
+    // Recorded before CREATE DATABASE (the name was free a moment ago): a
+    // kill between the two must leave a restart that knows the database is
+    // its own to drop and recreate, not someone else's to refuse.
     ctx.record(|r| {
         r.target_database_created = true;
         r.copy_completed = false;
         r.data_copied = false;
     })?;
+    crate::chaos::point("target-database-recorded").await;
+    if let Err(e) = target_db::create(&mut maint, db, &props).await {
+        // Not created (a race took the name, or the target refused): it is
+        // not ours, and cancel must not drop it.
+        ctx.record(|r| r.target_database_created = false)?;
+        return Err(e.into());
+    }
+    crate::chaos::point("target-database-created").await;
+    let target_oid = target_db::oid(&mut maint, db).await?;
     Ok(Prepared {
         source,
         props,

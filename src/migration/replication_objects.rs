@@ -1,15 +1,17 @@
 //! The objects a migration creates outside the copied data — slot and
-//! publication on the source, one replication origin per apply worker on
-//! the target: named, recorded in state.json before they exist, and
-//! dropped here only.
+//! publications on the source, REPLICA IDENTITY FULL on the keyless tables
+//! configured for it, one replication origin per apply worker on the
+//! target: named, recorded in state.json before they exist, and dropped
+//! (or restored) here only.
 
 use std::time::Duration;
 
+use super::database::{DbContext, DbError};
 use super::step_error::StepError;
 use crate::conn::{sqlstate, Connection};
-use crate::control::state::ResumeState;
+use crate::control::state::{IdentityChange, ResumeState};
 use crate::copy::{slot, target_db, CopyError};
-use crate::stream::publication;
+use crate::stream::publication::{self, KeylessPlan};
 
 /// The apply workers' origin names for the slot `slot_name`, applying into
 /// the target database of OID `target_db_oid` (which another migration's
@@ -30,18 +32,106 @@ pub(super) fn origin_names(
 pub(super) fn forget(resume: &mut ResumeState) {
     resume.slot_name = None;
     resume.publication_name = None;
+    resume.insert_publication_name = None;
+    resume.identity_changes.clear();
     resume.origin_names.clear();
 }
 
-/// Drops the slot (waiting for its walsender to let go) and publication;
-/// either may already be gone.
+/// True when something of the migration may be left on the source.
+pub(super) fn has_source_objects(resume: &ResumeState) -> bool {
+    resume.slot_name.is_some()
+        || resume.publication_name.is_some()
+        || resume.insert_publication_name.is_some()
+        || !resume.identity_changes.is_empty()
+}
+
+/// Prepares the keyless tables of an online migration before its
+/// publications: sets REPLICA IDENTITY FULL where `[keyless]` says so
+/// (recorded first, with the identity to restore) and returns the quoted
+/// names of the `insert_only` tables, for the inserts-only publication
+/// `publication` gets next to it (also recorded first).
+pub(super) async fn prepare_keyless(
+    ctx: &DbContext,
+    source: &mut Connection,
+    publication_name: &str,
+) -> Result<Vec<String>, DbError> {
+    let db = ctx.db.as_str();
+    let tables = publication::keyless_tables(source)
+        .await
+        .map_err(|e| StepError::source(db, "listing tables without a key", e))?;
+    let plan = KeylessPlan::new(&ctx.config.keyless, tables);
+    if !plan.is_runnable() {
+        let names: Vec<&str> = plan
+            .failing
+            .iter()
+            .chain(&plan.partitions_insert_only)
+            .map(|t| t.quoted.as_str())
+            .collect();
+        tracing::warn!(
+            tables = names.join(", "),
+            "tables without a key or replica identity are published as they are: the source refuses their UPDATE/DELETE while the migration runs (see [keyless])"
+        );
+    }
+    let insert_only: Vec<String> = plan.insert_only.iter().map(|t| t.quoted.clone()).collect();
+    // Published through its root, a partition's old rows arrive under the
+    // root's identity: a root that is not FULL already becomes FULL too.
+    let mut full: Vec<(String, char)> = Vec::new();
+    for t in &plan.full {
+        full.push((t.quoted.clone(), t.identity));
+        if let (Some(root), Some(identity)) = (&t.partition_of, t.root_identity) {
+            if identity != 'f' && !full.iter().any(|(q, _)| q == root) {
+                full.push((root.clone(), identity));
+            }
+        }
+    }
+    ctx.record(|r| {
+        // A restart finds the tables FULL already and so not keyless: the
+        // originals recorded by the first run stay.
+        for (table, original) in &full {
+            if !r.identity_changes.iter().any(|c| c.table == *table) {
+                r.identity_changes.push(IdentityChange {
+                    table: table.clone(),
+                    original: *original,
+                });
+            }
+        }
+        if !insert_only.is_empty() {
+            r.insert_publication_name =
+                Some(publication::insert_publication_name(publication_name));
+        }
+    })?;
+    for (table, _) in &full {
+        publication::set_identity(source, table, 'f')
+            .await
+            .map_err(|e| {
+                StepError::source(
+                    db,
+                    format!("setting REPLICA IDENTITY FULL on table {table}"),
+                    e,
+                )
+            })?;
+        tracing::info!(table = %table, "REPLICA IDENTITY FULL set for the migration ([keyless])");
+    }
+    if !insert_only.is_empty() {
+        tracing::info!(
+            tables = insert_only.join(", "),
+            "published for inserts only ([keyless])"
+        );
+    }
+    Ok(insert_only)
+}
+
+/// Drops the slot (waiting for its walsender to let go) and publications,
+/// then gives the keyless tables their replica identity back (after the
+/// publications: a table without identity in a publication that publishes
+/// updates would make the source refuse them). Anything may already be
+/// gone.
 pub(super) async fn drop_source_objects(
     source: &mut Connection,
     db: &str,
-    slot_name: Option<&str>,
-    publication: Option<&str>,
+    resume: &ResumeState,
 ) -> Result<(), StepError> {
-    if let Some(slot_name) = slot_name {
+    if let Some(slot_name) = resume.slot_name.as_deref() {
         let mut tries = 0;
         loop {
             match slot::drop_if_exists(source, db, slot_name).await {
@@ -56,8 +146,38 @@ pub(super) async fn drop_source_objects(
             }
         }
     }
-    if let Some(p) = publication {
+    for p in [&resume.publication_name, &resume.insert_publication_name]
+        .into_iter()
+        .flatten()
+    {
         publication::drop_if_exists(source, db, p).await?;
+    }
+    restore_identities(source, &resume.identity_changes)
+        .await
+        .map_err(|e| StepError::source(db, "restoring replica identities", e))?;
+    Ok(())
+}
+
+/// Puts back the replica identities `[keyless]` changed, on the source or
+/// (at cutover, where the dump carried FULL over) on the target.
+pub(super) async fn restore_identities(
+    conn: &mut Connection,
+    changes: &[IdentityChange],
+) -> Result<(), crate::conn::ConnError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    // A source locked at cutover defaults to read-only.
+    conn.execute("SET default_transaction_read_only = off")
+        .await?;
+    for c in changes {
+        if publication::set_identity(conn, &c.table, c.original).await? {
+            tracing::info!(
+                table = %c.table,
+                identity = publication::identity_keyword(c.original),
+                "replica identity restored"
+            );
+        }
     }
     Ok(())
 }

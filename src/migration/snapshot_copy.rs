@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::database::{DbContext, DbError};
 use super::prerequisites::{prepare, Prepared};
-use super::replication_objects::{drop_exported_slot, origin_names};
+use super::replication_objects::{drop_exported_slot, origin_names, prepare_keyless};
 use crate::config::{Config, Mode};
 use crate::conn::{ConnectParams, Connection};
 use crate::control::state::ResumeState;
@@ -43,13 +43,16 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
     slot::drop_if_exists(&mut source, db, &name).await?;
     if cfg.mode == Mode::Online {
         publication::drop_if_exists(&mut source, db, &name).await?;
+        let ins = publication::insert_publication_name(&name);
+        publication::drop_if_exists(&mut source, db, &ins).await?;
     }
     // Offline needs the slot only for its snapshot: a temporary one goes
     // away with its session, whatever happens to this process.
     let temporary = cfg.mode == Mode::Offline;
     if !temporary {
         // Before the slot, so every change after its snapshot is published.
-        publication::create(&mut source, db, &name).await?;
+        let insert_only = prepare_keyless(ctx, &mut source, &name).await?;
+        publication::create(&mut source, db, &name, &insert_only).await?;
     }
     ctx.record(|r| {
         r.slot_name = (!temporary).then(|| name.clone());

@@ -118,19 +118,27 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
         // the worker whose origin covers them.
         resume.origin_names.clone()
     };
+    // The inserts-only publication of keyless tables decodes alongside.
+    let publications: Vec<String> = std::iter::once(publication_name)
+        .chain(resume.insert_publication_name.clone())
+        .collect();
+    let mut binary = true;
+    for p in &publications {
+        binary = binary && stream::binary_possible(&mut source, p).await;
+    }
     let stream_cfg = StreamConfig {
         db: db.to_string(),
         source: source_params.clone(),
         target: cfg.target.connect_params(db),
         slot: slot_name,
-        publication: publication_name.clone(),
+        publications,
         start_lsn,
         origins,
         batch_max_changes: cfg.apply.batch_max_changes,
         batch_max_delay: cfg.apply.batch_max_delay,
         spill_dir: ctx.work_dir.join("spill"),
         protocol_version: stream::protocol_version(source.server_major()),
-        binary: stream::binary_possible(&mut source, &publication_name).await,
+        binary,
     };
     Ok((stream_cfg, source))
 }

@@ -217,8 +217,9 @@ pub struct StreamConfig {
     pub target: ConnectParams,
     /// Slot.
     pub slot: String,
-    /// Publication.
-    pub publication: String,
+    /// Publications to decode through: the main one, and the inserts-only
+    /// one of keyless tables when there is one.
+    pub publications: Vec<String>,
     /// The slot's consistent point: the stream starts there (the server
     /// moves it up to what it was last told is flushed).
     pub start_lsn: Lsn,
@@ -280,7 +281,7 @@ impl Stream {
             db: cfg.db.clone(),
             source: cfg.source.clone(),
             slot: cfg.slot.clone(),
-            publication: cfg.publication.clone(),
+            publications: cfg.publications.clone(),
             start_lsn: cfg.start_lsn,
             protocol_version: cfg.protocol_version,
             binary: cfg.binary,

@@ -39,8 +39,9 @@ pub struct ReceiverConfig {
     pub source: ConnectParams,
     /// Slot to stream from.
     pub slot: String,
-    /// Publication to decode through.
-    pub publication: String,
+    /// Publications to decode through (our own names: no quoting needed
+    /// beyond the double quotes of the list).
+    pub publications: Vec<String>,
     /// Where to start.
     pub start_lsn: Lsn,
     /// pgoutput protocol version to request.
@@ -112,11 +113,11 @@ pub fn run_thread(
         params.replication = true;
         let mut conn = Connection::connect(&params).await.map_err(|e| StreamError::source(&cfg.db, "opening the replication session", e))?;
         let sql = format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '\"{}\"'{})",
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '{}'{})",
             cfg.slot,
             cfg.start_lsn,
             cfg.protocol_version,
-            cfg.publication,
+            cfg.publications.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(","),
             if cfg.binary { ", binary 'true'" } else { "" }
         );
         tracing::info!(slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, binary = cfg.binary, "streaming changes");

@@ -48,6 +48,11 @@ pub const SOURCE_TABLE_READ: &str = "source_table_read";
 pub const SOURCE_PUBLICATION_PRIVILEGE: &str = "source_publication_privilege";
 /// Every table has a primary key or replica identity (per database).
 pub const REPLICA_IDENTITY: &str = "replica_identity";
+/// Keyless tables replicated for INSERTs only (`[keyless]`; per database).
+pub const KEYLESS_INSERT_ONLY: &str = "keyless_insert_only";
+/// Keyless tables given REPLICA IDENTITY FULL for the migration
+/// (`[keyless]`; per database).
+pub const KEYLESS_REPLICA_IDENTITY_FULL: &str = "keyless_replica_identity_full";
 /// Replica identity columns of a type without equality (composites holding
 /// point or json, for instance): how the target finds the old rows.
 pub const REPLICA_IDENTITY_EQUALITY: &str = "replica_identity_equality";

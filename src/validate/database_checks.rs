@@ -2,11 +2,11 @@
 //! replica identities, and what of the schema the target must support or
 //! the migration will not carry. Pure functions over the facts.
 
-use crate::config::Mode;
+use crate::config::{KeylessPolicy, Mode};
 use crate::conn::quote_ident;
 use crate::control::state::ValidationCheck;
 
-use super::check::{self, count, fail, list, pass, warn, LIST_LIMIT};
+use super::check::{self, count, fail, list, pass, warn};
 use super::database_facts::SourceDatabase;
 use super::source_facts::SourceServer;
 use super::target_facts::{normalize_locale, TargetServer};
@@ -16,6 +16,7 @@ pub fn source_only(
     d: &SourceDatabase,
     source: Option<&SourceServer>,
     mode: Mode,
+    keyless: &KeylessPolicy,
     target_superuser: Option<bool>,
 ) -> Vec<ValidationCheck> {
     let db = &d.name;
@@ -23,65 +24,11 @@ pub fn source_only(
     let user = source.map(|s| s.user.as_str()).unwrap_or("the source user");
     let mut out = Vec::new();
 
-    out.push(if d.unreadable.is_empty() {
-        pass(
-            check::SOURCE_TABLE_READ,
-            format!("database \"{db}\": \"{user}\" can read every table and sequence"),
-        )
-    } else {
-        fail(
-            check::SOURCE_TABLE_READ,
-            format!(
-                "database \"{db}\": \"{user}\" cannot read {}: {}",
-                count(d.unreadable.len(), "table"),
-                list(&d.unreadable)
-            ),
-            format!(
-                "GRANT USAGE on their schemas and SELECT on them to {}, e.g. GRANT SELECT ON ALL TABLES IN SCHEMA … TO …; GRANT SELECT ON ALL SEQUENCES IN SCHEMA … TO …;",
-                quote_ident(user)
-            ),
-        )
-    });
-
+    out.push(table_read(d, user));
     out.push(publication(d, superuser, user, mode));
     out.push(identity_equality(d, mode));
 
-    out.push(match mode {
-        Mode::Offline => pass(
-            check::REPLICA_IDENTITY,
-            format!("database \"{db}\": replica identities are not needed in offline mode"),
-        ),
-        Mode::Online if d.without_identity.is_empty() => pass(
-            check::REPLICA_IDENTITY,
-            format!("database \"{db}\": every table has a primary key or replica identity"),
-        ),
-        Mode::Online => {
-            let statements: Vec<String> = d
-                .without_identity
-                .iter()
-                .take(LIST_LIMIT)
-                .map(|t| format!("ALTER TABLE {t} REPLICA IDENTITY FULL;"))
-                .collect();
-            let more = d.without_identity.len().saturating_sub(LIST_LIMIT);
-            fail(
-                check::REPLICA_IDENTITY,
-                format!(
-                    "database \"{db}\": {} without a primary key or replica identity; their updates and deletes cannot be replicated: {}",
-                    count(d.without_identity.len(), "table"),
-                    list(&d.without_identity)
-                ),
-                format!(
-                    "add a primary key, or run: {}{}",
-                    statements.join(" "),
-                    if more > 0 {
-                        format!(" (and the same for {more} more)")
-                    } else {
-                        String::new()
-                    }
-                ),
-            )
-        }
-    });
+    out.extend(super::keyless_checks::keyless(d, mode, keyless));
 
     out.push(if d.unlogged.is_empty() {
         pass(
@@ -178,6 +125,63 @@ pub fn source_only(
     out
 }
 
+/// SELECT on every table and sequence, USAGE on their schemas; the fix
+/// names them (capped) so it can be pasted.
+fn table_read(d: &SourceDatabase, user: &str) -> ValidationCheck {
+    let db = &d.name;
+    if d.unreadable.is_empty() {
+        return pass(
+            check::SOURCE_TABLE_READ,
+            format!("database \"{db}\": \"{user}\" can read every table and sequence"),
+        );
+    }
+    let to = quote_ident(user);
+    let mut fixes = Vec::new();
+    if !d.schemas_without_usage.is_empty() {
+        fixes.push(format!(
+            "GRANT USAGE ON SCHEMA {} TO {to};",
+            capped(&d.schemas_without_usage)
+        ));
+    }
+    if !d.without_select.is_empty() {
+        fixes.push(format!(
+            "GRANT SELECT ON {} TO {to};",
+            capped(&d.without_select)
+        ));
+    }
+    if d.without_select.len() > check::LIST_LIMIT
+        || d.schemas_without_usage.len() > check::LIST_LIMIT
+    {
+        fixes.push(format!(
+            "(for many: GRANT SELECT ON ALL TABLES IN SCHEMA … TO {to}; GRANT SELECT ON ALL SEQUENCES IN SCHEMA … TO {to};)"
+        ));
+    }
+    fail(
+        check::SOURCE_TABLE_READ,
+        format!(
+            "database \"{db}\": \"{user}\" cannot read {}: {}",
+            count(d.unreadable.len(), "table"),
+            list(&d.unreadable)
+        ),
+        fixes.join(" "),
+    )
+}
+
+/// `a, b, c` with at most [`check::LIST_LIMIT`] names, valid SQL.
+fn capped(names: &[String]) -> String {
+    let shown: Vec<&str> = names
+        .iter()
+        .take(check::LIST_LIMIT)
+        .map(String::as_str)
+        .collect();
+    let more = names.len().saturating_sub(check::LIST_LIMIT);
+    if more > 0 {
+        format!("{} /* and {more} more */", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
 /// Identity columns the target cannot compare: a key column fails (its
 /// rows cannot be found), a FULL identity column warns (matched by text
 /// form, which no index helps).
@@ -234,25 +238,34 @@ fn publication(d: &SourceDatabase, superuser: bool, user: &str, mode: Mode) -> V
             format!("database \"{db}\": \"{user}\" is superuser and may create a publication FOR ALL TABLES"),
         );
     }
+    // Both at once: one validation round shows every grant to make.
+    let mut problems = Vec::new();
+    let mut fixes = Vec::new();
     if !d.can_create {
-        return fail(
-            id,
-            format!("database \"{db}\": \"{user}\" lacks CREATE on the database, which CREATE PUBLICATION needs"),
-            format!("GRANT CREATE ON DATABASE {} TO {};", quote_ident(db), quote_ident(user)),
-        );
+        problems.push("lacks CREATE on the database, which CREATE PUBLICATION needs".to_string());
+        fixes.push(format!(
+            "GRANT CREATE ON DATABASE {} TO {};",
+            quote_ident(db),
+            quote_ident(user)
+        ));
     }
     if !d.not_owned.is_empty() {
+        problems.push(format!(
+            "is not superuser and does not own {}, so it cannot publish them: {}",
+            count(d.not_owned.len(), "table"),
+            list(&d.not_owned)
+        ));
+        fixes.push(format!(
+            "GRANT {} TO {}; (membership in the owners' roles), or migrate as a superuser",
+            capped(&d.foreign_owners),
+            quote_ident(user)
+        ));
+    }
+    if !problems.is_empty() {
         return fail(
             id,
-            format!(
-                "database \"{db}\": \"{user}\" is not superuser and does not own {}, so it cannot publish them: {}",
-                count(d.not_owned.len(), "table"),
-                list(&d.not_owned)
-            ),
-            format!(
-                "migrate as a superuser, or make {} a member of the tables' owner roles (GRANT <owner> TO …)",
-                quote_ident(user)
-            ),
+            format!("database \"{db}\": \"{user}\" {}", problems.join("; and ")),
+            fixes.join(" "),
         );
     }
     pass(

@@ -6,6 +6,15 @@ use crate::conn::{ConnError, Connection};
 use crate::copy::target_db::{self, DatabaseProps};
 
 use super::source_facts::{first, strings};
+use crate::stream::publication::KeylessTable;
+
+/// What the user cannot read, and why: the schema or the table.
+#[derive(Default)]
+struct ReadGrants {
+    unreadable: Vec<String>,
+    schemas_without_usage: Vec<String>,
+    without_select: Vec<String>,
+}
 
 /// Tables of the user's schemas: not catalogs, not TOAST, not temporary,
 /// not owned by an extension (pg_dump leaves those to CREATE EXTENSION).
@@ -38,10 +47,16 @@ pub struct SourceDatabase {
     pub can_create: bool,
     /// Tables and sequences the user cannot read.
     pub unreadable: Vec<String>,
+    /// Schemas (quoted) of those on which the user lacks USAGE.
+    pub schemas_without_usage: Vec<String>,
+    /// Those on which the user lacks SELECT itself.
+    pub without_select: Vec<String>,
     /// Tables the user does not own (a publication listing them needs it).
     pub not_owned: Vec<String>,
+    /// The roles (quoted) owning `not_owned`: membership in them suffices.
+    pub foreign_owners: Vec<String>,
     /// Tables without a primary key or usable replica identity.
-    pub without_identity: Vec<String>,
+    pub without_identity: Vec<KeylessTable>,
     /// Replica identity key columns (`schema.table.column`) of a type
     /// without equality, even inside (a composite's field, an array's
     /// element): the target cannot find their rows.
@@ -101,39 +116,44 @@ impl SourceDatabase {
         let can_create = r.bool(1)?;
         let large_objects = r.parse(2)?;
 
-        let unreadable = names(
-            conn,
-            &format!(
-                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
-                 AND c.relkind IN ('r', 'p', 'm', 'S') \
+        let rows = conn
+            .simple_query(&format!(
+                "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(n.nspname), \
+                 has_schema_privilege(n.oid, 'USAGE'), has_table_privilege(c.oid, 'SELECT') \
+                 {RELATIONS} WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'm', 'S') \
                  AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT')) \
                  ORDER BY 1"
-            ),
-        )
-        .await?;
-        let not_owned = names(
-            conn,
-            &format!(
-                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
+            ))
+            .await?;
+        let mut read = ReadGrants::default();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let name = r.str(0)?.to_string();
+            let schema = r.str(1)?.to_string();
+            if !r.bool(2)? && seen.insert(schema.clone()) {
+                read.schemas_without_usage.push(schema);
+            }
+            if !r.bool(3)? {
+                read.without_select.push(name.clone());
+            }
+            read.unreadable.push(name);
+        }
+        let rows = conn
+            .simple_query(&format!(
+                "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(pg_catalog.pg_get_userbyid(c.relowner)) \
+                 {RELATIONS} WHERE {USER_RELATION} \
                  AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' \
                  AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
-            ),
-        )
-        .await?;
-        let without_identity = names(
-            conn,
-            &format!(
-                "SELECT format('%I.%I', n.nspname, c.relname) {RELATIONS} WHERE {USER_RELATION} \
-                 AND c.relkind = 'r' AND c.relpersistence = 'p' \
-                 AND (c.relreplident = 'n' \
-                   OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
-                        WHERE i.indrelid = c.oid AND i.indisprimary)) \
-                   OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
-                        WHERE i.indrelid = c.oid AND i.indisreplident))) \
-                 ORDER BY 1"
-            ),
-        )
-        .await?;
+            ))
+            .await?;
+        let mut not_owned = Vec::new();
+        let mut foreign_owners = std::collections::BTreeSet::new();
+        for r in &rows {
+            not_owned.push(r.str(0)?.to_string());
+            foreign_owners.insert(r.str(1)?.to_string());
+        }
+        let foreign_owners: Vec<String> = foreign_owners.into_iter().collect();
+        let without_identity = crate::stream::publication::keyless_tables(conn).await?;
         let (key_without_equality, full_without_equality) = identity_without_equality(conn).await?;
         let unlogged = names(
             conn,
@@ -189,8 +209,11 @@ impl SourceDatabase {
             locale_provider: props.locale_provider,
             locale: props.locale,
             can_create,
-            unreadable,
+            unreadable: read.unreadable,
+            schemas_without_usage: read.schemas_without_usage,
+            without_select: read.without_select,
             not_owned,
+            foreign_owners,
             without_identity,
             key_without_equality,
             full_without_equality,

@@ -33,8 +33,10 @@
 //! | `source_database_exists` | database | missing on the source |
 //! | `target_database_absent` | database | exists on the target (W: with `overwrite_target`) |
 //! | `source_table_read` | database | a table or sequence the user cannot SELECT |
-//! | `source_publication_privilege` | database | online: not superuser and no CREATE on the database or not owner of every table |
-//! | `replica_identity` | database | online: a table without primary key or replica identity |
+//! | `source_publication_privilege` | database | online: not superuser and no CREATE on the database and/or not owner of every table (both said at once) |
+//! | `replica_identity` | database | online: a table without primary key or replica identity whose `[keyless]` mode is `fail` (or an `insert_only` partition) |
+//! | `keyless_insert_only` | database | W (online, only when used): tables `[keyless]` replicates for INSERTs only |
+//! | `keyless_replica_identity_full` | database | W (online, only when used): tables `[keyless]` sets to REPLICA IDENTITY FULL |
 //! | `extensions` | database | an extension not available on the target (W: other version) |
 //! | `collations` | database | a collation missing on the target (W: locale not listed) |
 //! | `encoding_locale` | database | locale provider missing on the target (W: locale not listed) |
@@ -51,6 +53,7 @@ pub mod connect;
 mod database_checks;
 pub mod database_facts;
 mod disk;
+mod keyless_checks;
 mod render;
 mod server_checks;
 pub mod source_facts;
@@ -197,6 +200,7 @@ pub async fn validate(config: &Config) -> ValidationReport {
                     d,
                     s,
                     config.mode,
+                    &config.keyless,
                     t.map(|t| t.superuser),
                 ));
                 if let Some(t) = t {

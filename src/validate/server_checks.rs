@@ -397,15 +397,13 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
 
 fn create_database(t: &TargetServer, config: &Config) -> ValidationCheck {
     let id = check::TARGET_CREATE_DATABASE;
+    let user = crate::conn::quote_ident(&t.user);
+    // Every problem at once, so one validation round lists every fix.
+    let mut problems = Vec::new();
+    let mut fixes = Vec::new();
     if !(t.superuser || t.createdb) {
-        return fail(
-            id,
-            format!(
-                "target {}: user \"{}\" may not create databases",
-                t.server, t.user
-            ),
-            format!("ALTER ROLE {} CREATEDB;", crate::conn::quote_ident(&t.user)),
-        );
+        problems.push("may not create databases".to_string());
+        fixes.push(format!("ALTER ROLE {user} CREATEDB;"));
     }
     // Overwriting drops the database first, which only its owner may do.
     let not_owned: Vec<String> = config
@@ -415,15 +413,34 @@ fn create_database(t: &TargetServer, config: &Config) -> ValidationCheck {
         .cloned()
         .collect();
     if !t.superuser && !not_owned.is_empty() {
+        problems.push(format!(
+            "cannot drop {} it does not own, which overwrite_target needs",
+            list(&not_owned)
+        ));
+        let statements: Vec<String> = not_owned
+            .iter()
+            .map(|db| {
+                format!(
+                    "ALTER DATABASE {} OWNER TO {user};",
+                    crate::conn::quote_ident(db)
+                )
+            })
+            .collect();
+        fixes.push(format!(
+            "drop them as their owner or a superuser, or make this user their owner: {}",
+            statements.join(" ")
+        ));
+    }
+    if !problems.is_empty() {
         return fail(
             id,
             format!(
-                "target {}: user \"{}\" may create databases but cannot drop {} it does not own, which overwrite_target needs",
+                "target {}: user \"{}\" {}",
                 t.server,
                 t.user,
-                list(&not_owned)
+                problems.join("; and ")
             ),
-            "drop them as their owner or a superuser, or make this user their owner (ALTER DATABASE … OWNER TO)",
+            fixes.join(" "),
         );
     }
     pass(

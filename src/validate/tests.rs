@@ -9,10 +9,11 @@ use super::database_facts::{CollationUse, SourceDatabase};
 use super::server_checks::*;
 use super::source_facts::{OpenTransaction, SourceServer};
 use super::target_facts::TargetServer;
-use crate::config::{Config, Mode};
+use crate::config::{Config, KeylessMode, KeylessPolicy, Mode, TablePattern};
 use crate::control::state::ValidationCheck;
 use crate::control::status::CheckResult;
 use crate::copy::pg_tools::{PgTools, ToolError};
+use crate::stream::publication::KeylessTable;
 
 fn config(extra: &str) -> Config {
     let text = format!(
@@ -77,7 +78,10 @@ fn database() -> SourceDatabase {
         locale: None,
         can_create: true,
         unreadable: vec![],
+        schemas_without_usage: vec![],
+        without_select: vec![],
         not_owned: vec![],
+        foreign_owners: vec![],
         without_identity: vec![],
         key_without_equality: vec![],
         full_without_equality: vec![],
@@ -93,6 +97,17 @@ fn database() -> SourceDatabase {
             provider: "c".into(),
             locale: "C".into(),
         }],
+    }
+}
+
+fn keyless_table(schema: &str, table: &str, partition_of: Option<&str>) -> KeylessTable {
+    KeylessTable {
+        schema: schema.into(),
+        table: table.into(),
+        quoted: format!("{schema}.{table}"),
+        identity: 'd',
+        partition_of: partition_of.map(str::to_string),
+        root_identity: partition_of.map(|_| 'd'),
     }
 }
 
@@ -118,6 +133,7 @@ fn a_clean_pair_passes_everything() {
         &database(),
         Some(&source(15)),
         Mode::Online,
+        &KeylessPolicy::default(),
         Some(true),
     ));
     all_succeeded(&against_target(&database(), &target(17)));
@@ -304,14 +320,20 @@ fn target_database_and_disk_rules() {
 #[test]
 fn database_rules_online_and_offline() {
     let mut d = database();
-    d.without_identity = vec!["public.nokey".into()];
+    d.without_identity = vec![keyless_table("public", "nokey", None)];
     d.unlogged = vec!["public.scratch".into()];
     d.large_objects = 3;
     d.casts = vec!["text AS integer".into()];
     d.tablespace_objects = vec!["public.big (fast)".into()];
     d.not_carried = vec!["subscription s".into()];
     d.unreadable = vec!["secret.t".into()];
-    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let out = source_only(
+        &d,
+        Some(&source(15)),
+        Mode::Online,
+        &KeylessPolicy::default(),
+        Some(false),
+    );
     let ri = result_of(&out, check::REPLICA_IDENTITY);
     assert_eq!(ri.result, CheckResult::Failed);
     assert!(ri.message.contains("public.nokey"), "{ri:?}");
@@ -333,7 +355,13 @@ fn database_rules_online_and_offline() {
     ] {
         assert_eq!(result_of(&out, id).result, CheckResult::Warning, "{id}");
     }
-    let out = source_only(&d, Some(&source(15)), Mode::Offline, Some(true));
+    let out = source_only(
+        &d,
+        Some(&source(15)),
+        Mode::Offline,
+        &KeylessPolicy::default(),
+        Some(true),
+    );
     assert_eq!(
         result_of(&out, check::REPLICA_IDENTITY).result,
         CheckResult::Succeeded
@@ -355,19 +383,19 @@ fn publication_rules() {
     let mut d = database();
     assert_eq!(
         result_of(
-            &source_only(&d, Some(&s), Mode::Online, None),
+            &source_only(&d, Some(&s), Mode::Online, &KeylessPolicy::default(), None),
             check::SOURCE_PUBLICATION_PRIVILEGE
         )
         .result,
         CheckResult::Succeeded
     );
     d.not_owned = vec!["public.t".into()];
-    let c = source_only(&d, Some(&s), Mode::Online, None);
+    let c = source_only(&d, Some(&s), Mode::Online, &KeylessPolicy::default(), None);
     let c = result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE);
     assert_eq!(c.result, CheckResult::Failed);
     assert!(c.message.contains("public.t"));
     d.can_create = false;
-    let c = source_only(&d, Some(&s), Mode::Online, None);
+    let c = source_only(&d, Some(&s), Mode::Online, &KeylessPolicy::default(), None);
     assert!(result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE)
         .fix
         .contains("GRANT CREATE ON DATABASE"));
@@ -437,13 +465,25 @@ fn compatibility_rules() {
 #[test]
 fn identity_columns_without_equality() {
     let mut d = database();
-    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let out = source_only(
+        &d,
+        Some(&source(15)),
+        Mode::Online,
+        &KeylessPolicy::default(),
+        Some(false),
+    );
     assert_eq!(
         result_of(&out, check::REPLICA_IDENTITY_EQUALITY).result,
         CheckResult::Succeeded
     );
     d.full_without_equality = vec!["public.shapes.c".into()];
-    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let out = source_only(
+        &d,
+        Some(&source(15)),
+        Mode::Online,
+        &KeylessPolicy::default(),
+        Some(false),
+    );
     let c = result_of(&out, check::REPLICA_IDENTITY_EQUALITY);
     assert_eq!(c.result, CheckResult::Warning, "{c:?}");
     assert!(
@@ -451,13 +491,117 @@ fn identity_columns_without_equality() {
         "{c:?}"
     );
     d.key_without_equality = vec!["public.k.id".into()];
-    let out = source_only(&d, Some(&source(15)), Mode::Online, Some(false));
+    let out = source_only(
+        &d,
+        Some(&source(15)),
+        Mode::Online,
+        &KeylessPolicy::default(),
+        Some(false),
+    );
     let c = result_of(&out, check::REPLICA_IDENTITY_EQUALITY);
     assert_eq!(c.result, CheckResult::Failed, "{c:?}");
     assert!(c.message.contains("public.k.id"), "{c:?}");
-    let out = source_only(&d, Some(&source(15)), Mode::Offline, Some(false));
+    let out = source_only(
+        &d,
+        Some(&source(15)),
+        Mode::Offline,
+        &KeylessPolicy::default(),
+        Some(false),
+    );
     assert_eq!(
         result_of(&out, check::REPLICA_IDENTITY_EQUALITY).result,
         CheckResult::Succeeded
     );
+}
+
+#[test]
+fn every_publication_privilege_problem_at_once() {
+    let mut s = source(15);
+    s.superuser = false;
+    s.user = "app".into();
+    let mut d = database();
+    d.can_create = false;
+    d.not_owned = vec!["public.t".into(), "public.u".into()];
+    d.foreign_owners = vec!["\"owner1\"".into(), "\"owner2\"".into()];
+    d.unreadable = vec!["secret.t".into(), "public.u".into()];
+    d.schemas_without_usage = vec!["\"secret\"".into()];
+    d.without_select = vec!["public.u".into()];
+    let out = source_only(&d, Some(&s), Mode::Online, &KeylessPolicy::default(), None);
+    let c = result_of(&out, check::SOURCE_PUBLICATION_PRIVILEGE);
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(
+        c.message.contains("lacks CREATE") && c.message.contains("public.t"),
+        "{c:?}"
+    );
+    assert!(
+        c.fix
+            .contains("GRANT CREATE ON DATABASE \"app\" TO \"app\";"),
+        "{c:?}"
+    );
+    assert!(
+        c.fix.contains("GRANT \"owner1\", \"owner2\" TO \"app\";"),
+        "{c:?}"
+    );
+    let c = result_of(&out, check::SOURCE_TABLE_READ);
+    assert!(
+        c.fix
+            .contains("GRANT USAGE ON SCHEMA \"secret\" TO \"app\";"),
+        "{c:?}"
+    );
+    assert!(
+        c.fix.contains("GRANT SELECT ON public.u TO \"app\";"),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn keyless_modes_and_their_risks() {
+    let pats = |l: &[&str]| l.iter().map(|p| TablePattern::parse(p).unwrap()).collect();
+    let policy = KeylessPolicy::new(
+        KeylessMode::Fail,
+        pats(&["public.history", "public.part_1"]),
+        pats(&["audit.*"]),
+    )
+    .unwrap();
+    let mut d = database();
+    d.without_identity = vec![
+        keyless_table("public", "history", None),
+        keyless_table("audit", "log", None),
+    ];
+    let s = source(15);
+    let out = source_only(&d, Some(&s), Mode::Online, &policy, None);
+    assert_eq!(
+        result_of(&out, check::REPLICA_IDENTITY).result,
+        CheckResult::Succeeded
+    );
+    let c = result_of(&out, check::KEYLESS_INSERT_ONLY);
+    assert_eq!(c.result, CheckResult::Warning);
+    assert!(
+        c.message.contains("public.history") && c.message.contains("diverges silently"),
+        "{c:?}"
+    );
+    let c = result_of(&out, check::KEYLESS_REPLICA_IDENTITY_FULL);
+    assert_eq!(c.result, CheckResult::Warning);
+    assert!(
+        c.message.contains("audit.log") && c.message.contains("WAL"),
+        "{c:?}"
+    );
+
+    d.without_identity
+        .push(keyless_table("public", "other", None));
+    d.without_identity
+        .push(keyless_table("public", "part_1", Some("public.part")));
+    let out = source_only(&d, Some(&s), Mode::Online, &policy, None);
+    let c = result_of(&out, check::REPLICA_IDENTITY);
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(
+        c.message.contains("public.other") && c.message.contains("public.part_1 (of public.part)"),
+        "{c:?}"
+    );
+    assert!(!c.message.contains("public.history"), "{c:?}");
+    assert!(
+        c.fix.contains("[keyless] insert_only = [\"public.other\"]"),
+        "{c:?}"
+    );
+    assert!(c.fix.contains("replica_identity_full"), "{c:?}");
 }
