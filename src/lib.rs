@@ -20,6 +20,7 @@ pub mod migration;
 pub mod pgtypes;
 pub mod protocol;
 pub mod shutdown;
+pub mod side;
 pub mod spill;
 pub mod stream;
 pub mod validate;

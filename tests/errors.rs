@@ -6,47 +6,31 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::daemon::{show, start};
+use common::daemon::start;
+use common::streaming::{assert_failed_near, no_lag, wait_streaming};
 use common::{tmp_dir, write_config, Cluster};
 
 /// Waits until the migration streams with no lag, or panics with the log.
 fn wait_caught_up(state: &Path, name: &str, child: &mut Child, log: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "pgmigrate exited early ({status}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let doc = show(state, name);
-        let dbs = doc["databases"].as_array().cloned().unwrap_or_default();
-        let caught_up = doc["pid"].as_u64() == Some(u64::from(child.id()))
-            && doc["status"] == "WaitingForUserAction"
-            && !dbs.is_empty()
-            && dbs.iter().all(|d| d["lag_bytes"].as_u64() == Some(0));
-        if caught_up {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not caught up in time: {doc}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_streaming(state, name, child, log, limit, no_lag);
 }
 
-/// DDL on the source (a column the target lacks) makes every apply of the
-/// next insert fail with 42703: deterministic, so the migration fails
-/// within a minute, its message naming database, table, commit LSN and
-/// SQLSTATE, and the daemon exits 1.
-#[test]
-fn a_column_missing_on_the_target_fails_the_migration_at_once() {
+/// A migration of database `shop` (table `orders`, ids 1 to 10) between
+/// two fresh clusters, streaming and caught up.
+struct Shop {
+    src: Cluster,
+    dst: Cluster,
+    state: tempfile::TempDir,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Starts the migration `name` of [`Shop`] and waits until it caught up.
+fn shop_streaming(name: &str) -> Shop {
     let src = Cluster::start_default();
     let dst = Cluster::start_default();
     src.create_db("shop");
@@ -58,7 +42,7 @@ fn a_column_missing_on_the_target_fails_the_migration_at_once() {
     let state = tmp_dir();
     let cfg = write_config(
         state.path(),
-        "ddl",
+        name,
         &src,
         &dst,
         &["shop"],
@@ -68,11 +52,33 @@ fn a_column_missing_on_the_target_fails_the_migration_at_once() {
     let mut child = start(&cfg, &log);
     wait_caught_up(
         state.path(),
-        "ddl",
+        name,
         &mut child,
         &log,
         Duration::from_secs(60),
     );
+    Shop {
+        src,
+        dst,
+        state,
+        log,
+        child,
+    }
+}
+
+/// DDL on the source (a column the target lacks) makes every apply of the
+/// next insert fail with 42703: deterministic, so the migration fails
+/// within a minute, its message naming database, table, commit LSN and
+/// SQLSTATE, and the daemon exits 1.
+#[test]
+fn a_column_missing_on_the_target_fails_the_migration_at_once() {
+    let Shop {
+        src,
+        dst: _dst,
+        state,
+        log,
+        mut child,
+    } = shop_streaming("ddl");
     let lsn = src.psql(
         "shop",
         "ALTER TABLE orders ADD COLUMN note text; \
@@ -93,33 +99,21 @@ fn a_column_missing_on_the_target_fails_the_migration_at_once() {
     let elapsed = started.elapsed();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(1), "{log_text}");
-    let doc = show(state.path(), "ddl");
-    assert_eq!(doc["status"], "Failed", "{doc}");
-    let message = doc["message"].as_str().unwrap_or_default().to_string();
-    for part in [
-        "database shop",
-        "public.orders",
-        "committed at ",
-        "42703",
-        "note",
-        "gave up after 2 attempts",
-    ] {
-        assert!(message.contains(part), "{part:?} missing from {message:?}");
-    }
-    let reported = message
-        .split("committed at ")
-        .nth(1)
-        .and_then(|r| r.split([' ', ':', ',']).next())
-        .unwrap_or_default()
-        .to_string();
-    let cmp = src.psql(
+    let message = assert_failed_near(
+        state.path(),
+        "ddl",
+        &src,
         "shop",
-        &format!(
-            "SELECT '{reported}'::pg_lsn <= '{lsn}'::pg_lsn + 4096 \
-             AND '{reported}'::pg_lsn >= '{lsn}'::pg_lsn - 65536"
-        ),
+        &lsn,
+        &[
+            "database shop",
+            "public.orders",
+            "committed at ",
+            "42703",
+            "note",
+            "gave up after 2 attempts",
+        ],
     );
-    assert_eq!(cmp, "t", "reported {reported}, insert at {lsn}: {message}");
     // One retry only: the log says it was interrupted at most once.
     let interruptions = log_text.matches("stream interrupted").count();
     assert!(interruptions <= 1, "{interruptions} restarts: {log_text}");
@@ -136,32 +130,13 @@ fn a_column_missing_on_the_target_fails_the_migration_at_once() {
 /// rows the source wrote meanwhile on the target, none twice.
 #[test]
 fn terminated_target_sessions_are_retried_and_the_stream_resumes() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
-    src.create_db("shop");
-    src.psql(
-        "shop",
-        "CREATE TABLE orders (id int PRIMARY KEY, amount int); \
-         INSERT INTO orders SELECT g, g FROM generate_series(1, 10) g;",
-    );
-    let state = tmp_dir();
-    let cfg = write_config(
-        state.path(),
-        "admin",
-        &src,
-        &dst,
-        &["shop"],
-        "option = \"migrate\"\n",
-    );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_caught_up(
-        state.path(),
-        "admin",
-        &mut child,
-        &log,
-        Duration::from_secs(60),
-    );
+    let Shop {
+        src,
+        dst,
+        state,
+        log,
+        mut child,
+    } = shop_streaming("admin");
     let terminated = dst.psql(
         "shop",
         "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \

@@ -330,19 +330,7 @@ impl Worker {
                         self.commit_batch().await?;
                     }
                 }
-                Some(ApplyMsg::Begin { commit_lsn }) => {
-                    self.current = commit_lsn;
-                    // The origin holds the end of the last applied commit
-                    // record: a transaction committed before it is done.
-                    self.skipping = commit_lsn < self.origin_lsn;
-                    self.in_txn = !self.skipping;
-                    if !self.skipping && !self.open {
-                        self.queue_plain("BEGIN")?;
-                        self.batch_first = commit_lsn;
-                        self.open = true;
-                        self.batch_started = Instant::now();
-                    }
-                }
+                Some(ApplyMsg::Begin { commit_lsn }) => self.begin(commit_lsn)?,
                 Some(ApplyMsg::Change(change)) => {
                     if !self.skipping {
                         self.apply(change).await?;
@@ -354,42 +342,14 @@ impl Worker {
                     restart_identity,
                 }) => {
                     if !self.skipping {
-                        let mut only = Vec::with_capacity(rels.len());
-                        for r in &rels {
-                            only.push(self.target_table(r).await?.only);
-                        }
-                        let sql = statements::truncate(&rels, &only, cascade, restart_identity);
-                        self.queue_plain(&sql)?;
-                        self.batch_changes += 1;
-                        self.counters
-                            .cdc_truncate_counter
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.truncate(&rels, cascade, restart_identity).await?;
                     }
                 }
                 Some(ApplyMsg::Commit {
                     commit_lsn: _,
                     end_lsn,
                     commit_time,
-                }) => {
-                    if end_lsn > self.delivered {
-                        self.delivered = end_lsn;
-                    }
-                    self.in_txn = false;
-                    if self.skipping {
-                        self.skipping = false;
-                    } else {
-                        self.last_commit = Some((end_lsn, commit_time));
-                        // Commit when the batch is full, old, or nothing
-                        // more is waiting: big batches under load, low
-                        // latency when quiet.
-                        if self.batch_changes >= self.cfg.batch_max_changes
-                            || self.batch_started.elapsed() >= self.cfg.batch_max_delay
-                            || rx.is_empty()
-                        {
-                            self.commit_batch().await?;
-                        }
-                    }
-                }
+                }) => self.commit(end_lsn, commit_time, rx.is_empty()).await?,
                 Some(ApplyMsg::Progress { upto }) => {
                     if upto > self.delivered {
                         self.delivered = upto;
@@ -413,6 +373,71 @@ impl Worker {
                 self.check_durability().await?;
             }
         }
+    }
+
+    /// A transaction starts: skipped if the origin says it was applied,
+    /// else it joins the open batch (opening one if none is).
+    fn begin(&mut self, commit_lsn: Lsn) -> Result<(), ApplyError> {
+        self.current = commit_lsn;
+        // The origin holds the end of the last applied commit
+        // record: a transaction committed before it is done.
+        self.skipping = commit_lsn < self.origin_lsn;
+        self.in_txn = !self.skipping;
+        if !self.skipping && !self.open {
+            self.queue_plain("BEGIN")?;
+            self.batch_first = commit_lsn;
+            self.open = true;
+            self.batch_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Queues one TRUNCATE of the tables truncated together.
+    async fn truncate(
+        &mut self,
+        rels: &[Arc<RelationInfo>],
+        cascade: bool,
+        restart_identity: bool,
+    ) -> Result<(), ApplyError> {
+        let mut only = Vec::with_capacity(rels.len());
+        for r in rels {
+            only.push(self.target_table(r).await?.only);
+        }
+        let sql = statements::truncate(rels, &only, cascade, restart_identity);
+        self.queue_plain(&sql)?;
+        self.batch_changes += 1;
+        self.counters
+            .cdc_truncate_counter
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A transaction ends; `idle` says nothing more is waiting.
+    async fn commit(
+        &mut self,
+        end_lsn: Lsn,
+        commit_time: PgTimestamp,
+        idle: bool,
+    ) -> Result<(), ApplyError> {
+        if end_lsn > self.delivered {
+            self.delivered = end_lsn;
+        }
+        self.in_txn = false;
+        if self.skipping {
+            self.skipping = false;
+        } else {
+            self.last_commit = Some((end_lsn, commit_time));
+            // Commit when the batch is full, old, or nothing
+            // more is waiting: big batches under load, low
+            // latency when quiet.
+            if self.batch_changes >= self.cfg.batch_max_changes
+                || self.batch_started.elapsed() >= self.cfg.batch_max_delay
+                || idle
+            {
+                self.commit_batch().await?;
+            }
+        }
+        Ok(())
     }
 
     /// No batch open: everything delivered is applied.

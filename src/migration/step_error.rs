@@ -3,28 +3,10 @@
 //! source's WAL position and cleanup. Each keeps the wire error typed with
 //! the database, the server and what was being done.
 
-use std::fmt;
-
 use crate::conn::{ConnError, Retry};
 use crate::copy::CopyError;
 
-/// Which server a step talked to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The server migrated from.
-    Source,
-    /// The server migrated to.
-    Target,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        })
-    }
-}
+pub use crate::side::Side;
 
 /// Why a step of the migration outside the copy failed.
 #[derive(Debug, thiserror::Error)]

@@ -166,6 +166,22 @@ pub fn decode(buf: Bytes, ctx: DecodeContext) -> Result<PgOutputMessage, Protoco
     ctx.check()?;
     let mut r = Reader::new(&buf);
     let tag = r.u8("pgoutput message type")?;
+    let kind = allowed_kind(tag, ctx)?;
+    // Inside a streamed chunk, every message that may appear there except
+    // Origin and Stream Stop names its transaction first.
+    let xid = if ctx.in_streamed_txn && !matches!(tag, b'O' | b'E') {
+        Some(read_xid(&mut r, "streamed transaction xid")?)
+    } else {
+        None
+    };
+    let message = decode_body(tag, &mut r, ctx, xid)?;
+    r.finish(kind.name)?;
+    Ok(message)
+}
+
+/// The kind of message `tag` names, if this protocol version has it and it
+/// may stand where the stream is (inside or outside a streamed transaction).
+fn allowed_kind(tag: u8, ctx: DecodeContext) -> Result<Kind, ProtocolError> {
     let kind = kind_of(tag).ok_or(ProtocolError::UnknownMessage {
         stream: "pgoutput",
         tag,
@@ -191,30 +207,33 @@ pub fn decode(buf: Bytes, ctx: DecodeContext) -> Result<PgOutputMessage, Protoco
             where_,
         });
     }
-    // Inside a streamed chunk, every message that may appear there except
-    // Origin and Stream Stop names its transaction first.
-    let xid = if ctx.in_streamed_txn && !matches!(tag, b'O' | b'E') {
-        Some(read_xid(&mut r, "streamed transaction xid")?)
-    } else {
-        None
-    };
+    Ok(kind)
+}
+
+/// The fields after the tag (and the streamed xid, read by the caller).
+fn decode_body(
+    tag: u8,
+    r: &mut Reader<'_>,
+    ctx: DecodeContext,
+    xid: Option<Xid>,
+) -> Result<PgOutputMessage, ProtocolError> {
     let message = match tag {
         b'B' => PgOutputMessage::Begin(Begin {
-            final_lsn: read_lsn(&mut r, "Begin.final_lsn")?,
-            commit_time: read_time(&mut r, "Begin.commit_time")?,
-            xid: read_xid(&mut r, "Begin.xid")?,
+            final_lsn: read_lsn(r, "Begin.final_lsn")?,
+            commit_time: read_time(r, "Begin.commit_time")?,
+            xid: read_xid(r, "Begin.xid")?,
         }),
         b'C' => PgOutputMessage::Commit(Commit {
             flags: r.u8("Commit.flags")?,
-            commit_lsn: read_lsn(&mut r, "Commit.commit_lsn")?,
-            end_lsn: read_lsn(&mut r, "Commit.end_lsn")?,
-            commit_time: read_time(&mut r, "Commit.commit_time")?,
+            commit_lsn: read_lsn(r, "Commit.commit_lsn")?,
+            end_lsn: read_lsn(r, "Commit.end_lsn")?,
+            commit_time: read_time(r, "Commit.commit_time")?,
         }),
         b'O' => PgOutputMessage::Origin(Origin {
-            commit_lsn: read_lsn(&mut r, "Origin.commit_lsn")?,
+            commit_lsn: read_lsn(r, "Origin.commit_lsn")?,
             name: r.cstr("Origin.name")?,
         }),
-        b'R' => PgOutputMessage::Relation(relation(&mut r, xid)?),
+        b'R' => PgOutputMessage::Relation(relation(r, xid)?),
         b'Y' => PgOutputMessage::Type(TypeMessage {
             xid,
             type_oid: Oid(r.u32("Type.type_oid")?),
@@ -222,18 +241,18 @@ pub fn decode(buf: Bytes, ctx: DecodeContext) -> Result<PgOutputMessage, Protoco
             name: r.cstr("Type.name")?,
         }),
         b'I' => {
-            let relation_id = read_relation_id(&mut r, "Insert.relation_id")?;
-            expect_tag(&mut r, b'N', "Insert tuple marker")?;
+            let relation_id = read_relation_id(r, "Insert.relation_id")?;
+            expect_tag(r, b'N', "Insert tuple marker")?;
             PgOutputMessage::Insert(Insert {
                 xid,
                 relation_id,
-                new_tuple: TupleData::read(&mut r)?,
+                new_tuple: TupleData::read(r)?,
             })
         }
-        b'U' => PgOutputMessage::Update(update(&mut r, xid)?),
+        b'U' => PgOutputMessage::Update(update(r, xid)?),
         b'D' => {
-            let relation_id = read_relation_id(&mut r, "Delete.relation_id")?;
-            let old_tuple = match old_tuple(&mut r, "Delete tuple marker")? {
+            let relation_id = read_relation_id(r, "Delete.relation_id")?;
+            let old_tuple = match old_tuple(r, "Delete tuple marker")? {
                 Some(old) => old,
                 None => {
                     return Err(ProtocolError::InvalidValue {
@@ -249,56 +268,68 @@ pub fn decode(buf: Bytes, ctx: DecodeContext) -> Result<PgOutputMessage, Protoco
                 old_tuple,
             })
         }
-        b'T' => PgOutputMessage::Truncate(truncate(&mut r, xid)?),
-        b'M' => PgOutputMessage::Message(logical_message(&mut r, xid)?),
+        b'T' => PgOutputMessage::Truncate(truncate(r, xid)?),
+        b'M' => PgOutputMessage::Message(logical_message(r, xid)?),
+        _ => stream_or_two_phase(tag, r, ctx)?,
+    };
+    Ok(message)
+}
+
+/// The streaming (protocol 2+) and two-phase (3+) messages.
+fn stream_or_two_phase(
+    tag: u8,
+    r: &mut Reader<'_>,
+    ctx: DecodeContext,
+) -> Result<PgOutputMessage, ProtocolError> {
+    let message = match tag {
         b'S' => PgOutputMessage::StreamStart(StreamStart {
-            xid: read_xid(&mut r, "Stream Start.xid")?,
+            xid: read_xid(r, "Stream Start.xid")?,
             first_segment: r.bool("Stream Start.first_segment")?,
         }),
         b'E' => PgOutputMessage::StreamStop,
         b'c' => PgOutputMessage::StreamCommit(StreamCommit {
-            xid: read_xid(&mut r, "Stream Commit.xid")?,
+            xid: read_xid(r, "Stream Commit.xid")?,
             flags: r.u8("Stream Commit.flags")?,
-            commit_lsn: read_lsn(&mut r, "Stream Commit.commit_lsn")?,
-            end_lsn: read_lsn(&mut r, "Stream Commit.end_lsn")?,
-            commit_time: read_time(&mut r, "Stream Commit.commit_time")?,
+            commit_lsn: read_lsn(r, "Stream Commit.commit_lsn")?,
+            end_lsn: read_lsn(r, "Stream Commit.end_lsn")?,
+            commit_time: read_time(r, "Stream Commit.commit_time")?,
         }),
         b'A' => PgOutputMessage::StreamAbort(StreamAbort {
-            xid: read_xid(&mut r, "Stream Abort.xid")?,
-            subxid: read_xid(&mut r, "Stream Abort.subxid")?,
+            xid: read_xid(r, "Stream Abort.xid")?,
+            subxid: read_xid(r, "Stream Abort.subxid")?,
             abort_info: if ctx.parallel_streaming {
                 Some(AbortInfo {
-                    abort_lsn: read_lsn(&mut r, "Stream Abort.abort_lsn")?,
-                    abort_time: read_time(&mut r, "Stream Abort.abort_time")?,
+                    abort_lsn: read_lsn(r, "Stream Abort.abort_lsn")?,
+                    abort_time: read_time(r, "Stream Abort.abort_time")?,
                 })
             } else {
                 None
             },
         }),
         b'b' => PgOutputMessage::BeginPrepare(BeginPrepare {
-            prepare_lsn: read_lsn(&mut r, "Begin Prepare.prepare_lsn")?,
-            end_lsn: read_lsn(&mut r, "Begin Prepare.end_lsn")?,
-            prepare_time: read_time(&mut r, "Begin Prepare.prepare_time")?,
-            xid: read_xid(&mut r, "Begin Prepare.xid")?,
+            prepare_lsn: read_lsn(r, "Begin Prepare.prepare_lsn")?,
+            end_lsn: read_lsn(r, "Begin Prepare.end_lsn")?,
+            prepare_time: read_time(r, "Begin Prepare.prepare_time")?,
+            xid: read_xid(r, "Begin Prepare.xid")?,
             gid: r.cstr("Begin Prepare.gid")?,
         }),
-        b'P' => PgOutputMessage::Prepare(prepare(&mut r, false)?),
-        b'p' => PgOutputMessage::StreamPrepare(prepare(&mut r, true)?),
+        b'P' => PgOutputMessage::Prepare(prepare(r, false)?),
+        b'p' => PgOutputMessage::StreamPrepare(prepare(r, true)?),
         b'K' => PgOutputMessage::CommitPrepared(CommitPrepared {
             flags: r.u8("Commit Prepared.flags")?,
-            commit_lsn: read_lsn(&mut r, "Commit Prepared.commit_lsn")?,
-            end_lsn: read_lsn(&mut r, "Commit Prepared.end_lsn")?,
-            commit_time: read_time(&mut r, "Commit Prepared.commit_time")?,
-            xid: read_xid(&mut r, "Commit Prepared.xid")?,
+            commit_lsn: read_lsn(r, "Commit Prepared.commit_lsn")?,
+            end_lsn: read_lsn(r, "Commit Prepared.end_lsn")?,
+            commit_time: read_time(r, "Commit Prepared.commit_time")?,
+            xid: read_xid(r, "Commit Prepared.xid")?,
             gid: r.cstr("Commit Prepared.gid")?,
         }),
         b'r' => PgOutputMessage::RollbackPrepared(RollbackPrepared {
             flags: r.u8("Rollback Prepared.flags")?,
-            prepare_end_lsn: read_lsn(&mut r, "Rollback Prepared.prepare_end_lsn")?,
-            rollback_end_lsn: read_lsn(&mut r, "Rollback Prepared.rollback_end_lsn")?,
-            prepare_time: read_time(&mut r, "Rollback Prepared.prepare_time")?,
-            rollback_time: read_time(&mut r, "Rollback Prepared.rollback_time")?,
-            xid: read_xid(&mut r, "Rollback Prepared.xid")?,
+            prepare_end_lsn: read_lsn(r, "Rollback Prepared.prepare_end_lsn")?,
+            rollback_end_lsn: read_lsn(r, "Rollback Prepared.rollback_end_lsn")?,
+            prepare_time: read_time(r, "Rollback Prepared.prepare_time")?,
+            rollback_time: read_time(r, "Rollback Prepared.rollback_time")?,
+            xid: read_xid(r, "Rollback Prepared.xid")?,
             gid: r.cstr("Rollback Prepared.gid")?,
         }),
         _ => {
@@ -311,7 +342,6 @@ pub fn decode(buf: Bytes, ctx: DecodeContext) -> Result<PgOutputMessage, Protoco
             });
         }
     };
-    r.finish(kind.name)?;
     Ok(message)
 }
 

@@ -18,7 +18,7 @@ use crate::conn::{ConnectParams, Connection, CopyBoth};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::{Lsn, RelationId};
 use crate::protocol::pgoutput::{self, Begin, DecodeContext, PgOutputMessage};
-use crate::protocol::replication::{ReplicationMessage, StandbyStatusUpdate};
+use crate::protocol::replication::{ReplicationMessage, StandbyStatusUpdate, XLogData};
 use crate::protocol::timestamp::PgTimestamp;
 use crate::spill::{SpillError, SpillReader, SpillWriter};
 
@@ -248,87 +248,89 @@ impl Receiver<'_> {
                     self.send_status(false).await?;
                 }
             }
-            ReplicationMessage::XLogData(x) => {
-                self.shared
-                    .received
-                    .fetch_max(x.wal_end.0, Ordering::AcqRel);
-                let raw = x.data;
-                let decoded =
-                    pgoutput::decode(raw.clone(), DecodeContext::new(self.cfg.protocol_version))
-                        .map_err(|e| {
-                            StreamError::protocol(self.db(), format!("at {}: {e}", x.wal_start))
-                        })?;
-                match decoded {
-                    PgOutputMessage::Begin(b) => {
-                        if txn.is_some() {
-                            return Err(StreamError::protocol(
-                                self.db(),
-                                format!("Begin at {} inside a transaction", x.wal_start),
-                            ));
-                        }
-                        // Latency counts from here, not from dispatch: a
-                        // transaction still arriving (a large one takes
-                        // seconds) is already a commit not yet applied.
-                        if let Ok(mut q) = self.shared.unapplied.lock() {
-                            q.push_back((b.final_lsn, b.commit_time));
-                        }
-                        *txn = Some(Txn {
-                            begin: b,
-                            messages: Vec::new(),
-                            raw: Vec::new(),
-                            bytes: 0,
-                            spill: None,
-                            has_truncate: false,
-                        });
-                    }
-                    PgOutputMessage::Commit(c) => {
-                        let Some(t) = txn.take() else {
-                            return Err(StreamError::protocol(
-                                self.db(),
-                                format!("Commit at {} without Begin", c.commit_lsn),
-                            ));
-                        };
-                        self.dispatch(t, c.commit_lsn, c.end_lsn, c.commit_time)
-                            .await?;
-                    }
-                    PgOutputMessage::StreamStart(_)
-                    | PgOutputMessage::StreamStop
-                    | PgOutputMessage::StreamCommit(_)
-                    | PgOutputMessage::StreamAbort(_)
-                    | PgOutputMessage::BeginPrepare(_)
-                    | PgOutputMessage::Prepare(_)
-                    | PgOutputMessage::CommitPrepared(_)
-                    | PgOutputMessage::RollbackPrepared(_)
-                    | PgOutputMessage::StreamPrepare(_) => {
-                        return Err(StreamError::protocol(
-                            self.db(),
-                            format!(
-                                "unexpected {} message: streaming and two-phase were not requested",
-                                decoded.name()
-                            ),
-                        ));
-                    }
-                    other => {
-                        let Some(t) = txn.as_mut() else {
-                            return Err(StreamError::protocol(
-                                self.db(),
-                                format!("{} outside a transaction", other.name()),
-                            ));
-                        };
-                        self.counters.incoming_changes.fetch_add(
-                            u64::from(matches!(
-                                other,
-                                PgOutputMessage::Insert(_)
-                                    | PgOutputMessage::Update(_)
-                                    | PgOutputMessage::Delete(_)
-                                    | PgOutputMessage::Truncate(_)
-                            )),
-                            Ordering::Relaxed,
-                        );
-                        t.has_truncate |= matches!(other, PgOutputMessage::Truncate(_));
-                        self.push(t, raw, other)?;
-                    }
+            ReplicationMessage::XLogData(x) => self.handle_xlog(x, txn).await?,
+        }
+        Ok(())
+    }
+
+    /// One pgoutput message: Begin opens `txn`, Commit dispatches it, a
+    /// change joins it.
+    async fn handle_xlog(&mut self, x: XLogData, txn: &mut Option<Txn>) -> Result<(), StreamError> {
+        self.shared
+            .received
+            .fetch_max(x.wal_end.0, Ordering::AcqRel);
+        let raw = x.data;
+        let decoded = pgoutput::decode(raw.clone(), DecodeContext::new(self.cfg.protocol_version))
+            .map_err(|e| StreamError::protocol(self.db(), format!("at {}: {e}", x.wal_start)))?;
+        match decoded {
+            PgOutputMessage::Begin(b) => {
+                if txn.is_some() {
+                    return Err(StreamError::protocol(
+                        self.db(),
+                        format!("Begin at {} inside a transaction", x.wal_start),
+                    ));
                 }
+                // Latency counts from here, not from dispatch: a
+                // transaction still arriving (a large one takes
+                // seconds) is already a commit not yet applied.
+                if let Ok(mut q) = self.shared.unapplied.lock() {
+                    q.push_back((b.final_lsn, b.commit_time));
+                }
+                *txn = Some(Txn {
+                    begin: b,
+                    messages: Vec::new(),
+                    raw: Vec::new(),
+                    bytes: 0,
+                    spill: None,
+                    has_truncate: false,
+                });
+            }
+            PgOutputMessage::Commit(c) => {
+                let Some(t) = txn.take() else {
+                    return Err(StreamError::protocol(
+                        self.db(),
+                        format!("Commit at {} without Begin", c.commit_lsn),
+                    ));
+                };
+                self.dispatch(t, c.commit_lsn, c.end_lsn, c.commit_time)
+                    .await?;
+            }
+            PgOutputMessage::StreamStart(_)
+            | PgOutputMessage::StreamStop
+            | PgOutputMessage::StreamCommit(_)
+            | PgOutputMessage::StreamAbort(_)
+            | PgOutputMessage::BeginPrepare(_)
+            | PgOutputMessage::Prepare(_)
+            | PgOutputMessage::CommitPrepared(_)
+            | PgOutputMessage::RollbackPrepared(_)
+            | PgOutputMessage::StreamPrepare(_) => {
+                return Err(StreamError::protocol(
+                    self.db(),
+                    format!(
+                        "unexpected {} message: streaming and two-phase were not requested",
+                        decoded.name()
+                    ),
+                ));
+            }
+            other => {
+                let Some(t) = txn.as_mut() else {
+                    return Err(StreamError::protocol(
+                        self.db(),
+                        format!("{} outside a transaction", other.name()),
+                    ));
+                };
+                self.counters.incoming_changes.fetch_add(
+                    u64::from(matches!(
+                        other,
+                        PgOutputMessage::Insert(_)
+                            | PgOutputMessage::Update(_)
+                            | PgOutputMessage::Delete(_)
+                            | PgOutputMessage::Truncate(_)
+                    )),
+                    Ordering::Relaxed,
+                );
+                t.has_truncate |= matches!(other, PgOutputMessage::Truncate(_));
+                self.push(t, raw, other)?;
             }
         }
         Ok(())

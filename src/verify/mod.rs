@@ -15,7 +15,6 @@ mod more_objects;
 mod report;
 mod tables;
 
-use std::fmt;
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -45,23 +44,7 @@ pub const SESSION_SETTINGS: &str = "SET search_path = pg_catalog; \
      SET lc_monetary = 'C'; SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0";
 
-/// Which server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The server migrated from.
-    Source,
-    /// The server migrated to.
-    Target,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        })
-    }
-}
+pub use crate::side::Side;
 
 /// Why verification could not finish (differences are not errors).
 #[derive(Debug, thiserror::Error)]
