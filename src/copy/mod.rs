@@ -2,6 +2,7 @@
 //! the slot's exported snapshot, rows via parallel COPY pass-through, then
 //! post-data, sequences and large objects. Never decodes row bytes.
 
+pub mod analyze;
 pub mod catalog;
 mod done_log;
 mod entry_runner;

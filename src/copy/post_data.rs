@@ -12,15 +12,20 @@ use tokio::sync::{mpsc, Mutex};
 use crate::conn::ConnectParams;
 
 use super::entry_runner::{EntrySession, SessionOptions};
-use super::post_plan::{PostDataPlan, CATALOG_LANE};
+use super::post_plan::PostDataPlan;
 use super::CopyError;
 
 const PER_TABLE: &str = "building indexes and constraints";
 const AFTER_TABLES: &str = "restoring post-data";
-/// Ready catalog-lane entries (comments, grants, triggers, …) sent as one
-/// job: they hold the same single lane anyway, and one round trip for
-/// many keeps a remote target from costing a round trip each.
+/// Ready entries holding the same lanes (comments, grants, triggers, a
+/// tree's index attachments, …) sent as one job: they hold the same lanes
+/// anyway, and one round trip for many keeps a remote target from costing
+/// a round trip each.
 const CATALOG_BATCH: usize = 64;
+/// Finished tables whose indexes one session takes at once: the copy
+/// reports small tables in groups, and half a group leaves the other half
+/// to the next session.
+const TABLES_PER_JOB: usize = 32;
 
 /// Builds each finished table's indexes and constraints until `done`
 /// closes; `jobs` sessions work side by side, one at a time per tree.
@@ -52,17 +57,31 @@ pub async fn build_per_table(
         set.spawn(async move {
             let mut session: Option<EntrySession> = None;
             loop {
-                let next = done.lock().await.recv().await;
-                let Some(oid) = next else { break };
-                let Some(list) = plan.per_table.get(&oid) else {
+                let oids = next_tables(&done).await;
+                if oids.is_empty() {
+                    break;
+                }
+                // Every lane of the batch, taken in one order by every
+                // worker so two never wait on each other.
+                let lanes: BTreeSet<u64> = oids
+                    .iter()
+                    .filter_map(|oid| plan.table_lane.get(oid).copied())
+                    .collect();
+                let mut _held = Vec::with_capacity(lanes.len());
+                for lane in &lanes {
+                    if let Some(m) = trees.get(lane) {
+                        _held.push(m.lock().await);
+                    }
+                }
+                let entries: Vec<_> = oids
+                    .iter()
+                    .filter_map(|oid| plan.per_table.get(oid))
+                    .flatten()
+                    .filter_map(|&i| plan.entries.get(i))
+                    .collect();
+                if entries.is_empty() {
                     continue;
-                };
-                let entries: Vec<_> = list.iter().filter_map(|&i| plan.entries.get(i)).collect();
-                let lane = plan.table_lane.get(&oid).and_then(|l| trees.get(l));
-                let _tree = match lane {
-                    Some(m) => Some(m.lock().await),
-                    None => None,
-                };
+                }
                 let s = match session.as_mut() {
                     Some(s) => s,
                     None => session.insert(
@@ -79,6 +98,24 @@ pub async fn build_per_table(
         });
     }
     join_all(set, db, "index build").await
+}
+
+/// The next finished table and those finished along with it (up to
+/// `TABLES_PER_JOB`): their indexes go in few round trips instead of one
+/// each. Empty when the copy is over.
+async fn next_tables(done: &Mutex<mpsc::UnboundedReceiver<u32>>) -> Vec<u32> {
+    let mut rx = done.lock().await;
+    let Some(first) = rx.recv().await else {
+        return Vec::new();
+    };
+    let mut oids = vec![first];
+    while oids.len() < TABLES_PER_JOB {
+        match rx.try_recv() {
+            Ok(oid) => oids.push(oid),
+            Err(_) => break,
+        }
+    }
+    oids
 }
 
 async fn join_all(
@@ -141,8 +178,7 @@ impl Graph {
     }
 
     /// The first ready entry (in archive order) whose lanes are all free,
-    /// with further ready entries that hold only the catalog lane when it
-    /// holds only that lane too.
+    /// with further ready entries that hold the same lanes.
     fn take_runnable(&mut self, plan: &PostDataPlan) -> Option<Vec<usize>> {
         let lanes_of = |i: usize| plan.lanes.get(i).map(Vec::as_slice).unwrap_or_default();
         let i = self
@@ -151,12 +187,17 @@ impl Graph {
             .copied()
             .find(|&i| lanes_of(i).iter().all(|l| !self.busy.contains(l)))?;
         let mut job = vec![i];
-        if lanes_of(i) == [CATALOG_LANE] {
+        // Entries holding exactly the same lanes would run one after the
+        // other anyway (a partition tree's index attachments, the catalog
+        // lane's comments and grants): one job, few round trips. Entries
+        // holding no lane stay apart, so they still run side by side.
+        let lanes = lanes_of(i);
+        if !lanes.is_empty() {
             job.extend(
                 self.ready
                     .iter()
                     .copied()
-                    .filter(|&j| j != i && lanes_of(j) == [CATALOG_LANE])
+                    .filter(|&j| j != i && lanes_of(j) == lanes)
                     .take(CATALOG_BATCH - 1),
             );
         }
@@ -267,6 +308,7 @@ pub async fn build_remaining(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy::post_plan::CATALOG_LANE;
 
     /// Entries 0..4: 1 depends on 0; 0 and 2 share a tree lane; 3 is free.
     fn plan() -> PostDataPlan {
@@ -279,20 +321,33 @@ mod tests {
     }
 
     #[test]
-    fn one_entry_per_lane_and_dependencies_first() {
+    fn one_job_per_lane_and_dependencies_first() {
         let p = plan();
         let mut g = Graph::new(&p);
-        assert_eq!(g.take_runnable(&p), Some(vec![0]));
-        // 2 shares lane 7 with the running 0; 1 waits for 0.
+        // 0 and 2 hold the same lane: one job; 1 waits for 0.
+        assert_eq!(g.take_runnable(&p), Some(vec![0, 2]));
         assert_eq!(g.take_runnable(&p), Some(vec![3]));
         assert_eq!(g.take_runnable(&p), None);
         g.finish(&p, 0);
+        g.finish(&p, 2);
         assert_eq!(g.take_runnable(&p), Some(vec![1]));
-        assert_eq!(g.take_runnable(&p), Some(vec![2]));
-        for i in [1, 2, 3] {
+        for i in [1, 3] {
             g.finish(&p, i);
         }
         assert_eq!(g.left, 0);
+    }
+
+    #[test]
+    fn entries_without_lanes_stay_apart() {
+        let p = PostDataPlan {
+            after_tables: vec![0, 1],
+            deps: vec![vec![], vec![]],
+            lanes: vec![vec![], vec![]],
+            ..PostDataPlan::default()
+        };
+        let mut g = Graph::new(&p);
+        assert_eq!(g.take_runnable(&p), Some(vec![0]));
+        assert_eq!(g.take_runnable(&p), Some(vec![1]));
     }
 
     #[test]

@@ -19,6 +19,15 @@ use super::CopyError;
 /// Chunks in flight between the source reader and the target writer of one
 /// worker: enough to keep both sockets busy, small enough to bound memory.
 const IN_FLIGHT: usize = 8;
+/// Whole tables up to this size (with TOAST) share a target transaction
+/// with their neighbours in the queue: for thousands of tiny tables the
+/// transaction, not the rows, is the cost.
+const SMALL_TABLE_BYTES: u64 = 1 << 20;
+/// Tables per shared transaction: its locks (a table, its TOAST table and
+/// index each) must fit the lock table with room for other sessions.
+const GROUP_TABLES: usize = 64;
+/// Bytes per shared transaction: a failure redoes at most this much.
+const GROUP_BYTES: u64 = 16 << 20;
 
 /// A piece of work: a table, or a range of its pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,11 +149,67 @@ impl CopyRun {
         }
     }
 
-    fn next_unit(&self) -> Option<CopyUnit> {
+    /// A whole table small enough to share a target transaction.
+    fn small(&self, unit: CopyUnit) -> Option<u64> {
+        let t = &self.tables.get(unit.table)?.table;
+        (unit.pages.is_none() && t.total_bytes <= SMALL_TABLE_BYTES).then_some(t.total_bytes)
+    }
+
+    /// The next unit, or, when it is a small whole table, it and the small
+    /// tables after it (the queue is largest first, so they sit together).
+    fn next_units(&self) -> Vec<CopyUnit> {
         if self.stop.load(Ordering::Relaxed) {
-            return None;
+            return Vec::new();
         }
-        self.queue.lock().ok()?.pop_front()
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let Some(first) = queue.pop_front() else {
+            return Vec::new();
+        };
+        let mut units = vec![first];
+        if let Some(mut bytes) = self.small(first) {
+            while units.len() < GROUP_TABLES {
+                let Some(&next) = queue.front() else { break };
+                match self.small(next) {
+                    Some(b) if bytes + b <= GROUP_BYTES => bytes += b,
+                    _ => break,
+                }
+                units.extend(queue.pop_front());
+            }
+        }
+        units
+    }
+
+    fn table_started(&self, state: &TableState) {
+        if !state.started.swap(true, Ordering::Relaxed) {
+            self.progress
+                .full_load_queued_tables
+                .fetch_sub(1, Ordering::Relaxed);
+            self.progress
+                .full_load_loading_tables
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unit_done(&self, state: &TableState, rows: u64) {
+        state.rows.fetch_add(rows, Ordering::Relaxed);
+        self.progress.rows_copied.fetch_add(rows, Ordering::Relaxed);
+        crate::metrics::copy_rows(&self.db, rows);
+        if state.units_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.progress
+                .full_load_loading_tables
+                .fetch_sub(1, Ordering::Relaxed);
+            self.progress
+                .full_load_completed_tables
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(db = %self.db, table = %state.table.display(), rows = state.rows.load(Ordering::Relaxed), "table copied");
+            if let Ok(tx) = self.done_tx.lock() {
+                if let Some(tx) = tx.as_ref() {
+                    let _ = tx.send(state.table.oid);
+                }
+            }
+        }
     }
 
     /// One worker: takes units until none are left. `source` is inside
@@ -154,49 +219,42 @@ impl CopyRun {
         mut source: Connection,
         mut target: Connection,
     ) -> Result<Connection, CopyError> {
-        while let Some(unit) = self.next_unit() {
-            let Some(state) = self.tables.get(unit.table) else {
-                continue;
-            };
-            if !state.started.swap(true, Ordering::Relaxed) {
-                self.progress
-                    .full_load_queued_tables
-                    .fetch_sub(1, Ordering::Relaxed);
-                self.progress
-                    .full_load_loading_tables
-                    .fetch_add(1, Ordering::Relaxed);
+        // Each group commits without waiting for its WAL flush (thousands
+        // of tiny tables would otherwise cost a flush each); the flush
+        // below, before the worker reports its tables in, makes them all
+        // durable at once. Index builds, which commit synchronously, flush
+        // them too before anything depends on them.
+        target
+            .execute("SET synchronous_commit = off")
+            .await
+            .map_err(|e| CopyError::target(&self.db, "setting synchronous_commit", e))?;
+        loop {
+            let units = self.next_units();
+            if units.is_empty() {
+                break;
             }
-            let result = self
-                .copy_unit(&mut source, &mut target, &state.table, unit)
-                .await;
-            let rows = match result {
-                Ok(rows) => rows,
+            let states: Vec<&TableState> = units
+                .iter()
+                .filter_map(|u| self.tables.get(u.table))
+                .collect();
+            for state in &states {
+                self.table_started(state);
+            }
+            match self.copy_units(&mut source, &mut target, &units).await {
+                Ok(rows) => {
+                    for (state, rows) in states.iter().zip(rows) {
+                        self.unit_done(state, rows);
+                    }
+                }
                 Err(e) => {
                     self.stop();
                     self.progress
                         .full_load_loading_tables
-                        .fetch_sub(1, Ordering::Relaxed);
+                        .fetch_sub(states.len() as u64, Ordering::Relaxed);
                     self.progress
                         .full_load_errored_tables
                         .fetch_add(1, Ordering::Relaxed);
                     return Err(e);
-                }
-            };
-            state.rows.fetch_add(rows, Ordering::Relaxed);
-            self.progress.rows_copied.fetch_add(rows, Ordering::Relaxed);
-            crate::metrics::copy_rows(&self.db, rows);
-            if state.units_left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.progress
-                    .full_load_loading_tables
-                    .fetch_sub(1, Ordering::Relaxed);
-                self.progress
-                    .full_load_completed_tables
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(db = %self.db, table = %state.table.display(), rows = state.rows.load(Ordering::Relaxed), "table copied");
-                if let Ok(tx) = self.done_tx.lock() {
-                    if let Some(tx) = tx.as_ref() {
-                        let _ = tx.send(state.table.oid);
-                    }
                 }
             }
         }
@@ -207,9 +265,68 @@ impl CopyRun {
                 db: self.db.clone(),
             });
         }
+        // A synchronous commit of a transaction with an XID flushes the WAL
+        // up to it, and with it every asynchronous commit before it.
+        target
+            .execute("SET synchronous_commit = on; SELECT pg_catalog.txid_current()")
+            .await
+            .map_err(|e| CopyError::target(&self.db, "flushing the copied tables", e))?;
         Ok(source)
     }
 
+    /// Copies `units` in one target transaction: a ctid range alone, or
+    /// one or more whole tables, truncated together first (which makes
+    /// FREEZE legal: rows land frozen, no hint-bit or anti-wraparound
+    /// rewrite later; and a retried unit idempotent). Returns the rows of
+    /// each unit.
+    async fn copy_units(
+        &self,
+        source: &mut Connection,
+        target: &mut Connection,
+        units: &[CopyUnit],
+    ) -> Result<Vec<u64>, CopyError> {
+        let tables: Vec<&Table> = units
+            .iter()
+            .filter_map(|u| self.tables.get(u.table).map(|s| &s.table))
+            .collect();
+        let Some(first) = tables.first() else {
+            return Ok(Vec::new());
+        };
+        let fail = |context: &str, source| CopyError::Table {
+            db: self.db.clone(),
+            table: first.display(),
+            context: context.to_string(),
+            source: Box::new(source),
+        };
+        let whole = units.iter().all(|u| u.pages.is_none());
+        let prelude = if whole {
+            let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+            format!("BEGIN; TRUNCATE ONLY {}", names.join(", "))
+        } else {
+            "BEGIN".to_string()
+        };
+        target
+            .execute(&prelude)
+            .await
+            .map_err(|e| fail("starting the target transaction", e))?;
+        let mut rows = Vec::with_capacity(units.len());
+        for (t, &unit) in tables.iter().zip(units) {
+            match self.copy_unit(source, target, t, unit).await {
+                Ok(n) => rows.push(n),
+                Err(e) => {
+                    let _ = target.execute("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        }
+        target
+            .execute("COMMIT")
+            .await
+            .map_err(|e| fail("committing", e))?;
+        Ok(rows)
+    }
+
+    /// Streams one unit's rows inside the caller's target transaction.
     async fn copy_unit(
         &self,
         source: &mut Connection,
@@ -229,17 +346,13 @@ impl CopyRun {
             "FORMAT text"
         };
         let cols = t.column_list();
-        let (out_sql, in_sql, prelude) = match unit.pages {
+        let (out_sql, in_sql) = match unit.pages {
             None => (
                 format!("COPY {} {cols} TO STDOUT ({format})", t.qualified()),
                 format!(
                     "COPY {} {cols} FROM STDIN ({format}, FREEZE)",
                     t.qualified()
                 ),
-                // Truncating in the same transaction makes FREEZE legal
-                // (rows land frozen: no hint-bit or anti-wraparound
-                // rewrite later) and makes a retried unit idempotent.
-                format!("BEGIN; TRUNCATE ONLY {}", t.qualified()),
             ),
             Some((start, end)) => {
                 let select_cols = if cols.is_empty() {
@@ -256,14 +369,9 @@ impl CopyRun {
                         t.qualified()
                     ),
                     format!("COPY {} {cols} FROM STDIN ({format})", t.qualified()),
-                    "BEGIN".to_string(),
                 )
             }
         };
-        target
-            .execute(&prelude)
-            .await
-            .map_err(|e| fail("starting the target transaction", e))?;
         let mut copy_in = target
             .copy_in(&in_sql)
             .await
@@ -320,7 +428,6 @@ impl CopyRun {
             .await
             .map_err(|e| fail("finishing COPY FROM STDIN", e))?;
         if target_rows != source_rows {
-            let _ = target.execute("ROLLBACK").await;
             return Err(CopyError::Unexpected {
                 db: self.db.clone(),
                 message: format!(
@@ -329,10 +436,6 @@ impl CopyRun {
                 ),
             });
         }
-        target
-            .execute("COMMIT")
-            .await
-            .map_err(|e| fail("committing", e))?;
         Ok(target_rows)
     }
 }

@@ -7,7 +7,7 @@ use super::database::{DbContext, DbError};
 use super::prerequisites::{prepare, Prepared};
 use super::replication_objects::{drop_exported_slot, origin_names, prepare_keyless};
 use crate::config::{Config, Mode};
-use crate::conn::{ConnectParams, Connection};
+use crate::conn::ConnectParams;
 use crate::control::state::ResumeState;
 use crate::control::status::Phase;
 use crate::copy::pg_tools::PgTools;
@@ -166,13 +166,7 @@ async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Res
 /// the copy recorded as complete.
 async fn complete_copy(ctx: &DbContext, target_params: &ConnectParams) -> Result<(), DbError> {
     let db = ctx.db.as_str();
-    let mut target = Connection::connect(target_params)
-        .await
-        .map_err(|e| CopyError::target(db, "connecting for ANALYZE", e))?;
-    target
-        .execute("ANALYZE")
-        .await
-        .map_err(|e| CopyError::target(db, "analyzing the copied tables", e))?;
+    crate::copy::analyze::analyze_all(target_params, ctx.config.copy.index_jobs, db).await?;
     let _ = std::fs::remove_dir_all(&ctx.work_dir);
     ctx.record(|r| r.copy_completed = true).await?;
     Ok(())
