@@ -36,6 +36,16 @@ fn build(src: &Cluster) {
             ),
         );
     }
+    // Inheritance trees among the small tables: a transaction's TRUNCATE
+    // of a parent must not empty a child copied before it in the group.
+    src.psql(
+        "many",
+        "CREATE TABLE inh_p (id int, v text); INSERT INTO inh_p VALUES (0, 'parent');
+         CREATE TABLE inh_a () INHERITS (inh_p); INSERT INTO inh_a VALUES (1, 'a');
+         CREATE TABLE inh_b (extra int) INHERITS (inh_p); INSERT INTO inh_b VALUES (2, 'b', 2);
+         CREATE TABLE inh_z (v text, id int); INSERT INTO inh_z VALUES ('z', 3);
+         ALTER TABLE inh_z INHERIT inh_p;",
+    );
     // One table over the size that shares a transaction, between the small ones.
     src.psql(
         "many",

@@ -300,8 +300,13 @@ impl CopyRun {
         };
         let whole = units.iter().all(|u| u.pages.is_none());
         let prelude = if whole {
-            let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
-            format!("BEGIN; TRUNCATE ONLY {}", names.join(", "))
+            // ONLY binds to one name of the list: each needs its own, or
+            // a parent copied after its child empties it again.
+            let names: Vec<String> = tables
+                .iter()
+                .map(|t| format!("ONLY {}", t.qualified()))
+                .collect();
+            format!("BEGIN; TRUNCATE {}", names.join(", "))
         } else {
             "BEGIN".to_string()
         };
