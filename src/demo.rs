@@ -276,19 +276,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let started = Instant::now();
     let bin = server_bin_dir()?;
     let user = server_user()?;
-    let root = std::env::temp_dir().join(format!("pgmigrate-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| setup(format!("{}: {e}", root.display())))?;
-    if let Some(u) = &user {
-        run_ok(
-            {
-                let mut c = Command::new("chown");
-                c.arg(u).arg(&root);
-                c
-            },
-            "chown of the demo directory",
-        )?;
-    }
+    let root = make_root(&user)?;
     let mut cleanup = Cleanup {
         root: root.clone(),
         servers: Vec::new(),
@@ -313,99 +301,19 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let (Some(source), Some(target)) = (cleanup.servers.first(), cleanup.servers.get(1)) else {
         return Err(setup("servers did not start"));
     };
-    let target = (target.sock.clone(), target.port);
     say(&format!(
         "  source server on port {}, target server on port {}",
-        source.port, target.1
+        source.port, target.port
     ));
-    say("  loading sample data: database shop (pgbench, scale 10) and inventory (200,000 items)");
-    source.psql("postgres", "CREATE DATABASE shop")?;
-    source.psql("postgres", "CREATE DATABASE inventory")?;
-    run_ok(
-        {
-            let mut c = source.client("pgbench");
-            c.args(["-i", "-s", "10", "-q", "shop"]);
-            c
-        },
-        "pgbench -i",
-    )?;
-    source.psql("inventory", INVENTORY)?;
-    // pgbench_history has no key; validation would (rightly) fail the
-    // online migration until the DBA applies its suggested fix, as here.
-    source.psql("shop", "ALTER TABLE pgbench_history REPLICA IDENTITY FULL")?;
-
+    load_sample_data(source)?;
     let state_dir = root.join("state");
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| setup(format!("{}: {e}", state_dir.display())))?;
-    let config_text = format!(
-        "name = \"demo\"\nmode = \"online\"\noption = \"validate-and-migrate\"\ndatabases = [\"shop\", \"inventory\"]\n\
-         state_dir = \"{}\"\nmetrics_listen = \"\"\n\n[source]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\nsslmode = \"disable\"\n\n\
-         [target]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\nsslmode = \"disable\"\n\n[copy]\njobs = 2\nindex_jobs = 2\n\n[apply]\nworkers = 2\n",
-        state_dir.display(),
-        source.sock.display(),
-        source.port,
-        target.0.display(),
-        target.1
-    );
-    let config_path = root.join("demo.toml");
-    std::fs::write(&config_path, &config_text)
-        .map_err(|e| setup(format!("{}: {e}", config_path.display())))?;
-    let config = Config::from_file(&config_path).map_err(|e| setup(e.to_string()))?;
-
+    let (config_path, config) = write_config(&root, &state_dir, source, target)?;
     say("  starting live writes on the source (pgbench on shop, item updates on inventory)");
-    let script = root.join("inventory.sql");
-    std::fs::write(&script, INVENTORY_WRITES)
-        .map_err(|e| setup(format!("{}: {e}", script.display())))?;
-    for (db, extra) in [
-        ("shop", vec!["-N".to_string()]),
-        (
-            "inventory",
-            vec!["-f".to_string(), script.display().to_string()],
-        ),
-    ] {
-        let mut c = source.client("pgbench");
-        c.args(["-n", "-c", "2", "-T", "900", "-R", "300"])
-            .args(extra)
-            .arg(db);
-        c.stdout(Stdio::null()).stderr(Stdio::null());
-        cleanup.writers.push(
-            c.spawn()
-                .map_err(|e| setup(format!("starting pgbench: {e}")))?,
-        );
-    }
+    start_writers(source, &root, &mut cleanup.writers)?;
 
-    let requests = Arc::new(Requests::default());
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    let name = config.name.clone();
-    let migration = {
-        let (config, path, requests) = (config.clone(), config_path.clone(), requests.clone());
-        tokio::spawn(async move { migration::run(config, &path, stop_rx, requests).await })
-    };
-
-    say("  migrating online (progress below on a terminal, in the log otherwise)");
-    let copied_at = drive(
-        &state_dir,
-        &name,
-        &migration,
-        &requests,
-        &mut cleanup.writers,
-    )
-    .await;
-    let outcome = migration
-        .await
-        .map_err(|e| setup(format!("migration task: {e}")))?
-        .map_err(|e| setup(e.to_string()))?;
-    if outcome != Outcome::Succeeded {
-        return Err(DemoError::Migration(outcome));
-    }
-    say("  verifying source against target…");
-    let report = crate::verify::verify(&config)
-        .await
-        .map_err(|e| setup(e.to_string()))?;
-    if !report.identical {
-        return Err(DemoError::Verify(crate::verify::render_text(&report)));
-    }
-    let state = StateStore::read(&state_dir, &name)
+    let (report, copied_at) =
+        migrate_and_verify(&config, &config_path, &state_dir, &mut cleanup.writers).await?;
+    let state = StateStore::read(&state_dir, &config.name)
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -422,6 +330,137 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         println!("  cleaned up: servers stopped, files removed");
     }
     Ok(())
+}
+
+/// A fresh directory for the demo's servers and files, owned by the OS user
+/// the servers run as (they must be able to create their sockets in it).
+fn make_root(user: &Option<String>) -> Result<PathBuf, DemoError> {
+    let root = std::env::temp_dir().join(format!("pgmigrate-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| setup(format!("{}: {e}", root.display())))?;
+    if let Some(u) = user {
+        run_ok(
+            {
+                let mut c = Command::new("chown");
+                c.arg(u).arg(&root);
+                c
+            },
+            "chown of the demo directory",
+        )?;
+    }
+    Ok(root)
+}
+
+/// Creates the two sample databases on the source.
+fn load_sample_data(source: &Server) -> Result<(), DemoError> {
+    say("  loading sample data: database shop (pgbench, scale 10) and inventory (200,000 items)");
+    source.psql("postgres", "CREATE DATABASE shop")?;
+    source.psql("postgres", "CREATE DATABASE inventory")?;
+    run_ok(
+        {
+            let mut c = source.client("pgbench");
+            c.args(["-i", "-s", "10", "-q", "shop"]);
+            c
+        },
+        "pgbench -i",
+    )?;
+    source.psql("inventory", INVENTORY)?;
+    // pgbench_history has no key; validation would (rightly) fail the
+    // online migration until the DBA applies its suggested fix, as here.
+    source.psql("shop", "ALTER TABLE pgbench_history REPLICA IDENTITY FULL")?;
+    Ok(())
+}
+
+/// Writes the demo's config file and reads it back through the normal
+/// parser, so the demo runs exactly what a user's file would.
+fn write_config(
+    root: &Path,
+    state_dir: &Path,
+    source: &Server,
+    target: &Server,
+) -> Result<(PathBuf, Config), DemoError> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| setup(format!("{}: {e}", state_dir.display())))?;
+    let config_text = format!(
+        "name = \"demo\"\nmode = \"online\"\noption = \"validate-and-migrate\"\ndatabases = [\"shop\", \"inventory\"]\n\
+         state_dir = \"{}\"\nmetrics_listen = \"\"\n\n[source]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\nsslmode = \"disable\"\n\n\
+         [target]\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\nsslmode = \"disable\"\n\n[copy]\njobs = 2\nindex_jobs = 2\n\n[apply]\nworkers = 2\n",
+        state_dir.display(),
+        source.sock.display(),
+        source.port,
+        target.sock.display(),
+        target.port
+    );
+    let config_path = root.join("demo.toml");
+    std::fs::write(&config_path, &config_text)
+        .map_err(|e| setup(format!("{}: {e}", config_path.display())))?;
+    let config = Config::from_file(&config_path).map_err(|e| setup(e.to_string()))?;
+    Ok((config_path, config))
+}
+
+/// Starts the pgbench writers that keep both databases busy during the
+/// migration, so the demo shows streaming catch-up rather than an idle copy.
+/// They go straight into `writers` so the cleanup stops them even if a
+/// later one fails to start.
+fn start_writers(source: &Server, root: &Path, writers: &mut Vec<Child>) -> Result<(), DemoError> {
+    let script = root.join("inventory.sql");
+    std::fs::write(&script, INVENTORY_WRITES)
+        .map_err(|e| setup(format!("{}: {e}", script.display())))?;
+    for (db, extra) in [
+        ("shop", vec!["-N".to_string()]),
+        (
+            "inventory",
+            vec!["-f".to_string(), script.display().to_string()],
+        ),
+    ] {
+        let mut c = source.client("pgbench");
+        c.args(["-n", "-c", "2", "-T", "900", "-R", "300"])
+            .args(extra)
+            .arg(db);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        writers.push(
+            c.spawn()
+                .map_err(|e| setup(format!("starting pgbench: {e}")))?,
+        );
+    }
+    Ok(())
+}
+
+/// Runs the migration to a successful cutover (driving it like a DBA would)
+/// and verifies the result. Returns the verify report and how long copy and
+/// catch-up took.
+async fn migrate_and_verify(
+    config: &Config,
+    config_path: &Path,
+    state_dir: &Path,
+    writers: &mut [Child],
+) -> Result<(crate::verify::VerifyReport, Option<Duration>), DemoError> {
+    let requests = Arc::new(Requests::default());
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let name = config.name.clone();
+    let migration = {
+        let (config, path, requests) =
+            (config.clone(), config_path.to_path_buf(), requests.clone());
+        tokio::spawn(async move { migration::run(config, &path, stop_rx, requests).await })
+    };
+
+    say("  migrating online (progress below on a terminal, in the log otherwise)");
+    let copied_at = drive(state_dir, &name, &migration, &requests, writers).await;
+    let outcome = migration
+        .await
+        .map_err(|e| setup(format!("migration task: {e}")))?
+        .map_err(|e| setup(e.to_string()))?;
+    if outcome != Outcome::Succeeded {
+        return Err(DemoError::Migration(outcome));
+    }
+    say("  verifying source against target…");
+    let report = crate::verify::verify(config)
+        .await
+        .map_err(|e| setup(e.to_string()))?;
+    if !report.identical {
+        return Err(DemoError::Verify(crate::verify::render_text(&report)));
+    }
+    Ok((report, copied_at))
 }
 
 /// Watches the migration: once the copy is done and the backlog applied,

@@ -235,62 +235,9 @@ fn load_config(path: &Path) -> Result<Config, u8> {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Demo { keep } => {
-            match pgmigrate::demo::run(pgmigrate::demo::DemoOptions { keep }).await {
-                Ok(()) => Ok(exit::OK),
-                Err(e) => {
-                    eprintln!("pgmigrate: {e}");
-                    Ok(exit::FAILED)
-                }
-            }
-        }
-        Command::Run { config } => {
-            let config_path = config.clone();
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            if let Err(e) = state_dir::check_writable(&config.state_dir) {
-                eprintln!("pgmigrate: {e}");
-                return Ok(exit::USAGE);
-            }
-            raise_open_files_limit();
-            let shutdown = shutdown_on_signals()?;
-            if let Some(addr) = config.metrics_listen {
-                // A busy port must not stop a migration: metrics are a view.
-                if let Err(e) = pgmigrate::metrics::install(addr) {
-                    tracing::warn!("metrics on {addr} disabled: {e}");
-                }
-            }
-            let requests = Arc::new(migration::Requests::default());
-            cutover_on_sigusr1(requests.clone())?;
-            let outcome = migration::run(config, &config_path, shutdown, requests)
-                .await
-                .context("migration")?;
-            Ok(match outcome {
-                Outcome::Succeeded | Outcome::Stopped => exit::OK,
-                Outcome::Failed => exit::FAILED,
-                Outcome::Canceled => exit::CANCELED,
-                Outcome::ValidationFailed => exit::VALIDATION_FAILED,
-            })
-        }
-        Command::Validate { config, json } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            let report = validate::validate(&config).await;
-            if json {
-                print!("{}", report.render_json()?);
-            } else {
-                print!("{}", report.render_table());
-            }
-            Ok(if report.failed() {
-                exit::VALIDATION_FAILED
-            } else {
-                exit::OK
-            })
-        }
+        Command::Demo { keep } => Ok(run_demo(keep).await),
+        Command::Run { config } => run_migration(config).await,
+        Command::Validate { config, json } => run_validate(config, json).await,
         Command::List {
             state_dir: dir,
             config,
@@ -326,30 +273,95 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             };
             cancel(&state_dir(dir), &name, drop_target_databases).await
         }
-        Command::Verify { config, json } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            let report = match verify::verify(&config).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("pgmigrate: {e}");
-                    return Ok(exit::FAILED);
-                }
-            };
-            if json {
-                print!("{}", verify::render_json(&report)?);
-            } else {
-                print!("{}", verify::render_text(&report));
-            }
-            Ok(if report.identical {
-                exit::OK
-            } else {
-                exit::DIFFERENCES
-            })
+        Command::Verify { config, json } => run_verify(config, json).await,
+    }
+}
+
+/// `demo`: its failure is reported, not an error of pgmigrate itself.
+async fn run_demo(keep: bool) -> u8 {
+    match pgmigrate::demo::run(pgmigrate::demo::DemoOptions { keep }).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("pgmigrate: {e}");
+            exit::FAILED
         }
     }
+}
+
+/// `run`: the daemon, until the migration ends or a signal stops it.
+async fn run_migration(config: PathBuf) -> anyhow::Result<u8> {
+    let config_path = config.clone();
+    let config = match load_config(&config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    if let Err(e) = state_dir::check_writable(&config.state_dir) {
+        eprintln!("pgmigrate: {e}");
+        return Ok(exit::USAGE);
+    }
+    raise_open_files_limit();
+    let shutdown = shutdown_on_signals()?;
+    if let Some(addr) = config.metrics_listen {
+        // A busy port must not stop a migration: metrics are a view.
+        if let Err(e) = pgmigrate::metrics::install(addr) {
+            tracing::warn!("metrics on {addr} disabled: {e}");
+        }
+    }
+    let requests = Arc::new(migration::Requests::default());
+    cutover_on_sigusr1(requests.clone())?;
+    let outcome = migration::run(config, &config_path, shutdown, requests)
+        .await
+        .context("migration")?;
+    Ok(match outcome {
+        Outcome::Succeeded | Outcome::Stopped => exit::OK,
+        Outcome::Failed => exit::FAILED,
+        Outcome::Canceled => exit::CANCELED,
+        Outcome::ValidationFailed => exit::VALIDATION_FAILED,
+    })
+}
+
+/// `validate`: the checks' report, failing the exit code if one failed.
+async fn run_validate(config: PathBuf, json: bool) -> anyhow::Result<u8> {
+    let config = match load_config(&config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let report = validate::validate(&config).await;
+    if json {
+        print!("{}", report.render_json()?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(if report.failed() {
+        exit::VALIDATION_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// `verify`: source against target, failing the exit code on a difference.
+async fn run_verify(config: PathBuf, json: bool) -> anyhow::Result<u8> {
+    let config = match load_config(&config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let report = match verify::verify(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgmigrate: {e}");
+            return Ok(exit::FAILED);
+        }
+    };
+    if json {
+        print!("{}", verify::render_json(&report)?);
+    } else {
+        print!("{}", verify::render_text(&report));
+    }
+    Ok(if report.identical {
+        exit::OK
+    } else {
+        exit::DIFFERENCES
+    })
 }
 
 /// `list`: the migrations under the state directory (of `--config`, else

@@ -119,29 +119,7 @@ impl DatabaseCopy<'_> {
         let db = self.db;
         let jobs = self.options.jobs.max(1);
         self.progress.set_phase(Phase::CopyingSchema);
-
-        // Import the snapshot in every copy session and dump the schema
-        // from it at the same time.
-        let import = async {
-            let mut sessions = Vec::with_capacity(jobs);
-            for _ in 0..jobs {
-                let mut c = self.open_copy_session(self.source, "source").await?;
-                slot::import(&mut c, db, snapshot).await?;
-                sessions.push(c);
-            }
-            Ok::<_, CopyError>(sessions)
-        };
-        let dump = SchemaArchive::dump(
-            self.tools,
-            self.source,
-            snapshot,
-            self.work_dir,
-            db,
-            !self.keep_owners,
-        );
-        let (sessions, archive) = tokio::join!(import, dump);
-        let mut sessions = sessions?;
-        let archive = archive?;
+        let (mut sessions, archive) = self.open_snapshot(snapshot, jobs).await?;
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
                 db: db.into(),
@@ -152,13 +130,7 @@ impl DatabaseCopy<'_> {
         let tables = catalog::tables(first, db).await?;
         let sequences = catalog::sequences(first, db).await?;
         let owners = owners::read(first, db).await?;
-        let block_size: u64 = first
-            .simple_query("SELECT current_setting('block_size')")
-            .await
-            .map_err(|e| CopyError::source(db, "reading block_size", e))?
-            .first()
-            .and_then(|r| r.parse(0).ok())
-            .unwrap_or(8192);
+        let block_size = block_size(first, db).await?;
         // TID range scans arrived in 14; before that a ctid range reads the
         // whole table, so splitting would multiply the work.
         let can_split = first.server_major() >= 14;
@@ -192,14 +164,75 @@ impl DatabaseCopy<'_> {
             log: Some(Arc::new(done_log::DoneLog::open(&log_path, db)?)),
             resuming: false,
         };
+        self.copy_rows(&run, done_rx, &mut sessions, plan.clone(), &options)
+            .await?;
+        (self.on_data_copied)();
+        post_data::build_remaining(plan, self.target, self.options.index_jobs, options, db).await?;
 
+        let Some(first) = sessions.first_mut() else {
+            return Err(CopyError::Unexpected {
+                db: db.into(),
+                message: "copy sessions lost".into(),
+            });
+        };
+        let summary = self
+            .finish(first, &mut target, &sequences, table_count)
+            .await?;
+        for mut s in sessions {
+            let _ = s.execute("COMMIT").await;
+            let _ = s.close().await;
+        }
+        let _ = target.close().await;
+        Ok(summary)
+    }
+
+    /// Opens `jobs` source sessions on the snapshot and dumps the schema
+    /// from it at the same time (the dump is the slow part).
+    async fn open_snapshot(
+        &self,
+        snapshot: &str,
+        jobs: usize,
+    ) -> Result<(Vec<Connection>, SchemaArchive), CopyError> {
+        let db = self.db;
+        let import = async {
+            let mut sessions = Vec::with_capacity(jobs);
+            for _ in 0..jobs {
+                let mut c = self.open_copy_session(self.source, "source").await?;
+                slot::import(&mut c, db, snapshot).await?;
+                sessions.push(c);
+            }
+            Ok::<_, CopyError>(sessions)
+        };
+        let dump = SchemaArchive::dump(
+            self.tools,
+            self.source,
+            snapshot,
+            self.work_dir,
+            db,
+            !self.keep_owners,
+        );
+        let (sessions, archive) = tokio::join!(import, dump);
+        Ok((sessions?, archive?))
+    }
+
+    /// Copies every unit's rows with one worker per source session, while
+    /// each table's own indexes are built as soon as its rows are in. The
+    /// source sessions come back into `sessions` (still in the snapshot).
+    async fn copy_rows(
+        &self,
+        run: &Arc<CopyRun>,
+        done_rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+        sessions: &mut Vec<Connection>,
+        plan: Arc<post_plan::PostDataPlan>,
+        options: &entry_runner::SessionOptions,
+    ) -> Result<(), CopyError> {
+        let db = self.db;
         let mut workers = tokio::task::JoinSet::new();
         for source in sessions.drain(..) {
             let target = self.open_copy_session(self.target, "target").await?;
             workers.spawn(run.clone().worker(source, target));
         }
         let mut per_table = {
-            let plan = plan.clone();
             let target = self.target.clone();
             let db = db.to_string();
             let index_jobs = self.options.index_jobs;
@@ -244,25 +277,7 @@ impl DatabaseCopy<'_> {
         if let Some(e) = first_err {
             return Err(e);
         }
-        indexes?;
-        (self.on_data_copied)();
-        post_data::build_remaining(plan, self.target, self.options.index_jobs, options, db).await?;
-
-        let Some(first) = sessions.first_mut() else {
-            return Err(CopyError::Unexpected {
-                db: db.into(),
-                message: "copy sessions lost".into(),
-            });
-        };
-        let summary = self
-            .finish(first, &mut target, &sequences, table_count)
-            .await?;
-        for mut s in sessions {
-            let _ = s.execute("COMMIT").await;
-            let _ = s.close().await;
-        }
-        let _ = target.close().await;
-        Ok(summary)
+        indexes
     }
 
     /// Sequences and large objects, the last steps of a copy (resumed or not).
@@ -283,4 +298,16 @@ impl DatabaseCopy<'_> {
             large_objects: los,
         })
     }
+}
+
+/// The source's block size, which turns a table's byte size into ctid
+/// ranges; 8192 (the default build) if the server does not say.
+async fn block_size(conn: &mut Connection, db: &str) -> Result<u64, CopyError> {
+    Ok(conn
+        .simple_query("SELECT current_setting('block_size')")
+        .await
+        .map_err(|e| CopyError::source(db, "reading block_size", e))?
+        .first()
+        .and_then(|r| r.parse(0).ok())
+        .unwrap_or(8192))
 }

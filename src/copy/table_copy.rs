@@ -345,38 +345,7 @@ impl CopyRun {
             context: context.to_string(),
             source: Box::new(source),
         };
-        let format = if t.binary_safe() {
-            "FORMAT binary"
-        } else {
-            "FORMAT text"
-        };
-        let cols = t.column_list();
-        let (out_sql, in_sql) = match unit.pages {
-            None => (
-                format!("COPY {} {cols} TO STDOUT ({format})", t.qualified()),
-                format!(
-                    "COPY {} {cols} FROM STDIN ({format}, FREEZE)",
-                    t.qualified()
-                ),
-            ),
-            Some((start, end)) => {
-                let select_cols = if cols.is_empty() {
-                    String::new()
-                } else {
-                    cols[1..cols.len() - 1].to_string()
-                };
-                let upper = end
-                    .map(|e| format!(" AND ctid < '({e},0)'::tid"))
-                    .unwrap_or_default();
-                (
-                    format!(
-                        "COPY (SELECT {select_cols} FROM ONLY {} WHERE ctid >= '({start},0)'::tid{upper}) TO STDOUT ({format})",
-                        t.qualified()
-                    ),
-                    format!("COPY {} {cols} FROM STDIN ({format})", t.qualified()),
-                )
-            }
-        };
+        let (out_sql, in_sql) = copy_statements(t, unit);
         let mut copy_in = target
             .copy_in(&in_sql)
             .await
@@ -442,6 +411,45 @@ impl CopyRun {
             });
         }
         Ok(target_rows)
+    }
+}
+
+/// The COPY TO on the source and COPY FROM on the target for one unit.
+/// Binary only where every column type is safe between any two servers. A
+/// whole table was truncated in this transaction, which makes FREEZE
+/// legal; a ctid range is not (its table is shared with other units).
+fn copy_statements(t: &Table, unit: CopyUnit) -> (String, String) {
+    let format = if t.binary_safe() {
+        "FORMAT binary"
+    } else {
+        "FORMAT text"
+    };
+    let cols = t.column_list();
+    match unit.pages {
+        None => (
+            format!("COPY {} {cols} TO STDOUT ({format})", t.qualified()),
+            format!(
+                "COPY {} {cols} FROM STDIN ({format}, FREEZE)",
+                t.qualified()
+            ),
+        ),
+        Some((start, end)) => {
+            let select_cols = if cols.is_empty() {
+                String::new()
+            } else {
+                cols[1..cols.len() - 1].to_string()
+            };
+            let upper = end
+                .map(|e| format!(" AND ctid < '({e},0)'::tid"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "COPY (SELECT {select_cols} FROM ONLY {} WHERE ctid >= '({start},0)'::tid{upper}) TO STDOUT ({format})",
+                    t.qualified()
+                ),
+                format!("COPY {} {cols} FROM STDIN ({format})", t.qualified()),
+            )
+        }
     }
 }
 

@@ -54,34 +54,9 @@ pub(super) async fn prepare(
 ) -> Result<Prepared, DbError> {
     let db = ctx.db.as_str();
     let cfg = &ctx.config;
-    let source_params = cfg.source.connect_params(db);
-    let mut source = Connection::connect(&source_params)
-        .await
-        .map_err(|e| match e.code() {
-            Some(INVALID_CATALOG_NAME) => DbError::Copy(CopyError::SourceDatabaseMissing {
-                db: db.to_string(),
-                server: source_params.target(),
-            }),
-            _ => DbError::Connect {
-                db: db.to_string(),
-                side: "source",
-                target: source_params.target(),
-                source: e,
-            },
-        })?;
+    let mut source = connect_source(&cfg.source, db).await?;
     let props = target_db::source_props(&mut source, db).await?;
-    let tools = PgTools::locate(cfg.pg_bin_dir.as_deref())
-        .await
-        .map_err(|e| CopyError::Tool {
-            db: db.to_string(),
-            source: e,
-        })?;
-    tools
-        .check_source(source.server_major())
-        .map_err(|e| CopyError::Tool {
-            db: db.to_string(),
-            source: e,
-        })?;
+    let tools = locate_tools(cfg.pg_bin_dir.as_deref(), db, source.server_major()).await?;
     let mut maint = connect_maintenance(&cfg.target)
         .await
         .map_err(|e| DbError::Connect {
@@ -124,6 +99,60 @@ pub(super) async fn prepare(
         }
     }
     let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
+    create_target(ctx, &mut maint, db, &props).await?;
+    let target_oid = target_db::oid(&mut maint, db).await?;
+    Ok(Prepared {
+        source,
+        props,
+        tools,
+        keep_owners,
+        target_oid,
+        data_copied: false,
+    })
+}
+
+/// A session on the source database; a missing database is said as such,
+/// not as a failed connection.
+async fn connect_source(endpoint: &Endpoint, db: &str) -> Result<Connection, DbError> {
+    let source_params = endpoint.connect_params(db);
+    Connection::connect(&source_params)
+        .await
+        .map_err(|e| match e.code() {
+            Some(INVALID_CATALOG_NAME) => DbError::Copy(CopyError::SourceDatabaseMissing {
+                db: db.to_string(),
+                server: source_params.target(),
+            }),
+            _ => DbError::Connect {
+                db: db.to_string(),
+                side: "source",
+                target: source_params.target(),
+                source: e,
+            },
+        })
+}
+
+/// pg_dump and pg_restore, new enough to dump a source of `source_major`.
+async fn locate_tools(
+    bin_dir: Option<&std::path::Path>,
+    db: &str,
+    source_major: u32,
+) -> Result<PgTools, CopyError> {
+    let tool_error = |e| CopyError::Tool {
+        db: db.to_string(),
+        source: e,
+    };
+    let tools = PgTools::locate(bin_dir).await.map_err(tool_error)?;
+    tools.check_source(source_major).map_err(tool_error)?;
+    Ok(tools)
+}
+
+/// Creates the target database, recording around it whose it is.
+async fn create_target(
+    ctx: &DbContext,
+    maint: &mut Connection,
+    db: &str,
+    props: &DatabaseProps,
+) -> Result<(), DbError> {
     // Recorded before CREATE DATABASE (the name was free a moment ago): a
     // kill between the two must leave a restart that knows the database is
     // its own to drop and recreate, not someone else's to refuse.
@@ -134,22 +163,14 @@ pub(super) async fn prepare(
     })
     .await?;
     crate::chaos::point("target-database-recorded").await;
-    if let Err(e) = target_db::create(&mut maint, db, &props).await {
+    if let Err(e) = target_db::create(maint, db, props).await {
         // Not created (a race took the name, or the target refused): it is
         // not ours, and cancel must not drop it.
         ctx.record(|r| r.target_database_created = false).await?;
         return Err(e.into());
     }
     crate::chaos::point("target-database-created").await;
-    let target_oid = target_db::oid(&mut maint, db).await?;
-    Ok(Prepared {
-        source,
-        props,
-        tools,
-        keep_owners,
-        target_oid,
-        data_copied: false,
-    })
+    Ok(())
 }
 
 /// Before anything that creates or drops a database on the "target": the

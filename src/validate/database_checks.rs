@@ -19,18 +19,28 @@ pub fn source_only(
     keyless: &KeylessPolicy,
     target_superuser: Option<bool>,
 ) -> Vec<ValidationCheck> {
-    let db = &d.name;
     let superuser = source.is_some_and(|s| s.superuser);
     let user = source.map(|s| s.user.as_str()).unwrap_or("the source user");
-    let mut out = Vec::new();
-
-    out.push(table_read(d, user));
-    out.push(publication(d, superuser, user, mode));
-    out.push(identity_equality(d, mode));
-
+    let mut out = vec![
+        table_read(d, user),
+        publication(d, superuser, user, mode),
+        identity_equality(d, mode),
+    ];
     out.extend(super::keyless_checks::keyless(d, mode, keyless));
+    out.extend([
+        unlogged_tables(d),
+        large_objects(d, mode),
+        user_casts(d, target_superuser),
+        tablespaces(d),
+        not_carried(d),
+    ]);
+    out
+}
 
-    out.push(if d.unlogged.is_empty() {
+/// Unlogged tables write no WAL, so only their snapshot reaches the target.
+fn unlogged_tables(d: &SourceDatabase) -> ValidationCheck {
+    let db = &d.name;
+    if d.unlogged.is_empty() {
         pass(
             check::UNLOGGED_TABLES,
             format!("database \"{db}\": no unlogged tables"),
@@ -45,9 +55,14 @@ pub fn source_only(
             ),
             "ALTER TABLE … SET LOGGED; on the source if their later changes matter",
         )
-    });
+    }
+}
 
-    out.push(match (d.large_objects, mode) {
+/// Large objects are copied with the snapshot only: logical decoding does not
+/// carry their later changes.
+fn large_objects(d: &SourceDatabase, mode: Mode) -> ValidationCheck {
+    let db = &d.name;
+    match (d.large_objects, mode) {
         (0, _) => pass(
             check::LARGE_OBJECTS,
             format!("database \"{db}\": no large objects"),
@@ -64,9 +79,13 @@ pub fn source_only(
             ),
             "avoid changing large objects during the migration, or move them into bytea columns",
         ),
-    });
+    }
+}
 
-    out.push(match (d.casts.is_empty(), target_superuser) {
+/// A cast on a type the target user does not own needs a superuser there.
+fn user_casts(d: &SourceDatabase, target_superuser: Option<bool>) -> ValidationCheck {
+    let db = &d.name;
+    match (d.casts.is_empty(), target_superuser) {
         (true, _) => pass(
             check::USER_CASTS,
             format!("database \"{db}\": no user-defined casts"),
@@ -88,9 +107,13 @@ pub fn source_only(
             ),
             "migrate as a superuser on the target, or create these casts there beforehand",
         ),
-    });
+    }
+}
 
-    out.push(if d.tablespace_objects.is_empty() {
+/// Tablespaces are not carried: everything lands in the target's default.
+fn tablespaces(d: &SourceDatabase) -> ValidationCheck {
+    let db = &d.name;
+    if d.tablespace_objects.is_empty() {
         pass(
             check::TABLESPACES,
             format!("database \"{db}\": everything is in the default tablespace"),
@@ -105,8 +128,13 @@ pub fn source_only(
             ),
             "after the migration, ALTER TABLE/INDEX … SET TABLESPACE on the target if needed",
         )
-    });
-    out.push(if d.not_carried.is_empty() {
+    }
+}
+
+/// What pg_dump/pg_restore as pgmigrate runs them leave behind.
+fn not_carried(d: &SourceDatabase) -> ValidationCheck {
+    let db = &d.name;
+    if d.not_carried.is_empty() {
         pass(
             check::NOT_CARRIED,
             format!("database \"{db}\": nothing that the migration cannot carry"),
@@ -121,8 +149,7 @@ pub fn source_only(
             ),
             "recreate subscriptions and security labels on the target after the migration; an inheritance child's columns come in its parent's order there (see the README)",
         )
-    });
-    out
+    }
 }
 
 /// SELECT on every table and sequence, USAGE on their schemas; the fix

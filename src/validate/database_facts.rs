@@ -116,43 +116,8 @@ impl SourceDatabase {
         let can_create = r.bool(1)?;
         let large_objects = r.parse(2)?;
 
-        let rows = conn
-            .simple_query(&format!(
-                "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(n.nspname), \
-                 has_schema_privilege(n.oid, 'USAGE'), has_table_privilege(c.oid, 'SELECT') \
-                 {RELATIONS} WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'm', 'S') \
-                 AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT')) \
-                 ORDER BY 1"
-            ))
-            .await?;
-        let mut read = ReadGrants::default();
-        let mut seen = std::collections::HashSet::new();
-        for r in &rows {
-            let name = r.str(0)?.to_string();
-            let schema = r.str(1)?.to_string();
-            if !r.bool(2)? && seen.insert(schema.clone()) {
-                read.schemas_without_usage.push(schema);
-            }
-            if !r.bool(3)? {
-                read.without_select.push(name.clone());
-            }
-            read.unreadable.push(name);
-        }
-        let rows = conn
-            .simple_query(&format!(
-                "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(pg_catalog.pg_get_userbyid(c.relowner)) \
-                 {RELATIONS} WHERE {USER_RELATION} \
-                 AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' \
-                 AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
-            ))
-            .await?;
-        let mut not_owned = Vec::new();
-        let mut foreign_owners = std::collections::BTreeSet::new();
-        for r in &rows {
-            not_owned.push(r.str(0)?.to_string());
-            foreign_owners.insert(r.str(1)?.to_string());
-        }
-        let foreign_owners: Vec<String> = foreign_owners.into_iter().collect();
+        let read = read_grants(conn).await?;
+        let (not_owned, foreign_owners) = read_not_owned(conn).await?;
         let without_identity = crate::stream::publication::keyless_tables(conn).await?;
         let (key_without_equality, full_without_equality) = identity_without_equality(conn).await?;
         let unlogged = names(
@@ -173,31 +138,8 @@ impl SourceDatabase {
              ORDER BY 1",
         )
         .await?;
-        let mut tablespace_objects = names(
-            conn,
-            "SELECT 'database ' || quote_ident(d.datname) || ' (' || t.spcname || ')' \
-             FROM pg_catalog.pg_database d JOIN pg_catalog.pg_tablespace t ON t.oid = d.dattablespace \
-             WHERE d.datname = current_database() AND t.spcname <> 'pg_default'",
-        )
-        .await?;
-        tablespace_objects.extend(
-            names(
-                conn,
-                &format!(
-                    "SELECT format('%I.%I (%s)', n.nspname, c.relname, t.spcname) {RELATIONS} \
-                     JOIN pg_catalog.pg_tablespace t ON t.oid = c.reltablespace \
-                     WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'm', 'i', 'I') ORDER BY 1"
-                ),
-            )
-            .await?,
-        );
-        let rows = conn
-            .simple_query("SELECT extname, extversion FROM pg_catalog.pg_extension ORDER BY 1")
-            .await?;
-        let extensions = rows
-            .iter()
-            .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string())))
-            .collect::<Result<_, ConnError>>()?;
+        let tablespace_objects = read_tablespace_objects(conn).await?;
+        let extensions = read_extensions(conn).await?;
         let collations = read_collations(conn).await?;
         let not_carried = names(conn, &not_carried_sql()).await?;
         Ok(SourceDatabase {
@@ -226,6 +168,89 @@ impl SourceDatabase {
             not_carried,
         })
     }
+}
+
+/// The tables and sequences the user cannot read, split by the grant that
+/// is missing, so the hint names the right one (USAGE on the schema or
+/// SELECT on the table).
+async fn read_grants(conn: &mut Connection) -> Result<ReadGrants, ConnError> {
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(n.nspname), \
+             has_schema_privilege(n.oid, 'USAGE'), has_table_privilege(c.oid, 'SELECT') \
+             {RELATIONS} WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'm', 'S') \
+             AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT')) \
+             ORDER BY 1"
+        ))
+        .await?;
+    let mut read = ReadGrants::default();
+    let mut seen = std::collections::HashSet::new();
+    for r in &rows {
+        let name = r.str(0)?.to_string();
+        let schema = r.str(1)?.to_string();
+        if !r.bool(2)? && seen.insert(schema.clone()) {
+            read.schemas_without_usage.push(schema);
+        }
+        if !r.bool(3)? {
+            read.without_select.push(name.clone());
+        }
+        read.unreadable.push(name);
+    }
+    Ok(read)
+}
+
+/// Tables the user does not own, and their owners: a publication listing
+/// them needs ownership, and membership in the owning role is enough.
+async fn read_not_owned(conn: &mut Connection) -> Result<(Vec<String>, Vec<String>), ConnError> {
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(pg_catalog.pg_get_userbyid(c.relowner)) \
+             {RELATIONS} WHERE {USER_RELATION} \
+             AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' \
+             AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
+        ))
+        .await?;
+    let mut not_owned = Vec::new();
+    let mut foreign_owners = std::collections::BTreeSet::new();
+    for r in &rows {
+        not_owned.push(r.str(0)?.to_string());
+        foreign_owners.insert(r.str(1)?.to_string());
+    }
+    Ok((not_owned, foreign_owners.into_iter().collect()))
+}
+
+/// The database and the relations outside the default tablespace, which
+/// the target may not have.
+async fn read_tablespace_objects(conn: &mut Connection) -> Result<Vec<String>, ConnError> {
+    let mut tablespace_objects = names(
+        conn,
+        "SELECT 'database ' || quote_ident(d.datname) || ' (' || t.spcname || ')' \
+         FROM pg_catalog.pg_database d JOIN pg_catalog.pg_tablespace t ON t.oid = d.dattablespace \
+         WHERE d.datname = current_database() AND t.spcname <> 'pg_default'",
+    )
+    .await?;
+    tablespace_objects.extend(
+        names(
+            conn,
+            &format!(
+                "SELECT format('%I.%I (%s)', n.nspname, c.relname, t.spcname) {RELATIONS} \
+                 JOIN pg_catalog.pg_tablespace t ON t.oid = c.reltablespace \
+                 WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'm', 'i', 'I') ORDER BY 1"
+            ),
+        )
+        .await?,
+    );
+    Ok(tablespace_objects)
+}
+
+/// `(name, version)` of each installed extension.
+async fn read_extensions(conn: &mut Connection) -> Result<Vec<(String, String)>, ConnError> {
+    let rows = conn
+        .simple_query("SELECT extname, extversion FROM pg_catalog.pg_extension ORDER BY 1")
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string())))
+        .collect::<Result<_, ConnError>>()
 }
 
 /// Objects pg_dump/pg_restore as pgmigrate runs them leave behind:

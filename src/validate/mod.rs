@@ -133,20 +133,46 @@ pub async fn validate(config: &Config) -> ValidationReport {
     checks.extend(target.connectivity);
     let s = source.server.as_ref();
     let t = target.server.as_ref();
-    let source_major = s.map(|s| s.major);
+    checks.extend(server_wide(config, s, t, &tools, &source.databases));
+    if let Some(skipped) = source.skipped {
+        checks.push(skipped);
+    }
+    if let Some(skipped) = target.skipped {
+        checks.push(skipped);
+    }
+    for db in &config.databases {
+        let outcome = source
+            .databases
+            .iter()
+            .find(|(name, _)| name == db)
+            .map(|(_, r)| r);
+        checks.extend(one_database(config, db, outcome, s, t));
+    }
+    ValidationReport { checks }
+}
 
+/// The checks of each server that could be read, and of the two together.
+/// The target's disk check needs the sizes of the databases read.
+fn server_wide(
+    config: &Config,
+    s: Option<&SourceServer>,
+    t: Option<&TargetServer>,
+    tools: &Result<PgTools, crate::copy::pg_tools::ToolError>,
+    databases: &[(String, DbRead)],
+) -> Vec<ValidationCheck> {
+    let mut checks = Vec::new();
+    let source_major = s.map(|s| s.major);
     if let Some(s) = s {
         checks.push(server_checks::source_version(s));
     }
     if let Some(t) = t {
         checks.push(server_checks::target_version(source_major, t));
     }
-    checks.push(server_checks::pg_tools_version(&tools, source_major));
+    checks.push(server_checks::pg_tools_version(tools, source_major));
     if let Some(s) = s {
         checks.extend(server_checks::source_server(s, config));
     }
-    let read: Vec<&SourceDatabase> = source
-        .databases
+    let read: Vec<&SourceDatabase> = databases
         .iter()
         .filter_map(|(_, r)| match r {
             DbRead::Read(d) => Some(d.as_ref()),
@@ -167,77 +193,58 @@ pub async fn validate(config: &Config) -> ValidationReport {
             checks.push(server_checks::target_disk_space(t, needed, free));
         }
     }
-    if let Some(skipped) = source.skipped {
-        checks.push(skipped);
-    }
-    if let Some(skipped) = target.skipped {
-        checks.push(skipped);
-    }
+    checks
+}
 
-    for db in &config.databases {
-        let outcome = source
-            .databases
-            .iter()
-            .find(|(name, _)| name == db)
-            .map(|(_, r)| r);
-        match outcome {
-            Some(DbRead::Read(d)) => {
-                checks.push(pass(
-                    check::SOURCE_DATABASE_EXISTS,
-                    format!(
-                        "database \"{db}\" exists on the source ({})",
-                        human_bytes(d.size_bytes)
-                    ),
-                ));
-                if let Some(t) = t {
-                    checks.push(server_checks::target_database_absent(
-                        t,
-                        db,
-                        config.overwrite_target,
-                    ));
-                }
-                checks.extend(database_checks::source_only(
-                    d,
-                    s,
-                    config.mode,
-                    &config.keyless,
-                    t.map(|t| t.superuser),
-                ));
-                if let Some(t) = t {
-                    checks.extend(database_checks::against_target(d, t));
-                }
-            }
-            Some(other) => {
-                checks.extend(other.failure(db, &config.source));
-                if let Some(t) = t {
-                    checks.push(server_checks::target_database_absent(
-                        t,
-                        db,
-                        config.overwrite_target,
-                    ));
-                }
-                checks.push(fail(
-                    check::DATABASE_CHECKS_SKIPPED,
-                    format!(
-                        "database \"{db}\": its checks were not run ({})",
-                        DATABASE_IDS.join(", ")
-                    ),
-                    "fix the problem above and validate again",
-                ));
-            }
-            // No session to the source at all: its skipped line covers this.
-            None => {
-                if let Some(t) = t {
-                    checks.push(server_checks::target_database_absent(
-                        t,
-                        db,
-                        config.overwrite_target,
-                    ));
-                }
+/// The checks of one configured database, given what reading it on the
+/// source gave (`None`: no session to the source at all).
+fn one_database(
+    config: &Config,
+    db: &str,
+    outcome: Option<&DbRead>,
+    s: Option<&SourceServer>,
+    t: Option<&TargetServer>,
+) -> Vec<ValidationCheck> {
+    let mut checks = Vec::new();
+    let absent =
+        |t: &TargetServer| server_checks::target_database_absent(t, db, config.overwrite_target);
+    match outcome {
+        Some(DbRead::Read(d)) => {
+            checks.push(pass(
+                check::SOURCE_DATABASE_EXISTS,
+                format!(
+                    "database \"{db}\" exists on the source ({})",
+                    human_bytes(d.size_bytes)
+                ),
+            ));
+            checks.extend(t.map(absent));
+            checks.extend(database_checks::source_only(
+                d,
+                s,
+                config.mode,
+                &config.keyless,
+                t.map(|t| t.superuser),
+            ));
+            if let Some(t) = t {
+                checks.extend(database_checks::against_target(d, t));
             }
         }
+        Some(other) => {
+            checks.extend(other.failure(db, &config.source));
+            checks.extend(t.map(absent));
+            checks.push(fail(
+                check::DATABASE_CHECKS_SKIPPED,
+                format!(
+                    "database \"{db}\": its checks were not run ({})",
+                    DATABASE_IDS.join(", ")
+                ),
+                "fix the problem above and validate again",
+            ));
+        }
+        // No session to the source at all: its skipped line covers this.
+        None => checks.extend(t.map(absent)),
     }
-    ValidationReport { checks }
+    checks
 }
 
 /// Per-database checks that need a session on the source database.

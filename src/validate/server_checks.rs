@@ -108,8 +108,19 @@ pub fn pg_tools_version(
 /// Everything about the source server as a whole.
 pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> {
     let needed = config.databases.len() as u64;
-    let mut out = Vec::new();
-    out.push(if s.wal_level == "logical" {
+    vec![
+        wal_level(s),
+        replication_slots(s, needed),
+        wal_senders(s, needed),
+        max_slot_wal_keep_size(s),
+        replication_privilege(s),
+        open_transactions(s),
+    ]
+}
+
+/// Logical decoding, which the streaming needs, only runs at `wal_level = logical`.
+fn wal_level(s: &SourceServer) -> ValidationCheck {
+    if s.wal_level == "logical" {
         pass(
             check::SOURCE_WAL_LEVEL,
             format!("source {}: wal_level = logical", s.server),
@@ -123,11 +134,15 @@ pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> 
             ),
             "ALTER SYSTEM SET wal_level = logical; then restart the source server",
         )
-    });
+    }
+}
+
+/// One free replication slot per database.
+fn replication_slots(s: &SourceServer, needed: u64) -> ValidationCheck {
     let free_slots = s
         .max_replication_slots
         .saturating_sub(s.used_replication_slots);
-    out.push(if free_slots >= needed {
+    if free_slots >= needed {
         pass(
             check::SOURCE_REPLICATION_SLOTS,
             format!(
@@ -147,9 +162,13 @@ pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> 
                 s.used_replication_slots + needed
             ),
         )
-    });
+    }
+}
+
+/// One free WAL sender per database, for its stream.
+fn wal_senders(s: &SourceServer, needed: u64) -> ValidationCheck {
     let free_senders = s.max_wal_senders.saturating_sub(s.used_wal_senders);
-    out.push(if free_senders >= needed {
+    if free_senders >= needed {
         pass(
             check::SOURCE_WAL_SENDERS,
             format!(
@@ -169,8 +188,12 @@ pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> 
                 s.used_wal_senders + needed
             ),
         )
-    });
-    out.push(match s.max_slot_wal_keep_size_mb {
+    }
+}
+
+/// Warns when nothing bounds the WAL a stalled slot retains on the source.
+fn max_slot_wal_keep_size(s: &SourceServer) -> ValidationCheck {
+    match s.max_slot_wal_keep_size_mb {
         None => warn(
             check::SOURCE_MAX_SLOT_WAL_KEEP_SIZE,
             format!(
@@ -194,15 +217,23 @@ pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> 
                 s.server
             ),
         ),
-    });
-    out.push(if s.superuser || s.replication {
+    }
+}
+
+/// Creating a replication slot needs REPLICATION (or SUPERUSER).
+fn replication_privilege(s: &SourceServer) -> ValidationCheck {
+    if s.superuser || s.replication {
         pass(
             check::SOURCE_REPLICATION_PRIVILEGE,
             format!(
                 "source {}: user \"{}\" has {}",
                 s.server,
                 s.user,
-                if s.superuser { "SUPERUSER" } else { "REPLICATION" }
+                if s.superuser {
+                    "SUPERUSER"
+                } else {
+                    "REPLICATION"
+                }
             ),
         )
     } else {
@@ -217,9 +248,7 @@ pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> 
                 crate::conn::quote_ident(&s.user)
             ),
         )
-    });
-    out.push(open_transactions(s));
-    out
+    }
 }
 
 fn open_transactions(s: &SourceServer) -> ValidationCheck {
@@ -267,7 +296,6 @@ fn open_transactions(s: &SourceServer) -> ValidationCheck {
     )
 }
 
-/// Everything about the target server as a whole.
 /// Refuses a target that is the source server itself, however it is
 /// addressed: every database would "already exist" there, and overwriting
 /// it would drop the source.
@@ -289,9 +317,9 @@ pub fn target_not_source(s: &SourceServer, t: &TargetServer) -> ValidationCheck 
     }
 }
 
+/// Everything about the target server as a whole.
 pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> {
     let mut out = vec![create_database(t, config)];
-    let user = crate::conn::quote_ident(&t.user);
     if config.mode == Mode::Offline {
         for id in [
             check::TARGET_SESSION_REPLICATION_ROLE,
@@ -305,7 +333,17 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
         }
         return out;
     }
-    out.push(if t.can_set_replication_role {
+    out.push(session_replication_role(t));
+    out.push(replication_origins(t));
+    out.push(replication_origin_capacity(t, config));
+    out
+}
+
+/// Applying changes sets `session_replication_role = replica`, so that
+/// the target's triggers and foreign-key checks do not fire on replicated rows.
+fn session_replication_role(t: &TargetServer) -> ValidationCheck {
+    let user = crate::conn::quote_ident(&t.user);
+    if t.can_set_replication_role {
         pass(
             check::TARGET_SESSION_REPLICATION_ROLE,
             format!(
@@ -322,8 +360,14 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
             ),
             format!("GRANT SET ON PARAMETER session_replication_role TO {user};"),
         )
-    });
-    out.push(if t.origin_functions_denied.is_empty() {
+    }
+}
+
+/// The workers track their progress in replication origins, atomically
+/// with the changes they apply.
+fn replication_origins(t: &TargetServer) -> ValidationCheck {
+    let user = crate::conn::quote_ident(&t.user);
+    if t.origin_functions_denied.is_empty() {
         pass(
             check::TARGET_REPLICATION_ORIGINS,
             format!(
@@ -347,14 +391,18 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
             ),
             format!("{} or use a superuser", grants.join(" ")),
         )
-    });
+    }
+}
+
+/// One origin per apply worker and database must fit beside those in use.
+fn replication_origin_capacity(t: &TargetServer, config: &Config) -> ValidationCheck {
     let needed = (config.apply.workers * config.databases.len()) as u64;
     let setting = if t.major >= 18 {
         "max_active_replication_origins"
     } else {
         "max_replication_slots"
     };
-    out.push(match t.origins_in_use {
+    match t.origins_in_use {
         None => warn(
             check::TARGET_REPLICATION_ORIGIN_CAPACITY,
             format!(
@@ -391,8 +439,7 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
                 used + needed
             ),
         ),
-    });
-    out
+    }
 }
 
 fn create_database(t: &TargetServer, config: &Config) -> ValidationCheck {

@@ -80,6 +80,18 @@ pub fn normalize_locale(locale: &str) -> String {
 impl TargetServer {
     /// Reads the facts through `conn`.
     pub async fn read(conn: &mut Connection) -> Result<TargetServer, ConnError> {
+        let mut facts = TargetServer::read_settings(conn).await?;
+        facts.identity = ServerIdentity::read(conn).await?;
+        facts.read_origins(conn).await?;
+        facts.read_databases(conn).await?;
+        facts.read_extensions(conn).await?;
+        facts.read_collations(conn).await?;
+        Ok(facts)
+    }
+
+    /// The login role, its privileges and the server settings, in one
+    /// query; the rest of the facts start empty.
+    async fn read_settings(conn: &mut Connection) -> Result<TargetServer, ConnError> {
         let major = conn.server_major();
         let srr = if major >= 15 {
             "has_parameter_privilege('session_replication_role', 'SET')"
@@ -107,7 +119,7 @@ impl TargetServer {
             Some(dir) => Some((dir.to_string(), r.parse(7)?, r.parse(8)?)),
             None => None,
         };
-        let mut facts = TargetServer {
+        Ok(TargetServer {
             server: conn.connect_params().target(),
             major,
             version: conn.parameter("server_version").unwrap_or("").to_string(),
@@ -119,8 +131,11 @@ impl TargetServer {
             has_icu: r.bool(5)?,
             data_directory,
             ..TargetServer::default()
-        };
-        facts.identity = ServerIdentity::read(conn).await?;
+        })
+    }
+
+    /// Whether the user may use replication origins, and how many are in use.
+    async fn read_origins(&mut self, conn: &mut Connection) -> Result<(), ConnError> {
         let list = ORIGIN_FUNCTIONS
             .iter()
             .map(|f| format!("'{f}'"))
@@ -133,10 +148,10 @@ impl TargetServer {
                  AND NOT has_function_privilege(p.oid, 'EXECUTE') ORDER BY 1"
             ))
             .await?;
-        facts.origin_functions_denied = super::source_facts::strings(&rows, 0)?;
+        self.origin_functions_denied = super::source_facts::strings(&rows, 0)?;
         // Only privileged roles may list origin progress; without it the
         // capacity check says it could not count.
-        facts.origins_in_use = match conn
+        self.origins_in_use = match conn
             .simple_query("SELECT count(*) FROM pg_catalog.pg_replication_origin_status")
             .await
         {
@@ -144,6 +159,11 @@ impl TargetServer {
             Err(e) if e.code() == Some(crate::conn::sqlstate::INSUFFICIENT_PRIVILEGE) => None,
             Err(e) => return Err(e),
         };
+        Ok(())
+    }
+
+    /// Every database, whether the user owns it, and its locales.
+    async fn read_databases(&mut self, conn: &mut Connection) -> Result<(), ConnError> {
         for r in conn
             .simple_query(
                 "SELECT datname, pg_has_role(datdba, 'USAGE'), datcollate, datctype \
@@ -151,10 +171,15 @@ impl TargetServer {
             )
             .await?
         {
-            facts.databases.insert(r.str(0)?.to_string(), r.bool(1)?);
-            facts.locales.insert(normalize_locale(r.str(2)?));
-            facts.locales.insert(normalize_locale(r.str(3)?));
+            self.databases.insert(r.str(0)?.to_string(), r.bool(1)?);
+            self.locales.insert(normalize_locale(r.str(2)?));
+            self.locales.insert(normalize_locale(r.str(3)?));
         }
+        Ok(())
+    }
+
+    /// The extensions the target could install, with every version.
+    async fn read_extensions(&mut self, conn: &mut Connection) -> Result<(), ConnError> {
         for r in conn
             .simple_query(
                 "SELECT e.name, coalesce(e.default_version, ''), v.version \
@@ -163,12 +188,17 @@ impl TargetServer {
             )
             .await?
         {
-            let entry = facts
+            let entry = self
                 .extensions
                 .entry(r.str(0)?.to_string())
                 .or_insert_with(|| (r.str(1).unwrap_or("").to_string(), BTreeSet::new()));
             entry.1.insert(r.str(2)?.to_string());
         }
+        Ok(())
+    }
+
+    /// The collations and the libc locales they name.
+    async fn read_collations(&mut self, conn: &mut Connection) -> Result<(), ConnError> {
         for r in conn
             .simple_query(
                 "SELECT n.nspname, c.collname, pg_catalog.pg_encoding_to_char(c.collencoding), \
@@ -177,16 +207,16 @@ impl TargetServer {
             )
             .await?
         {
-            facts
+            self
                 .collations
                 .entry((r.str(0)?.to_string(), r.str(1)?.to_string()))
                 .or_default()
                 .insert(r.str(2)?.to_string());
             if r.str(3)? == "c" {
-                facts.locales.insert(normalize_locale(r.str(4)?));
+                self.locales.insert(normalize_locale(r.str(4)?));
             }
         }
-        Ok(facts)
+        Ok(())
     }
 }
 
