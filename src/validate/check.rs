@@ -73,6 +73,8 @@ pub const TABLESPACES: &str = "tablespaces";
 /// Objects the migration cannot carry (subscriptions, security labels,
 /// inheritance children's column order).
 pub const NOT_CARRIED: &str = "not_carried";
+/// The source's lock table holds a lock on every table at once.
+pub const SOURCE_LOCK_CAPACITY: &str = "source_lock_capacity";
 /// Checks of the source server that could not run (no connection).
 pub const SOURCE_CHECKS_SKIPPED: &str = "source_checks_skipped";
 /// Checks of the target server that could not run (no connection).

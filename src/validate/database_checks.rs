@@ -34,7 +34,41 @@ pub fn source_only(
         tablespaces(d),
         not_carried(d),
     ]);
+    out.extend(source.map(|s| lock_capacity(d, s)));
     out
+}
+
+/// pg_dump holds a lock on every table of the database in one transaction,
+/// and the copy sessions together hold one more on each while their
+/// snapshot lives: a lock table smaller than that fails the migration
+/// with "out of shared memory" (SQLSTATE 53200) partway through.
+fn lock_capacity(d: &SourceDatabase, s: &SourceServer) -> ValidationCheck {
+    let db = &d.name;
+    let n = d.lockable_relations;
+    let needed = 2 * n + 1_000;
+    if needed <= s.lock_capacity {
+        return pass(
+            check::SOURCE_LOCK_CAPACITY,
+            format!(
+                "database \"{db}\": {n} tables to lock, the lock table holds {}",
+                s.lock_capacity
+            ),
+        );
+    }
+    let slots = (s.lock_capacity / s.max_locks_per_transaction.max(1)).max(1);
+    let per_transaction = needed.div_ceil(slots).next_power_of_two();
+    let message = format!(
+        "database \"{db}\": {n} tables, each locked by pg_dump and by a copy session at once, but the lock table holds {} (max_locks_per_transaction {} × connection slots {slots})",
+        s.lock_capacity, s.max_locks_per_transaction
+    );
+    let fix = format!(
+        "ALTER SYSTEM SET max_locks_per_transaction = {per_transaction}; on the source, then restart it"
+    );
+    if n > s.lock_capacity {
+        fail(check::SOURCE_LOCK_CAPACITY, message, fix)
+    } else {
+        warn(check::SOURCE_LOCK_CAPACITY, message, fix)
+    }
 }
 
 /// Unlogged tables write no WAL, so only their snapshot reaches the target.

@@ -66,6 +66,9 @@ pub struct SourceDatabase {
     pub full_without_equality: Vec<String>,
     /// Unlogged tables.
     pub unlogged: Vec<String>,
+    /// Tables, partitions, materialized views and foreign tables: pg_dump
+    /// and the copy sessions each hold a lock on every one of them at once.
+    pub lockable_relations: u64,
     /// Number of large objects.
     pub large_objects: u64,
     /// User-defined casts, `source AS target`.
@@ -108,13 +111,19 @@ impl SourceDatabase {
             .simple_query(
                 "SELECT pg_catalog.pg_database_size(current_database()), \
                  has_database_privilege(current_database(), 'CREATE'), \
-                 (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata)",
+                 (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata), \
+                 (SELECT count(*) FROM pg_catalog.pg_class c \
+                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE c.relkind IN ('r', 'p', 'm', 'f') \
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                  AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_')",
             )
             .await?;
         let r = first(&rows, "the database size")?;
         let size_bytes = r.parse(0)?;
         let can_create = r.bool(1)?;
         let large_objects = r.parse(2)?;
+        let lockable_relations = r.parse(3)?;
 
         let read = read_grants(conn).await?;
         let (not_owned, foreign_owners) = read_not_owned(conn).await?;
@@ -161,6 +170,7 @@ impl SourceDatabase {
             full_without_equality,
             unlogged,
             large_objects,
+            lockable_relations,
             casts,
             tablespace_objects,
             extensions,

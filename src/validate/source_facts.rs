@@ -29,6 +29,11 @@ pub struct SourceServer {
     pub used_wal_senders: u64,
     /// `max_slot_wal_keep_size` in MB; `None` on PostgreSQL 12, which lacks it.
     pub max_slot_wal_keep_size_mb: Option<i64>,
+    /// Entries of the shared lock table: `max_locks_per_transaction` ×
+    /// (`max_connections` + `max_prepared_transactions`).
+    pub lock_capacity: u64,
+    /// `max_locks_per_transaction`.
+    pub max_locks_per_transaction: u64,
     /// Which running server this is.
     pub identity: ServerIdentity,
     /// The login role.
@@ -68,7 +73,10 @@ impl SourceServer {
                  current_setting('max_wal_senders'), \
                  (SELECT count(*) FROM pg_catalog.pg_stat_replication), \
                  (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'max_slot_wal_keep_size'), \
-                 r.rolname, r.rolsuper, r.rolreplication \
+                 r.rolname, r.rolsuper, r.rolreplication, \
+                 current_setting('max_locks_per_transaction')::bigint, \
+                 current_setting('max_locks_per_transaction')::bigint * \
+                   (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint) \
                  FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
             )
             .await?;
@@ -86,6 +94,8 @@ impl SourceServer {
             user: r.str(6)?.to_string(),
             superuser: r.bool(7)?,
             replication: r.bool(8)?,
+            max_locks_per_transaction: r.parse(9)?,
+            lock_capacity: r.parse(10)?,
             ..SourceServer::default()
         };
         facts.identity = ServerIdentity::read(conn).await?;

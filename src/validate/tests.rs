@@ -36,6 +36,8 @@ fn source(major: u32) -> SourceServer {
         user: "postgres".into(),
         superuser: true,
         replication: true,
+        max_locks_per_transaction: 64,
+        lock_capacity: 64 * 100,
         ..SourceServer::default()
     }
 }
@@ -70,6 +72,7 @@ fn target(major: u32) -> TargetServer {
 fn database() -> SourceDatabase {
     SourceDatabase {
         name: "app".into(),
+        lockable_relations: 10,
         size_bytes: 1_000_000,
         encoding: "UTF8".into(),
         collate: "C.UTF-8".into(),
@@ -399,6 +402,38 @@ fn publication_rules() {
     assert!(result_of(&c, check::SOURCE_PUBLICATION_PRIVILEGE)
         .fix
         .contains("GRANT CREATE ON DATABASE"));
+}
+
+#[test]
+fn lock_table_must_hold_every_table_twice() {
+    let s = source(15);
+    let mut d = database();
+    let check_of = |d: &SourceDatabase| {
+        result_of(
+            &source_only(d, Some(&s), Mode::Online, &KeylessPolicy::default(), None),
+            check::SOURCE_LOCK_CAPACITY,
+        )
+        .clone()
+    };
+    assert_eq!(check_of(&d).result, CheckResult::Succeeded);
+    // 6,400 entries: 3,000 tables fit pg_dump's session but not both.
+    d.lockable_relations = 3_000;
+    let c = check_of(&d);
+    assert_eq!(c.result, CheckResult::Warning);
+    assert!(
+        c.fix.contains("max_locks_per_transaction = 128"),
+        "{}",
+        c.fix
+    );
+    d.lockable_relations = 12_000;
+    let c = check_of(&d);
+    assert_eq!(c.result, CheckResult::Failed);
+    assert!(c.message.contains("12000 tables"), "{}", c.message);
+    assert!(
+        c.fix.contains("max_locks_per_transaction = 256"),
+        "{}",
+        c.fix
+    );
 }
 
 #[test]
