@@ -57,6 +57,21 @@ fn finish(state: &Path, name: &str, child: &mut Child, log: &Path) -> std::proce
     }
 }
 
+/// Restarts the killed daemon of `name` and waits for it to end: it must
+/// end `Succeeded`. `log` is the killed run's, for the message.
+fn restart_to_success(state: &Path, cfg: &Path, name: &str, log: &Path, when: &str) {
+    let log2 = state.join("run2.log");
+    let mut child = start(cfg, &log2);
+    let status = finish(state, name, &mut child, &log2);
+    let doc = show(state, name);
+    assert!(
+        status.success() && doc["status"] == "Succeeded",
+        "restart after a kill {when} must finish: exit {status}, {doc}\nfirst run:\n{}\nrestart:\n{}",
+        read(log),
+        read(&log2)
+    );
+}
+
 fn read(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
@@ -117,15 +132,12 @@ fn cutover_survives(src: &Cluster, dst: &Cluster, db: &str, kill: Kill) {
         Kill::After(d) => std::thread::sleep(*d),
     }
     kill9(child);
-    let log2 = state.path().join("run2.log");
-    let mut child = start(&cfg, &log2);
-    let status = finish(state.path(), &name, &mut child, &log2);
-    let doc = show(state.path(), &name);
-    assert!(
-        status.success() && doc["status"] == "Succeeded",
-        "restart after a kill during cutover ({db}) must finish it: exit {status}, {doc}\nfirst run:\n{}\nrestart:\n{}",
-        read(&log),
-        read(&log2)
+    restart_to_success(
+        state.path(),
+        &cfg,
+        &name,
+        &log,
+        &format!("during cutover ({db})"),
     );
     assert_eq!(
         src.psql(
@@ -233,16 +245,7 @@ fn a_kill_around_create_database_is_resumed_not_refused() {
         );
         wait_log(&log, &format!("pausing at {point}"), &mut child);
         kill9(child);
-        let log2 = state.path().join("run2.log");
-        let mut child = start(&cfg, &log2);
-        let status = finish(state.path(), &name, &mut child, &log2);
-        let doc = show(state.path(), &name);
-        assert!(
-            status.success() && doc["status"] == "Succeeded",
-            "restart after a kill at {point} must finish: exit {status}, {doc}\nfirst run:\n{}\nrestart:\n{}",
-            read(&log),
-            read(&log2)
-        );
+        restart_to_success(state.path(), &cfg, &name, &log, &format!("at {point}"));
         common::assert_same(&src, &dst, &db);
     }
 }
