@@ -136,9 +136,40 @@ pub struct ResumeState {
     /// or interrupted post-data resumes from the entries not yet done
     /// (listed in the work directory), then sequences and large objects.
     pub data_copied: bool,
+    /// The schema (pre-data) is restored on the target and the copy's
+    /// journal is in the work directory: an interrupted data phase resumes
+    /// under a new snapshot, copying only the units not done.
+    pub schema_restored: bool,
+    /// Replication origins on the target that the copy workers commit
+    /// with (which tells a resumed copy which units are in), recorded
+    /// before they exist and dropped when the copy completes.
+    pub copy_origin_names: Vec<String>,
+    /// Tables copied under a later snapshot than the slot's consistent
+    /// point (after a resume): the stream skips their changes committed
+    /// before that snapshot, which their copy already holds.
+    pub late_copies: Vec<LateCopy>,
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,
+}
+
+impl ResumeState {
+    /// True when a new run picks this database up where it stopped rather
+    /// than copying it again: the copy is complete, or its schema is in.
+    pub fn can_resume(&self) -> bool {
+        self.copy_completed || self.data_copied || self.schema_restored
+    }
+}
+
+/// Tables whose rows were read under one later snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateCopy {
+    /// The snapshot's consistent point: changes committed before it are
+    /// in the copy.
+    pub lsn: Lsn,
+    /// Source OIDs of the relations the stream names them by (a table, and
+    /// for partitions their root too).
+    pub relations: Vec<u32>,
 }
 
 /// A replica identity pgmigrate changed on the source.

@@ -32,6 +32,9 @@ pub struct Table {
     pub total_bytes: u64,
     /// Stored columns in attnum order (generated and dropped ones left out).
     pub columns: Vec<Column>,
+    /// For a partition, the OID of its partitioned root: the stream names
+    /// its changes after the root.
+    pub root: Option<u32>,
 }
 
 impl Table {
@@ -87,7 +90,8 @@ pub(crate) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'informa
 /// The tables with rows to copy: plain tables and leaf partitions.
 pub async fn tables(conn: &mut Connection, db: &str) -> Result<Vec<Table>, CopyError> {
     let sql = format!(
-        "SELECT c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid), pg_catalog.pg_table_size(c.oid) \
+        "SELECT c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid), pg_catalog.pg_table_size(c.oid), \
+                CASE WHEN c.relispartition THEN pg_catalog.pg_partition_root(c.oid)::oid END \
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'r' AND {USER_RELATION} ORDER BY c.oid"
     );
@@ -116,6 +120,10 @@ pub async fn tables(conn: &mut Connection, db: &str) -> Result<Vec<Table>, CopyE
                 .parse(4)
                 .map_err(|e| CopyError::source(db, "listing tables", e))?,
             columns: Vec::new(),
+            root: r
+                .opt_str(5)
+                .map_err(|e| CopyError::source(db, "listing tables", e))?
+                .and_then(|s| s.parse().ok()),
         });
     }
     let cols = conn

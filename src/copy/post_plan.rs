@@ -213,6 +213,18 @@ fn lanes(toc: &TocOf<'_>, deps: &[Vec<usize>], owners: &Owners) -> Vec<Vec<u64>>
 }
 
 impl PostDataPlan {
+    /// The plan of a resumed data phase: the entries in `done` (dump IDs
+    /// an earlier run committed) are left out, the rest keep their place.
+    pub fn without_done(mut self, done: &HashSet<u32>) -> PostDataPlan {
+        let entries = &self.entries;
+        let todo = |i: &usize| entries.get(*i).is_some_and(|e| !done.contains(&e.dump_id));
+        for list in self.per_table.values_mut() {
+            list.retain(todo);
+        }
+        self.after_tables.retain(todo);
+        self
+    }
+
     /// The plan of a resumed run: every entry not in `done` runs after the
     /// tables (whose rows are all in), in dependency order.
     pub fn resume(mut self, done: &HashSet<u32>) -> PostDataPlan {

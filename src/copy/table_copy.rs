@@ -14,6 +14,8 @@ use crate::conn::Connection;
 use crate::control::progress::DbProgress;
 
 use super::catalog::Table;
+use super::copy_log::UnitKey;
+use super::copy_origins::Journaling;
 use super::CopyError;
 
 /// Chunks in flight between the source reader and the target writer of one
@@ -96,16 +98,21 @@ pub struct CopyRun {
     progress: Arc<DbProgress>,
     stop: AtomicBool,
     done_tx: Mutex<Option<mpsc::UnboundedSender<u32>>>,
+    /// Present when the copy can resume: every transaction is announced
+    /// and commits with its worker's origin.
+    journal: Option<Arc<Journaling>>,
 }
 
 impl CopyRun {
     /// Prepares a run over `tables` with `units`; each table's OID is sent
-    /// on the returned channel once all its units are in.
+    /// on the returned channel once all its units are in (at once for a
+    /// table without units: an earlier run copied it).
     pub fn new(
         db: &str,
         tables: Vec<Table>,
         units: Vec<CopyUnit>,
         progress: Arc<DbProgress>,
+        journal: Option<Arc<Journaling>>,
     ) -> (Arc<CopyRun>, mpsc::UnboundedReceiver<u32>) {
         let mut counts = vec![0usize; tables.len()];
         for u in &units {
@@ -113,10 +120,24 @@ impl CopyRun {
                 *c += 1;
             }
         }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut kept = 0u64;
+        for (t, n) in tables.iter().zip(&counts) {
+            if *n == 0 {
+                kept += 1;
+                let _ = tx.send(t.oid);
+            }
+        }
+        // Set, not added: an attempt after an interruption counts afresh.
         progress
             .full_load_queued_tables
-            .store(tables.len() as u64, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+            .store(tables.len() as u64 - kept, Ordering::Relaxed);
+        progress
+            .full_load_completed_tables
+            .store(kept, Ordering::Relaxed);
+        progress
+            .full_load_loading_tables
+            .store(0, Ordering::Relaxed);
         let run = CopyRun {
             db: db.to_string(),
             tables: tables
@@ -133,6 +154,7 @@ impl CopyRun {
             progress,
             stop: AtomicBool::new(false),
             done_tx: Mutex::new(Some(tx)),
+            journal,
         };
         (Arc::new(run), rx)
     }
@@ -216,6 +238,7 @@ impl CopyRun {
     /// the snapshot transaction.
     pub async fn worker(
         self: Arc<Self>,
+        index: usize,
         mut source: Connection,
         mut target: Connection,
     ) -> Result<Connection, CopyError> {
@@ -228,6 +251,9 @@ impl CopyRun {
             .execute("SET synchronous_commit = off")
             .await
             .map_err(|e| CopyError::target(&self.db, "setting synchronous_commit", e))?;
+        if let Some(j) = &self.journal {
+            j.attach(&mut target, index, &self.db).await?;
+        }
         loop {
             let units = self.next_units();
             if units.is_empty() {
@@ -240,7 +266,10 @@ impl CopyRun {
             for state in &states {
                 self.table_started(state);
             }
-            match self.copy_units(&mut source, &mut target, &units).await {
+            match self
+                .copy_units(&mut source, &mut target, &units, index)
+                .await
+            {
                 Ok(rows) => {
                     for (state, rows) in states.iter().zip(rows) {
                         self.unit_done(state, rows);
@@ -266,9 +295,18 @@ impl CopyRun {
             });
         }
         // A synchronous commit of a transaction with an XID flushes the WAL
-        // up to it, and with it every asynchronous commit before it.
+        // up to it, and with it every asynchronous commit before it. The
+        // origin is let go here, not at disconnect, so dropping it once the
+        // copy completes never finds it still held.
+        let release = if self.journal.is_some() {
+            "; SELECT pg_catalog.pg_replication_origin_session_reset()"
+        } else {
+            ""
+        };
         target
-            .execute("SET synchronous_commit = on; SELECT pg_catalog.txid_current()")
+            .execute(&format!(
+                "SET synchronous_commit = on; SELECT pg_catalog.txid_current(){release}"
+            ))
             .await
             .map_err(|e| CopyError::target(&self.db, "flushing the copied tables", e))?;
         Ok(source)
@@ -284,6 +322,7 @@ impl CopyRun {
         source: &mut Connection,
         target: &mut Connection,
         units: &[CopyUnit],
+        index: usize,
     ) -> Result<Vec<u64>, CopyError> {
         let tables: Vec<&Table> = units
             .iter()
@@ -324,10 +363,32 @@ impl CopyRun {
                 }
             }
         }
+        let commit = match &self.journal {
+            Some(j) => {
+                let keys = tables
+                    .iter()
+                    .zip(units)
+                    .map(|(t, u)| UnitKey {
+                        oid: t.oid,
+                        start: u.pages.map(|p| p.0),
+                    })
+                    .collect();
+                match j.commit_sql(index, keys, &self.db).await {
+                    Ok(sql) => sql,
+                    Err(e) => {
+                        let _ = target.execute("ROLLBACK").await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => "COMMIT".to_string(),
+        };
+        crate::chaos::point("copy-before-commit").await;
         target
-            .execute("COMMIT")
+            .execute(&commit)
             .await
             .map_err(|e| fail("committing", e))?;
+        crate::chaos::point("copy-committed").await;
         Ok(rows)
     }
 
@@ -522,6 +583,7 @@ mod tests {
             bytes,
             total_bytes: bytes,
             columns: vec![],
+            root: None,
         }
     }
 

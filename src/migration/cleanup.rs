@@ -30,10 +30,17 @@ pub async fn clean_up_database(
             Err(e) => return Err(StepError::source(db, "connecting to clean up", e)),
         }
     }
+    // The apply workers' origins and those of a copy that did not finish.
+    let origins: Vec<String> = r
+        .origin_names
+        .iter()
+        .chain(&r.copy_origin_names)
+        .cloned()
+        .collect();
     let target_dropped = drop_target && r.target_database_created;
-    if !r.origin_names.is_empty() && !target_dropped {
+    if !origins.is_empty() && !target_dropped {
         match Connection::connect(&config.target.connect_params(db)).await {
-            Ok(mut target) => drop_origins(&mut target, db, &r.origin_names).await?,
+            Ok(mut target) => drop_origins(&mut target, db, &origins).await?,
             Err(e) if e.code() == Some(INVALID_CATALOG_NAME) => {}
             Err(e) => return Err(StepError::target(db, "connecting to clean up", e)),
         }
@@ -46,7 +53,7 @@ pub async fn clean_up_database(
             .await
             .map_err(StepError::from)?;
         // Origins are cluster-wide: drop them even with the database gone.
-        drop_origins(&mut maint, db, &r.origin_names).await?;
+        drop_origins(&mut maint, db, &origins).await?;
     }
     Ok(())
 }

@@ -460,13 +460,9 @@ impl Daemon {
             };
         }
         if !st.failures.is_empty() {
-            // A database whose copy did not finish cannot resume (its
-            // snapshot is gone): its slot and publication would only pin WAL.
-            for d in state
-                .databases
-                .iter()
-                .filter(|d| !d.resume.copy_completed && !d.resume.data_copied)
-            {
+            // A database whose copy cannot resume (it failed before its
+            // schema was in): its slot and publication would only pin WAL.
+            for d in state.databases.iter().filter(|d| !d.resume.can_resume()) {
                 if let Err(e) = clean_up_database(&self.config, d, false).await {
                     tracing::warn!(db = %d.name, "cleanup after failure: {e}");
                 }
@@ -517,7 +513,7 @@ fn final_status(s: &mut MigrationState, ended: &Ended) -> Result<(), StateError>
         }
         Ended::Failed(failures) => {
             for d in &mut s.databases {
-                if !d.resume.copy_completed && !d.resume.data_copied {
+                if !d.resume.can_resume() {
                     forget(&mut d.resume);
                 }
             }

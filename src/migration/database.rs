@@ -1,15 +1,16 @@
 //! One database's migration: the order of its phases, and what they share.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::step_error::StepError;
 use super::{cutover, snapshot_copy, stream_phase};
 use crate::config::{Config, Mode};
-use crate::conn::ConnError;
+use crate::conn::{ConnError, Retry};
 use crate::control::progress::DbProgress;
 use crate::control::state::{CutoverStep, ResumeState};
 use crate::control::store::StateError;
@@ -54,6 +55,25 @@ pub(super) enum DbError {
         source: ConnError,
     },
 }
+
+impl DbError {
+    /// Whether the failed step can succeed when tried again.
+    pub(super) fn retry(&self) -> Retry {
+        match self {
+            DbError::Copy(e) => e.retry(),
+            DbError::Stream(e) => e.retry(),
+            DbError::Step(e) => e.retry(),
+            DbError::Connect { source, .. } => source.retry(),
+            DbError::State(_) => Retry::Deterministic,
+        }
+    }
+}
+
+/// Attempts of the copy after interruptions without progress in between
+/// (with the backoff below, about eight minutes).
+const COPY_ATTEMPTS: u32 = 20;
+/// Longest wait between two attempts of the copy.
+const COPY_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How one database's migration ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +125,8 @@ async fn phases(ctx: &DbContext) -> Result<DbEnd, DbError> {
         CutoverStep::NotRequested | CutoverStep::Requested => {}
     }
     if !resume.copy_completed {
-        // The copy stops by being dropped at its next await: a new run
-        // starts it over (or resumes post-data) from what state.json says.
-        tokio::select! {
-            r = snapshot_copy::copy_phase(ctx, &resume) => r?,
-            _ = ctx.shutdown.requested() => return Ok(DbEnd::Stopped),
+        if copy_with_retries(ctx).await? == DbEnd::Stopped {
+            return Ok(DbEnd::Stopped);
         }
     } else {
         tracing::info!(db, "snapshot copy already done");
@@ -118,6 +135,53 @@ async fn phases(ctx: &DbContext) -> Result<DbEnd, DbError> {
         return Ok(DbEnd::Done);
     }
     stream_phase::stream_phase(ctx).await
+}
+
+/// The snapshot copy, tried again after an interruption (a network cut, a
+/// server restart): each attempt resumes from what the last one finished.
+/// A deterministic error fails at once; interruptions are bounded by
+/// [`COPY_ATTEMPTS`] in a row without rows copied in between.
+async fn copy_with_retries(ctx: &DbContext) -> Result<DbEnd, DbError> {
+    let mut attempts = 0u32;
+    let mut first = true;
+    let mut rows_at_failure = None;
+    loop {
+        // The copy stops by being dropped at its next await: a new attempt
+        // or run resumes from what state.json and the journal say.
+        let resume = ctx.resume();
+        let r = tokio::select! {
+            r = snapshot_copy::copy_phase(ctx, &resume) => r,
+            _ = ctx.shutdown.requested() => return Ok(DbEnd::Stopped),
+        };
+        let e = match r {
+            Ok(()) => return Ok(DbEnd::Done),
+            Err(e) => e,
+        };
+        let rows = ctx.progress.rows_copied.load(Ordering::Relaxed);
+        if rows_at_failure != Some(rows) {
+            attempts = 0;
+        }
+        rows_at_failure = Some(rows);
+        attempts += 1;
+        // Not reaching a server on the first attempt is a wrong address or
+        // a server that is down, not an interruption: said at once.
+        let never_connected = first && matches!(e, DbError::Connect { .. });
+        first = false;
+        if never_connected || e.retry() == Retry::Deterministic || attempts >= COPY_ATTEMPTS {
+            return Err(e);
+        }
+        let wait = Duration::from_secs(1u64 << (attempts - 1).min(5)).min(COPY_MAX_BACKOFF);
+        tracing::warn!(
+            attempt = attempts,
+            limit = COPY_ATTEMPTS,
+            wait_s = wait.as_secs(),
+            "copy interrupted, resuming after a pause: {e}"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.shutdown.requested() => return Ok(DbEnd::Stopped),
+        }
+    }
 }
 
 /// The directory of database `db`'s temporary files under `state_dir`.

@@ -4,6 +4,7 @@
 
 mod cleanup;
 mod console;
+mod copy_resume;
 mod cutover;
 mod daemon;
 mod database;

@@ -28,6 +28,9 @@ pub(super) struct Prepared {
     /// The target database is kept from an earlier run whose data phase
     /// finished: the copy resumes at post-data.
     pub(super) data_copied: bool,
+    /// The target database is kept from an earlier run that restored the
+    /// schema: the data phase resumes.
+    pub(super) schema_restored: bool,
 }
 
 /// Connects to a maintenance database of the target (`postgres`, else
@@ -69,7 +72,8 @@ pub(super) async fn prepare(
     let exists = target_db::exists(&mut maint, db)
         .await
         .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;
-    if exists && may_resume && resume.data_copied && resume.target_database_created {
+    let resumable = resume.data_copied || resume.schema_restored;
+    if exists && may_resume && resumable && resume.target_database_created {
         let keep_owners = roles::copy_missing(&mut source, &mut maint, db).await?;
         let target_oid = target_db::oid(&mut maint, db).await?;
         return Ok(Prepared {
@@ -78,7 +82,8 @@ pub(super) async fn prepare(
             tools,
             keep_owners,
             target_oid,
-            data_copied: true,
+            data_copied: resume.data_copied,
+            schema_restored: resume.schema_restored,
         });
     }
     if exists {
@@ -108,6 +113,7 @@ pub(super) async fn prepare(
         keep_owners,
         target_oid,
         data_copied: false,
+        schema_restored: false,
     })
 }
 
@@ -160,6 +166,8 @@ async fn create_target(
         r.target_database_created = true;
         r.copy_completed = false;
         r.data_copied = false;
+        r.schema_restored = false;
+        r.late_copies.clear();
     })
     .await?;
     crate::chaos::point("target-database-recorded").await;

@@ -35,6 +35,7 @@ pub(super) fn forget(resume: &mut ResumeState) {
     resume.insert_publication_name = None;
     resume.identity_changes.clear();
     resume.origin_names.clear();
+    resume.copy_origin_names.clear();
 }
 
 /// True when something of the migration may be left on the source.

@@ -138,6 +138,7 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
         spill_dir: ctx.work_dir.join("spill"),
         protocol_version: stream::protocol_version(source.server_major()),
         binary,
+        late: stream::late_tables::LateTables::new(&resume.late_copies),
     };
     Ok((stream_cfg, source))
 }

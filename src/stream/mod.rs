@@ -3,6 +3,7 @@
 //! watched from the async side, which also measures lag. Never applies;
 //! only routes.
 
+pub mod late_tables;
 pub mod publication;
 mod receiver;
 pub mod retry;
@@ -236,6 +237,8 @@ pub struct StreamConfig {
     /// Ask for values in binary format (only when every published column
     /// is of a built-in type both servers encode alike).
     pub binary: bool,
+    /// Tables a resumed copy read late, whose earlier changes are dropped.
+    pub late: late_tables::LateTables,
 }
 
 /// A running stream.
@@ -287,6 +290,7 @@ impl Stream {
             binary: cfg.binary,
             memory_budget: TXN_MEMORY_BUDGET,
             spill_dir: cfg.spill_dir.clone(),
+            late: cfg.late.clone(),
         };
         let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
         let receiver = std::thread::Builder::new()

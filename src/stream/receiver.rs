@@ -52,6 +52,8 @@ pub struct ReceiverConfig {
     pub memory_budget: usize,
     /// Directory for spill files.
     pub spill_dir: PathBuf,
+    /// Tables a resumed copy read late.
+    pub late: super::late_tables::LateTables,
 }
 
 /// State shared between the receiver thread and the coordinator.
@@ -483,6 +485,9 @@ impl Receiver<'_> {
             let Some((rel_id, item)) = self.route(msg)? else {
                 continue;
             };
+            let Some((rel_id, item)) = self.without_late(rel_id, item, commit_lsn) else {
+                continue;
+            };
             let w = if serial {
                 *serial_worker.get_or_insert_with(|| self.worker_of(rel_id))
             } else {
@@ -517,6 +522,41 @@ impl Receiver<'_> {
         }
         self.broadcast_progress(end_lsn, begun.iter().all(|b| !b));
         Ok(())
+    }
+
+    /// `item` less what a late table's copy already holds: None when
+    /// nothing is left. A TRUNCATE keeps the tables it still applies to
+    /// (emptying a table whose copy came after it would lose its rows).
+    fn without_late(
+        &self,
+        rel_id: RelationId,
+        item: ApplyMsg,
+        commit_lsn: Lsn,
+    ) -> Option<(RelationId, ApplyMsg)> {
+        let late = &self.cfg.late;
+        if !late.applies_to(commit_lsn) {
+            return Some((rel_id, item));
+        }
+        match item {
+            ApplyMsg::Truncate {
+                mut rels,
+                cascade,
+                restart_identity,
+            } => {
+                rels.retain(|r| !late.skips(r.id.0, commit_lsn));
+                let first = rels.first()?.id;
+                Some((
+                    first,
+                    ApplyMsg::Truncate {
+                        rels,
+                        cascade,
+                        restart_identity,
+                    },
+                ))
+            }
+            _ if late.skips(rel_id.0, commit_lsn) => None,
+            item => Some((rel_id, item)),
+        }
     }
 
     /// The next message of a committed transaction: from its spill file
