@@ -75,6 +75,13 @@ impl DatabaseCopy<'_> {
             .map_err(|e| CopyError::target(db, "connecting to the new database", e))?;
         let progress = copy_origins::progress(&mut target, self.copy_origins, db).await?;
         let committed = journal.committed(&progress);
+        tracing::info!(
+            db,
+            ?progress,
+            announced = journal.events.len(),
+            committed = committed.len(),
+            "copy journal read"
+        );
 
         let tables = planned_tables(all_tables, &plan_units, db);
         let split = split(&tables, &plan_units, &committed, &owners);
