@@ -28,6 +28,8 @@ pub const SYNTAX_ERROR: &str = "42601";
 pub const UNDEFINED_COLUMN: &str = "42703";
 /// `42P07`: duplicate_table.
 pub const DUPLICATE_TABLE: &str = "42P07";
+/// invalid_table_definition: e.g. a second primary key for a table.
+pub const INVALID_TABLE_DEFINITION: &str = "42P16";
 /// `42710`: duplicate_object.
 pub const DUPLICATE_OBJECT: &str = "42710";
 /// `53300`: too_many_connections.

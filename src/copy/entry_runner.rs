@@ -50,6 +50,20 @@ pub struct EntrySession {
     options: SessionOptions,
 }
 
+/// True when `code` says an entry's object is already on the target: the
+/// interrupted run's statement committed before it could be recorded (a
+/// second primary key is refused with a code of its own).
+fn already_there(entry: &[&ScriptEntry], code: Option<&str>) -> bool {
+    match code {
+        Some(SQLSTATE_DUPLICATE_TABLE | SQLSTATE_DUPLICATE_OBJECT) => true,
+        Some(crate::conn::sqlstate::INVALID_TABLE_DEFINITION) => entry
+            .iter()
+            .flat_map(|e| &e.statements)
+            .any(|s| s.contains("PRIMARY KEY")),
+        _ => false,
+    }
+}
+
 /// A batch is tried again in the same session: only for what the one
 /// classification calls transient and leaves the session usable
 /// (deadlocks, serialization failures, a lock or a cancel in the way).
@@ -108,13 +122,7 @@ impl EntrySession {
     ) -> Result<(), CopyError> {
         match self.run_batch(one).await {
             Ok(()) => {}
-            Err(e)
-                if self.options.resuming
-                    && matches!(
-                        e.code(),
-                        Some(SQLSTATE_DUPLICATE_TABLE | SQLSTATE_DUPLICATE_OBJECT)
-                    ) =>
-            {
+            Err(e) if self.options.resuming && already_there(one, e.code()) => {
                 let entry = one.first().and_then(|e| lines.get(&e.dump_id));
                 tracing::warn!(db, entry = ?entry, "already on the target from the interrupted run: {e}");
             }

@@ -4,7 +4,7 @@
 //! snapshot the rest is read under, and only the units not yet in are
 //! copied.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::database::{DbContext, DbError};
 use super::prerequisites::Prepared;
@@ -97,6 +97,47 @@ pub(super) async fn resume_data_phase(
     let _ = exported.conn.close().await;
     complete_copy(ctx, &target_params, &summary).await?;
     Ok(true)
+}
+
+/// Ends the sessions a killed run left on the target database before
+/// anything resumes there. The server notices a dead client only when it
+/// next writes to it: an index build or constraint of the killed run goes
+/// on and commits unrecorded, and the resumed run's own then collides with
+/// it. The database is this migration's, and every session of ours says
+/// `application_name = pgmigrate`.
+pub(super) async fn end_earlier_sessions(ctx: &DbContext) -> Result<(), DbError> {
+    let db = ctx.db.as_str();
+    let mut target = Connection::connect(&ctx.config.target.connect_params(db))
+        .await
+        .map_err(|e| CopyError::target(db, "connecting to end the earlier run's sessions", e))?;
+    let ours = "FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() \
+                AND application_name = 'pgmigrate' AND pid <> pg_catalog.pg_backend_pid()";
+    let ended = target
+        .simple_query(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid) {ours}"
+        ))
+        .await
+        .map_err(|e| CopyError::target(db, "ending the earlier run's sessions", e))?;
+    if !ended.is_empty() {
+        tracing::info!(
+            db,
+            sessions = ended.len(),
+            "ended the interrupted run's sessions on the target"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = target
+            .simple_query(&format!("SELECT 1 {ours}"))
+            .await
+            .map_err(|e| CopyError::target(db, "waiting for the earlier run's sessions", e))?;
+        if left.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = target.close().await;
+    Ok(())
 }
 
 async fn slot_exists(source: &mut Connection, db: &str, name: &str) -> Result<bool, CopyError> {

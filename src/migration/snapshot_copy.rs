@@ -215,6 +215,7 @@ async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Res
         return Ok(false);
     }
     ctx.progress.set_phase(Phase::BuildingIndexes);
+    super::copy_resume::end_earlier_sessions(ctx).await?;
     let summary = copy.resume().await?;
     tracing::info!(
         db,
