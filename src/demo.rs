@@ -482,7 +482,7 @@ async fn drive(
         let Ok(Some(state)) = StateStore::read(state_dir, name) else {
             continue;
         };
-        if state.status == Status::WaitingForUserAction && copied_at.is_none() {
+        if state.status() == Status::WaitingForUserAction && copied_at.is_none() {
             copied_at = Some(copy_started.elapsed());
             say(&format!(
                 "  copy done and backlog applied in {}; streaming under load for a few seconds",
@@ -506,7 +506,7 @@ async fn drive(
         if writes_stopped
             && !cutover_sent
             && caught_up
-            && state.status == Status::WaitingForUserAction
+            && state.status() == Status::WaitingForUserAction
         {
             say("  lag is 0: cutting over");
             requests.cutover();
@@ -564,7 +564,8 @@ fn print_summary(
     println!("\n  ───────────────── summary ─────────────────");
     println!(
         "  status:              {} / {}",
-        state.status, state.substatus
+        state.status(),
+        state.substatus()
     );
     if let Some(c) = copied {
         println!(

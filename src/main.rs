@@ -460,7 +460,7 @@ async fn show(
     }
     // The file holds what a daemon last wrote; nothing acts on a non-final
     // status until one runs again (a cutover is refused).
-    if source == console_client::StateSource::File && !state.status.is_terminal() {
+    if source == console_client::StateSource::File && !state.status().is_terminal() {
         println!(
             "\ndaemon: not running; the status above is as last written. \
              `pgmigrate run` (or the service) resumes it"
@@ -536,10 +536,10 @@ async fn cancel_without_daemon(
     use pgmigrate::control::store::{StateError, StateStore};
     use pgmigrate::migration::CancelError;
     match StateStore::read(state_dir, name)? {
-        Some(state) if matches!(state.status, Status::Succeeded | Status::Canceled) => {
+        Some(state) if matches!(state.status(), Status::Succeeded | Status::Canceled) => {
             eprintln!(
                 "pgmigrate: migration {name} is {} and not cancelable",
-                state.status
+                state.status()
             );
             return Ok(exit::NOT_ALLOWED);
         }
@@ -575,13 +575,13 @@ async fn request(
         Err(e @ ConsoleClientError::NotRunning { .. }) => {
             // Say what the migration is, not only that no daemon answers.
             match pgmigrate::control::store::StateStore::read(state_dir, name) {
-                Ok(Some(state)) if state.status.is_terminal() => eprintln!(
+                Ok(Some(state)) if state.status().is_terminal() => eprintln!(
                     "pgmigrate: migration {name} is {}/{}; there is nothing to do",
-                    state.status, state.substatus
+                    state.status(), state.substatus()
                 ),
                 Ok(Some(state)) => eprintln!(
                     "pgmigrate: {e} (it is {}/{}): start it with `pgmigrate run` or its service first",
-                    state.status, state.substatus
+                    state.status(), state.substatus()
                 ),
                 _ => eprintln!(
                     "pgmigrate: {e}: there is no migration named {name} in {} (yet); pass the --state-dir of its config",
@@ -606,15 +606,16 @@ async fn await_end(
     timeout: Option<Duration>,
 ) -> anyhow::Result<u8> {
     match console_client::wait_for_status(state_dir, name, ends, timeout).await {
-        Ok(state) if Some(&state.status) == ends.first() => {
-            println!("migration {name} {}", state.status);
+        Ok(state) if Some(&state.status()) == ends.first() => {
+            println!("migration {name} {}", state.status());
             Ok(exit::OK)
         }
         Ok(state) => {
             let why = state.message.as_deref().unwrap_or("see pgmigrate show");
             eprintln!(
                 "pgmigrate: migration {name} {}/{}: {why}",
-                state.status, state.substatus
+                state.status(),
+                state.substatus()
             );
             Ok(exit::FAILED)
         }

@@ -29,9 +29,12 @@ const NAME: &str = "m1";
 
 /// Puts a stand-in's state at a pair directly (the daemon's own moves go
 /// through the status machine; a stand-in jumps, e.g. cutover to done).
+/// The fields are private to the crate, so the stand-in edits the document.
 fn set_status(state: &mut MigrationState, status: Status, substatus: Substatus) {
-    state.status = status;
-    state.substatus = substatus;
+    let mut doc = serde_json::to_value(&*state).unwrap();
+    doc["status"] = serde_json::to_value(status).unwrap();
+    doc["substatus"] = serde_json::to_value(substatus).unwrap();
+    *state = serde_json::from_value(doc).unwrap();
 }
 
 /// A daemon stand-in: answers SHOW from its state, accepts CUTOVER only in
@@ -69,19 +72,20 @@ impl ConsoleHandler for TestDaemon {
             return Ok(reply);
         }
         match command {
-            ConsoleCommand::Cutover if state.status != Status::WaitingForUserAction => {
+            ConsoleCommand::Cutover if state.status() != Status::WaitingForUserAction => {
                 Err(ConsoleRefusal::not_in_state(format!(
                     "cutover is accepted only in WaitingForUserAction; the migration is {}/{}",
-                    state.status, state.substatus
+                    state.status(),
+                    state.substatus()
                 )))
             }
             ConsoleCommand::Cutover => {
                 set_status(&mut state, Status::Succeeded, Substatus::Completed);
                 Ok(ConsoleReply::accepted(command))
             }
-            _ if state.status.is_terminal() => Err(ConsoleRefusal::not_in_state(format!(
+            _ if state.status().is_terminal() => Err(ConsoleRefusal::not_in_state(format!(
                 "migration is {} and not cancelable",
-                state.status
+                state.status()
             ))),
             _ => {
                 set_status(&mut state, Status::Canceled, Substatus::Canceled);
@@ -293,7 +297,7 @@ async fn cli_cutover_wait_and_show_use_the_console() {
     let out = pgmigrate(&["show", NAME, "--json"], &state_dir).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown: MigrationState = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(shown.status, Status::WaitingForUserAction);
+    assert_eq!(shown.status(), Status::WaitingForUserAction);
     let name = MigrationName::new(NAME).unwrap();
     let (_, source) = console_client::read_state(&state_dir, &name)
         .await
@@ -389,7 +393,7 @@ async fn shutdown_removes_the_socket_and_a_stale_one_is_replaced() {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    assert_eq!(state.map(|s| s.status), Some(Status::InProgress));
+    assert_eq!(state.map(|s| s.status()), Some(Status::InProgress));
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
     drop(keep);
@@ -420,7 +424,7 @@ async fn cli_without_daemon() {
     let out = pgmigrate(&["show", NAME, "--json"], state_dir.path()).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown: MigrationState = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(shown.status, Status::Succeeded);
+    assert_eq!(shown.status(), Status::Succeeded);
     let out = pgmigrate(&["cancel", NAME], state_dir.path()).await;
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     assert!(

@@ -211,7 +211,7 @@ pub async fn wait_for_status(
                 name: name.to_string(),
             });
         };
-        if until.contains(&state.status) {
+        if until.contains(&state.status()) {
             return Ok(state);
         }
         let mut pause = POLL_INTERVAL;
@@ -221,7 +221,7 @@ pub async fn wait_for_status(
                 return Err(WaitError::Timeout {
                     name: name.to_string(),
                     timeout,
-                    last: format!("{}/{}", state.status, state.substatus),
+                    last: format!("{}/{}", state.status(), state.substatus()),
                 });
             }
             pause = pause.min(left);
@@ -315,13 +315,12 @@ mod tests {
         store.lock().unwrap();
         store
             .update(|s| {
-                s.status = Status::Canceled;
-                s.substatus = crate::control::Substatus::Canceled;
+                s.force_pair(Status::Canceled, crate::control::Substatus::Canceled);
             })
             .unwrap();
         let (state, source) = read_state(root.path(), &name()).await.unwrap().unwrap();
         assert_eq!(
-            (state.status, source),
+            (state.status(), source),
             (Status::Canceled, StateSource::File)
         );
         let done = wait_for_status(
@@ -332,7 +331,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(done.status, Status::Canceled);
+        assert_eq!(done.status(), Status::Canceled);
         let e = wait_for_status(
             root.path(),
             &name(),

@@ -39,8 +39,8 @@ pub fn status_reply(state: &MigrationState) -> ConsoleReply {
         rows: vec![vec![
             Some(state.name.clone()),
             Some(state.mode.to_string()),
-            Some(state.status.to_string()),
-            Some(state.substatus.to_string()),
+            Some(state.status().to_string()),
+            Some(state.substatus().to_string()),
             state.started_on.clone(),
             state.ended_on.clone(),
             state.message.clone(),
@@ -146,8 +146,10 @@ mod tests {
     fn sample() -> MigrationState {
         let name = MigrationName::new("orders-2026").unwrap();
         let mut s = MigrationState::new(&name, Mode::Online, &["a".into(), "b".into()]);
-        s.status = Status::WaitingForUserAction;
-        s.substatus = Substatus::WaitingForCutoverTrigger;
+        s.force_pair(
+            Status::WaitingForUserAction,
+            Substatus::WaitingForCutoverTrigger,
+        );
         let b = s.database_mut("b").unwrap();
         b.phase = Phase::Streaming;
         b.full_load_completed_tables = 3;

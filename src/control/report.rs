@@ -85,7 +85,7 @@ pub fn list_migrations(
         let path = entry.path().join(STATE_FILE);
         match store::load(&path) {
             Ok(Some(state)) => {
-                if filter == ListFilter::All || state.status.is_active() {
+                if filter == ListFilter::All || state.status().is_active() {
                     states.push(state);
                 }
             }
@@ -123,8 +123,8 @@ pub fn render_list(states: &[MigrationState]) -> String {
         table.row(vec![
             s.name.clone(),
             s.mode.to_string(),
-            s.status.to_string(),
-            s.substatus.to_string(),
+            s.status().to_string(),
+            s.substatus().to_string(),
             databases.join(","),
             or_dash(s.started_on.as_deref()),
             or_dash(s.ended_on.as_deref()),
@@ -148,8 +148,8 @@ pub fn render_show(state: &MigrationState) -> String {
     let header = [
         ("name", state.name.clone()),
         ("mode", state.mode.to_string()),
-        ("status", state.status.to_string()),
-        ("substatus", state.substatus.to_string()),
+        ("status", state.status().to_string()),
+        ("substatus", state.substatus().to_string()),
         ("started", or_dash(state.started_on.as_deref())),
         ("ended", or_dash(state.ended_on.as_deref())),
         ("message", or_dash(state.message.as_deref())),
@@ -302,7 +302,7 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
 /// source keeps every WAL segment from the slot's position on, so its disk
 /// fills until the slot is dropped, which only `cancel` does.
 pub fn leftover_slots(state: &MigrationState) -> Vec<String> {
-    if state.status != Status::Failed {
+    if state.status() != Status::Failed {
         return Vec::new();
     }
     state
@@ -349,8 +349,7 @@ mod tests {
     fn state(name: &str, status: Status, substatus: Substatus) -> MigrationState {
         let name = MigrationName::new(name).unwrap();
         let mut s = MigrationState::new(&name, Mode::Online, &["ticketdb".into(), "timedb".into()]);
-        s.status = status;
-        s.substatus = substatus;
+        s.force_pair(status, substatus);
         s.started_on = Some("2026-05-01T12:00:00Z".into());
         s
     }
@@ -372,7 +371,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("pgmigrate_m1_timedb (database timedb) still exists and retains source WAL (amount not measured yet)"), "{out}");
-        s.status = Status::InProgress;
+        s.force_pair(Status::InProgress, Substatus::MigratingData);
         assert!(leftover_slots(&s).is_empty());
         assert!(!render_show(&s).contains("warning:"));
     }

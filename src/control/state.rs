@@ -20,11 +20,11 @@ pub struct MigrationState {
     pub name: String,
     /// Online or offline.
     pub mode: Mode,
-    /// Overall status. Read it freely; change it only through
+    /// Overall status: private so that every change goes through
     /// [`MigrationState::transition`], which keeps the pair a contract one.
-    pub status: Status,
+    status: Status,
     /// What is being done within `status` (changed with `status`).
-    pub substatus: Substatus,
+    substatus: Substatus,
     /// When the first `run` started (RFC 3339).
     pub started_on: Option<String>,
     /// When a terminal status was reached (RFC 3339).
@@ -223,6 +223,24 @@ impl MigrationState {
         self.databases.iter_mut().find(|d| d.name == name)
     }
 
+    /// Overall status (change it with [`MigrationState::transition`]).
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// What is being done within [`MigrationState::status`].
+    pub fn substatus(&self) -> Substatus {
+        self.substatus
+    }
+
+    /// Puts a pair with no transition check: for unit tests' fixtures
+    /// only, which start a state where a daemon (or a hand edit) left it.
+    #[cfg(test)]
+    pub(crate) fn force_pair(&mut self, status: Status, substatus: Substatus) {
+        self.status = status;
+        self.substatus = substatus;
+    }
+
     /// Where the status machine stands, from the file's pair.
     pub fn stage(&self) -> Result<Stage, InvalidPair> {
         Stage::of(self.status, self.substatus)
@@ -372,7 +390,7 @@ mod tests {
         let text = r#"{"name":"a","status":"Failed","substatus":"MigratingData",
                        "databases":[{"name":"d","phase":"CopyingData","rows_copied":5}]}"#;
         let s: MigrationState = serde_json::from_str(text).unwrap();
-        assert_eq!(s.status, Status::Failed);
+        assert_eq!(s.status(), Status::Failed);
         assert_eq!(s.mode, Mode::Online);
         let d = s.database("d").unwrap();
         assert_eq!(
@@ -394,7 +412,7 @@ mod tests {
         let e = s.transition(Stage::MigratingData).unwrap_err();
         assert_eq!(e.from, Stage::Succeeded);
         assert_eq!(
-            s.status,
+            s.status(),
             Status::Succeeded,
             "a refused move changes nothing"
         );

@@ -510,8 +510,10 @@ mod tests {
         store.lock().unwrap();
         let returned = store
             .update(|s| {
-                s.status = Status::WaitingForUserAction;
-                s.substatus = Substatus::WaitingForCutoverTrigger;
+                s.force_pair(
+                    Status::WaitingForUserAction,
+                    Substatus::WaitingForCutoverTrigger,
+                );
                 s.message = Some("ready".into());
                 7
             })
@@ -519,7 +521,7 @@ mod tests {
         assert_eq!(returned, 7);
         let on_disk = StateStore::read(root.path(), &name()).unwrap().unwrap();
         assert_eq!(on_disk, store.snapshot());
-        assert_eq!(on_disk.status, Status::WaitingForUserAction);
+        assert_eq!(on_disk.status(), Status::WaitingForUserAction);
         drop(store);
 
         let again = StateStore::open(root.path(), &name()).unwrap();

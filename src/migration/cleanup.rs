@@ -74,10 +74,10 @@ pub async fn cancel_offline(
     }
     store.lock()?;
     let state = store.snapshot();
-    if matches!(state.status, Status::Succeeded | Status::Canceled) {
+    if matches!(state.status(), Status::Succeeded | Status::Canceled) {
         return Err(CancelError::NotCancelable(format!(
             "migration {name} is {}",
-            state.status
+            state.status()
         )));
     }
     let path = state.config_path.clone().ok_or_else(|| {

@@ -27,10 +27,11 @@ impl crate::control::ConsoleHandler for Console {
             return Ok(reply);
         }
         match cmd {
-            ConsoleCommand::Cutover if state.status != Status::WaitingForUserAction => {
+            ConsoleCommand::Cutover if state.status() != Status::WaitingForUserAction => {
                 Err(ConsoleRefusal::not_in_state(format!(
                     "cutover is accepted only in WaitingForUserAction; the migration is {}/{}",
-                    state.status, state.substatus
+                    state.status(),
+                    state.substatus()
                 )))
             }
             ConsoleCommand::Cutover => {
@@ -39,16 +40,16 @@ impl crate::control::ConsoleHandler for Console {
             }
             ConsoleCommand::Cancel { drop_target } => {
                 if matches!(
-                    state.status,
+                    state.status(),
                     Status::InProgress | Status::WaitingForUserAction
-                ) && state.substatus != Substatus::CompletingMigration
+                ) && state.substatus() != Substatus::CompletingMigration
                 {
                     self.requests.cancel(drop_target);
                     Ok(ConsoleReply::accepted(cmd))
                 } else {
                     Err(ConsoleRefusal::not_in_state(format!(
                         "cancel is accepted while in progress or waiting for cutover; the migration is {}/{}",
-                        state.status, state.substatus
+                        state.status(), state.substatus()
                     )))
                 }
             }

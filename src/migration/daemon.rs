@@ -46,7 +46,7 @@ pub async fn run(
     store.lock()?;
     let previous = store.snapshot();
     if store.existed() {
-        match previous.status {
+        match previous.status() {
             Status::Succeeded => {
                 tracing::info!(name = %config.name, "migration already succeeded");
                 return Ok(Outcome::Succeeded);
@@ -74,7 +74,7 @@ pub async fn run(
     // Ready as soon as state is loaded and locked: the migration itself
     // may take hours, and systemd must not time out the start.
     let s = state.snapshot();
-    crate::control::notify::ready(&format!("{} / {}", s.status, s.substatus));
+    crate::control::notify::ready(&format!("{} / {}", s.status(), s.substatus()));
     let reporter = spawn_progress_line(progress.clone(), exit_rx);
     let daemon = Daemon {
         config,
@@ -218,7 +218,7 @@ impl Daemon {
         previous: &MigrationState,
     ) -> Result<Option<Ended>, StateError> {
         let resuming = self.state.store().existed()
-            && previous.status != Status::ValidationFailed
+            && previous.status() != Status::ValidationFailed
             && previous
                 .databases
                 .iter()
@@ -324,7 +324,7 @@ impl Daemon {
                         crate::metrics::set_cutover_ready(true);
                         tracing::info!("every database is streaming with its backlog applied: waiting for cutover");
                     } else if st.waiting && !all_ready && !*cutover_tx.borrow()
-                        && self.state.snapshot().status == Status::WaitingForUserAction
+                        && self.state.snapshot().status() == Status::WaitingForUserAction
                     {
                         // A stream stopped applying (restarting, or behind
                         // again after a restart): not ready until it is.
@@ -407,7 +407,7 @@ impl Daemon {
         stop: &ShutdownTrigger,
         cutover_tx: &watch::Sender<bool>,
     ) -> Result<(), StateError> {
-        let status = self.state.snapshot().status;
+        let status = self.state.snapshot().status();
         if let Some(drop_target) = self.requests.take_cancel() {
             if st.canceling.is_none()
                 && matches!(status, Status::InProgress | Status::WaitingForUserAction)
@@ -529,8 +529,8 @@ fn final_status(s: &mut MigrationState, ended: &Ended) -> Result<(), StateError>
 /// Mirrors the status and table counts into the metrics and systemd.
 fn publish(state: &StateHandle, progress: &MigrationProgress) {
     let s = state.snapshot();
-    crate::metrics::set_status(s.status.as_str(), s.substatus.as_str());
-    crate::metrics::set_cutover_ready(s.status == Status::WaitingForUserAction);
+    crate::metrics::set_status(s.status().as_str(), s.substatus().as_str());
+    crate::metrics::set_cutover_ready(s.status() == Status::WaitingForUserAction);
     for d in &progress.dbs {
         crate::metrics::set_tables(
             &d.name,
@@ -540,5 +540,5 @@ fn publish(state: &StateHandle, progress: &MigrationProgress) {
             d.full_load_errored_tables.load(Ordering::Relaxed),
         );
     }
-    crate::control::notify::status(&format!("{} / {}", s.status, s.substatus));
+    crate::control::notify::status(&format!("{} / {}", s.status(), s.substatus()));
 }
