@@ -22,6 +22,7 @@ pub mod server_identity;
 pub mod slot;
 pub mod sql_script;
 pub mod table_copy;
+pub mod table_filter;
 pub mod target_db;
 pub mod toc;
 
@@ -88,6 +89,8 @@ pub struct DatabaseCopy<'a> {
     /// Called once every table's rows and own indexes are in: from then on
     /// a failure resumes at the post-data entries not yet done.
     pub on_data_copied: &'a (dyn Fn() + Sync),
+    /// `[tables]`: which tables get schema and rows.
+    pub filter: &'a crate::config::TableFilter,
 }
 
 /// Name of the post-data log in the work directory.
@@ -119,7 +122,7 @@ impl DatabaseCopy<'_> {
         let db = self.db;
         let jobs = self.options.jobs.max(1);
         self.progress.set_phase(Phase::CopyingSchema);
-        let (mut sessions, archive) = self.open_snapshot(snapshot, jobs).await?;
+        let (mut sessions, mut archive) = self.open_snapshot(snapshot, jobs).await?;
         let Some(first) = sessions.first_mut() else {
             return Err(CopyError::Unexpected {
                 db: db.into(),
@@ -127,8 +130,7 @@ impl DatabaseCopy<'_> {
             });
         };
 
-        let tables = catalog::tables(first, db).await?;
-        let sequences = catalog::sequences(first, db).await?;
+        let (tables, sequences) = table_filter::apply(first, db, self.filter, &mut archive).await?;
         let owners = owners::read(first, db).await?;
         let block_size = block_size(first, db).await?;
         // TID range scans arrived in 14; before that a ctid range reads the

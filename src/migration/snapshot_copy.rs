@@ -92,6 +92,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         keep_owners,
         exclude_publication: (!temporary).then_some(name.as_str()),
         on_data_copied: &|| mark_data_copied(ctx),
+        filter: &cfg.tables,
     };
     let started = Instant::now();
     let summary = copy.run(&exported.snapshot_name).await?;
@@ -142,6 +143,7 @@ async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Res
         keep_owners,
         exclude_publication: name.as_deref(),
         on_data_copied: &|| {},
+        filter: &cfg.tables,
     };
     if !copy.can_resume() {
         tracing::warn!(

@@ -211,6 +211,8 @@ pub async fn binary_possible(source: &mut crate::conn::Connection, publication: 
 pub struct StreamConfig {
     /// Database.
     pub db: String,
+    /// `[tables]`: changes of tables not migrated are dropped.
+    pub filter: crate::config::TableFilter,
     /// Source session for the database.
     pub source: ConnectParams,
     /// Target session for the database.
@@ -287,6 +289,7 @@ impl Stream {
             binary: cfg.binary,
             memory_budget: TXN_MEMORY_BUDGET,
             spill_dir: cfg.spill_dir.clone(),
+            filter: cfg.filter.clone(),
         };
         let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
         let receiver = std::thread::Builder::new()

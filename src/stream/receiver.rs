@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{SendTimeoutError, Sender};
 
 use crate::apply::{ApplyMsg, Change, RelationInfo, WorkerProgress};
+use crate::config::TableChoice;
 use crate::conn::{ConnectParams, Connection, CopyBoth};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::{Lsn, RelationId};
@@ -52,6 +53,8 @@ pub struct ReceiverConfig {
     pub memory_budget: usize,
     /// Directory for spill files.
     pub spill_dir: PathBuf,
+    /// `[tables]`: relations decided on by their Relation message's name.
+    pub filter: crate::config::TableFilter,
 }
 
 /// State shared between the receiver thread and the coordinator.
@@ -85,6 +88,8 @@ struct Receiver<'a> {
     counters: Arc<DbProgress>,
     shared: Arc<Shared>,
     relations: HashMap<u32, Arc<RelationInfo>>,
+    /// Relations whose changes are dropped (excluded or schema only).
+    filtered: std::collections::HashSet<u32>,
     version: u64,
     last_status: Instant,
     last_progress: Instant,
@@ -134,6 +139,7 @@ pub fn run_thread(
             counters,
             shared,
             relations: HashMap::new(),
+            filtered: Default::default(),
             version: 0,
             last_status: Instant::now(),
             last_progress: Instant::now(),
@@ -550,12 +556,28 @@ impl Receiver<'_> {
     ) -> Result<Option<(RelationId, ApplyMsg)>, StreamError> {
         let routed = match msg {
             PgOutputMessage::Relation(r) => {
+                // Names are roots' (publish_via_partition_root), which is
+                // what the filter's patterns name.
+                if self.cfg.filter.choice(&r.namespace, &r.name) != TableChoice::Migrate {
+                    self.filtered.insert(r.relation_id.0);
+                    return Ok(None);
+                }
+                self.filtered.remove(&r.relation_id.0);
                 self.version += 1;
                 self.relations.insert(
                     r.relation_id.0,
                     RelationInfo::from_message(&r, self.version),
                 );
                 return Ok(None);
+            }
+            PgOutputMessage::Insert(i) if self.filtered.contains(&i.relation_id.0) => {
+                return Ok(None)
+            }
+            PgOutputMessage::Update(u) if self.filtered.contains(&u.relation_id.0) => {
+                return Ok(None)
+            }
+            PgOutputMessage::Delete(d) if self.filtered.contains(&d.relation_id.0) => {
+                return Ok(None)
             }
             PgOutputMessage::Insert(i) => {
                 let rel = self.relation(i.relation_id)?;
@@ -575,7 +597,8 @@ impl Receiver<'_> {
                 let old = d.old_tuple;
                 (d.relation_id, ApplyMsg::Change(Change::Delete { rel, old }))
             }
-            PgOutputMessage::Truncate(tr) => {
+            PgOutputMessage::Truncate(mut tr) => {
+                tr.relation_ids.retain(|id| !self.filtered.contains(&id.0));
                 let rels = tr
                     .relation_ids
                     .iter()
