@@ -52,7 +52,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
     if !temporary {
         // Before the slot, so every change after its snapshot is published.
         let insert_only = prepare_keyless(ctx, &mut source, &name).await?;
-        publication::create(&mut source, db, &name, &insert_only).await?;
+        publication::create(&mut source, db, &name, &insert_only, &cfg.tables).await?;
     }
     let created = (!temporary).then(|| name.clone());
     let origins = if temporary {
