@@ -64,3 +64,46 @@ fn offline_include_exclude_schema_only() {
         "1"
     );
 }
+
+#[test]
+fn online_schema_only_stays_empty_under_writes() {
+    use common::daemon::{kill9, start};
+    use common::streaming::{no_lag, wait_streaming};
+    use std::time::Duration;
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    src.create_db("app");
+    src.psql("app", SCHEMA);
+    let state = tmp_dir();
+    let cfg = write_config(
+        state.path(),
+        "filters-on",
+        &src,
+        &dst,
+        &["app"],
+        "option = \"migrate\"\n[tables]\nexclude = [\"public.logs\"]\nschema_only = [\"audit.events\"]\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    let limit = Duration::from_secs(120);
+    wait_streaming(state.path(), "filters-on", &mut child, &log, limit, no_lag);
+    src.psql(
+        "app",
+        "INSERT INTO users (name) VALUES ('late'); UPDATE users SET name = 'x' WHERE id = 3; \
+         INSERT INTO logs (msg) VALUES ('late'); INSERT INTO audit.events (what) VALUES ('late'); \
+         UPDATE audit.events SET what = 'y' WHERE id = 1; TRUNCATE logs;",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    wait_streaming(state.path(), "filters-on", &mut child, &log, limit, no_lag);
+    let q = "SELECT count(*), sum(id), string_agg(name, ',' ORDER BY id) FROM users";
+    assert_eq!(dst.psql("app", q), src.psql("app", q));
+    assert_eq!(dst.psql("app", "SELECT count(*) FROM audit.events"), "0");
+    assert_eq!(
+        dst.psql(
+            "app",
+            "SELECT count(*) FROM pg_class WHERE relname = 'logs'"
+        ),
+        "0"
+    );
+    kill9(child);
+}
