@@ -11,6 +11,7 @@ mod endpoint;
 mod keyless;
 mod raw;
 mod size;
+mod tables;
 #[cfg(test)]
 mod tests;
 
@@ -25,8 +26,9 @@ use thiserror::Error;
 
 pub use endpoint::{Endpoint, Host, Secret, SourceType, SslMode};
 pub use keyless::{KeylessMode, KeylessPolicy, TablePattern};
+pub use tables::{FilterList, TableChoice, TableFilter};
 
-use raw::{RawApply, RawConfig, RawCopy, RawKeyless};
+use raw::{RawApply, RawConfig, RawCopy, RawKeyless, RawTables};
 
 /// Environment variable naming the default state directory.
 pub const STATE_DIR_ENV: &str = "PGMIGRATE_STATE_DIR";
@@ -70,6 +72,8 @@ pub struct Config {
     pub cutover: CutoverConfig,
     /// `[keyless]`: per-table handling of tables without a key.
     pub keyless: KeylessPolicy,
+    /// `[tables]`: which tables are migrated, schema only, or left out.
+    pub tables: TableFilter,
 }
 
 /// `[copy]`: the snapshot copy.
@@ -342,6 +346,7 @@ impl Config {
                 lock_source: raw.cutover.lock_source,
             },
             keyless: keyless_policy(raw.keyless, &ctx)?,
+            tables: table_filter(raw.tables, &ctx)?,
         })
     }
 }
@@ -455,12 +460,23 @@ fn apply_config(raw: RawApply, ctx: &Ctx<'_>) -> Result<ApplyConfig, ConfigError
     })
 }
 
+fn patterns(key: &str, list: Vec<String>, ctx: &Ctx<'_>) -> Result<Vec<TablePattern>, ConfigError> {
+    list.iter()
+        .map(|p| TablePattern::parse(p).map_err(|m| ctx.invalid(key, m)))
+        .collect()
+}
+
+fn table_filter(raw: RawTables, ctx: &Ctx<'_>) -> Result<TableFilter, ConfigError> {
+    TableFilter::new(
+        patterns("tables.include", raw.include, ctx)?,
+        patterns("tables.exclude", raw.exclude, ctx)?,
+        patterns("tables.schema_only", raw.schema_only, ctx)?,
+    )
+    .map_err(|m| ctx.invalid("tables", m))
+}
+
 fn keyless_policy(raw: RawKeyless, ctx: &Ctx<'_>) -> Result<KeylessPolicy, ConfigError> {
-    let patterns = |key: &str, list: Vec<String>| {
-        list.iter()
-            .map(|p| TablePattern::parse(p).map_err(|m| ctx.invalid(key, m)))
-            .collect::<Result<Vec<_>, _>>()
-    };
+    let patterns = |key: &str, list: Vec<String>| patterns(key, list, ctx);
     let insert_only = patterns("keyless.insert_only", raw.insert_only)?;
     let full = patterns("keyless.replica_identity_full", raw.replica_identity_full)?;
     KeylessPolicy::new(raw.default, insert_only, full).map_err(|m| ctx.invalid("keyless", m))

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub cutover: RawCutover,
     #[serde(default)]
     pub keyless: RawKeyless,
+    #[serde(default)]
+    pub tables: RawTables,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,4 +86,15 @@ pub(super) struct RawKeyless {
     pub insert_only: Vec<String>,
     #[serde(default)]
     pub replica_identity_full: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTables {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub schema_only: Vec<String>,
 }

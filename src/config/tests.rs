@@ -509,3 +509,26 @@ fn keyless_section() {
     ));
     assert!(e.contains("both"), "{e}");
 }
+
+#[test]
+fn tables_section() {
+    use super::TableChoice;
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.tables.is_default());
+    let c = parse(&format!(
+        "{MINIMAL}\n[tables]\ninclude = [\"public.*\"]\nexclude = [\"public.tmp_*\"]\nschema_only = [\"public.audit\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.tables.choice("public", "a"), TableChoice::Migrate);
+    assert_eq!(c.tables.choice("public", "tmp_1"), TableChoice::Exclude);
+    assert_eq!(c.tables.choice("public", "audit"), TableChoice::SchemaOnly);
+    assert_eq!(c.tables.choice("other", "a"), TableChoice::Exclude);
+    let e = rejected(&format!("{MINIMAL}\n[tables]\ninclude = [\"nodot\"]\n"));
+    assert!(e.contains("tables.include"), "{e}");
+    let e = rejected(&format!("{MINIMAL}\n[tables]\nexclde = [\"a.b\"]\n"));
+    assert!(e.contains("exclde"), "{e}");
+    let e = rejected(&format!(
+        "{MINIMAL}\n[tables]\nexclude = [\"a.b\"]\nschema_only = [\"a.b\"]\n"
+    ));
+    assert!(e.contains("both") && e.contains("a.b"), "{e}");
+}

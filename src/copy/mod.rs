@@ -25,6 +25,7 @@ pub mod server_identity;
 pub mod slot;
 pub mod sql_script;
 pub mod table_copy;
+pub mod table_filter;
 pub mod target_db;
 pub mod toc;
 
@@ -109,6 +110,8 @@ pub struct DatabaseCopy<'a> {
     /// tables read under a later snapshot: from then on a failure resumes
     /// at the post-data entries not yet done.
     pub on_data_copied: &'a (dyn Fn(Vec<LateCopy>) + Sync),
+    /// `[tables]`: which tables get schema and rows.
+    pub filter: &'a crate::config::TableFilter,
 }
 
 /// Name of the post-data log in the work directory.
@@ -161,13 +164,12 @@ impl DatabaseCopy<'_> {
         let jobs = self.options.jobs.max(1);
         self.progress.set_phase(Phase::CopyingSchema);
         let (mut sessions, archive) = self.open_snapshot(snapshot, jobs, true).await?;
-        let archive = archive.ok_or_else(|| CopyError::Unexpected {
+        let mut archive = archive.ok_or_else(|| CopyError::Unexpected {
             db: db.into(),
             message: "no schema dump".into(),
         })?;
         let first = first_session(&mut sessions, db)?;
-        let tables = catalog::tables(first, db).await?;
-        let sequences = catalog::sequences(first, db).await?;
+        let (tables, sequences) = table_filter::apply(first, db, self.filter, &mut archive).await?;
         let owners = owners::read(first, db).await?;
         let (block_size, can_split) = split_facts(first, db).await?;
 

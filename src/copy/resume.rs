@@ -13,7 +13,7 @@ use crate::conn::Connection;
 use super::done_log::{read_done, DoneLog};
 use super::entry_runner::SessionOptions;
 use super::schema::SchemaArchive;
-use super::{catalog, owners, post_data, CopyError, CopySummary, DatabaseCopy, DONE_LOG};
+use super::{owners, post_data, CopyError, CopySummary, DatabaseCopy, DONE_LOG};
 
 impl DatabaseCopy<'_> {
     /// True when an earlier run left what [`DatabaseCopy::resume`] needs.
@@ -24,7 +24,7 @@ impl DatabaseCopy<'_> {
     /// Finishes the copy an earlier run left after its data phase.
     pub async fn resume(&self) -> Result<CopySummary, CopyError> {
         let db = self.db;
-        let archive = SchemaArchive::open(self.tools, self.work_dir, db, !self.keep_owners)
+        let mut archive = SchemaArchive::open(self.tools, self.work_dir, db, !self.keep_owners)
             .await?
             .ok_or_else(|| CopyError::Unexpected {
                 db: db.into(),
@@ -37,7 +37,8 @@ impl DatabaseCopy<'_> {
         let done = read_done(&log_path, db)?;
         let mut source = self.open_copy_session(self.source, "source").await?;
         let owners = owners::read(&mut source, db).await?;
-        let sequences = catalog::sequences(&mut source, db).await?;
+        let (_, sequences) =
+            super::table_filter::apply(&mut source, db, self.filter, &mut archive).await?;
         let plan = archive
             .post_data_plan(
                 self.target,

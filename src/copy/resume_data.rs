@@ -14,7 +14,7 @@ use crate::conn::Connection;
 use crate::control::status::Phase;
 use crate::protocol::lsn::Lsn;
 
-use super::catalog::{self, Table};
+use super::catalog::Table;
 use super::copy_log::{self, CopyLog, PlannedUnit, UnitKey};
 use super::copy_origins::{self, Journaling};
 use super::done_log::read_done;
@@ -59,7 +59,7 @@ impl DatabaseCopy<'_> {
         };
         let journal = copy_log::read(&self.work_dir.join(COPY_LOG), db)?;
         let plan_units = journal.plan.clone().ok_or_else(|| cannot("no plan"))?;
-        let archive = SchemaArchive::open(self.tools, self.work_dir, db, !self.keep_owners)
+        let mut archive = SchemaArchive::open(self.tools, self.work_dir, db, !self.keep_owners)
             .await?
             .ok_or_else(|| cannot("the schema archive is gone"))?;
         self.progress.set_phase(Phase::CopyingData);
@@ -67,8 +67,8 @@ impl DatabaseCopy<'_> {
             .open_snapshot(snapshot, self.options.jobs.max(1), false)
             .await?;
         let first = first_session(&mut sessions, db)?;
-        let all_tables = catalog::tables(first, db).await?;
-        let sequences = catalog::sequences(first, db).await?;
+        let (all_tables, sequences) =
+            super::table_filter::apply(first, db, self.filter, &mut archive).await?;
         let owners = owners::read(first, db).await?;
         let mut target = Connection::connect(self.target)
             .await

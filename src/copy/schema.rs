@@ -22,6 +22,8 @@ pub struct SchemaArchive {
     tools: PgTools,
     no_owner: bool,
     toc: Vec<TocEntry>,
+    /// Dump IDs left out by `[tables]`.
+    skip: HashSet<u32>,
 }
 
 impl SchemaArchive {
@@ -49,6 +51,7 @@ impl SchemaArchive {
             tools: tools.clone(),
             no_owner,
             toc: parse_toc(&list),
+            skip: HashSet::new(),
         })
     }
 
@@ -72,7 +75,15 @@ impl SchemaArchive {
             tools: tools.clone(),
             no_owner,
             toc: parse_toc(&list),
+            skip: HashSet::new(),
         }))
+    }
+
+    /// Leaves the entries of these objects (excluded tables, their
+    /// partitions and owned sequences) and everything depending on them
+    /// out of both halves of the restore.
+    pub fn exclude_objects(&mut self, oids: &HashSet<u32>) {
+        self.skip = super::table_filter::skipped_entries(&self.toc, oids);
     }
 
     fn lines(&self) -> EntryLines {
@@ -96,13 +107,15 @@ impl SchemaArchive {
             .await
             .map_err(|e| CopyError::tool(db, e))?;
         let known = known_settings(target.conn_mut(), db).await?;
-        Ok(parse_entries(&sql, |s| match s.set_name() {
+        let mut entries = parse_entries(&sql, |s| match s.set_name() {
             Some(name) if !name.contains('.') && !known.contains(&name) => {
                 tracing::debug!(db, setting = %name, "skipping a setting the target does not know");
                 false
             }
             _ => true,
-        }))
+        });
+        entries.retain(|e| !self.skip.contains(&e.dump_id));
+        Ok(entries)
     }
 
     /// Restores types, tables, functions, … (everything but data and

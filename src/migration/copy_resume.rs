@@ -50,6 +50,7 @@ pub(super) async fn resume_data_phase(
         consistent_lsn: consistent,
         on_schema_restored: &|| {},
         on_data_copied: &|late| mark_data_copied(ctx, late),
+        filter: &cfg.tables,
     };
     if !copy.can_resume_data() {
         tracing::warn!(

@@ -60,7 +60,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
     if !temporary {
         // Before the slot, so every change after its snapshot is published.
         let insert_only = prepare_keyless(ctx, &mut source, &name).await?;
-        publication::create(&mut source, db, &name, &insert_only).await?;
+        publication::create(&mut source, db, &name, &insert_only, &cfg.tables).await?;
     }
     let created = (!temporary).then(|| name.clone());
     let origins = if temporary {
@@ -104,6 +104,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         consistent_lsn: consistent,
         on_schema_restored: &|| mark_schema_restored(ctx),
         on_data_copied: &|late| mark_data_copied(ctx, late),
+        filter: &cfg.tables,
     };
     let started = Instant::now();
     let summary = copy.run(&exported.snapshot_name, consistent).await?;
@@ -206,6 +207,7 @@ async fn resume_copy(ctx: &DbContext, tools: &PgTools, keep_owners: bool) -> Res
         consistent_lsn: ctx.resume().consistent_lsn.unwrap_or_default(),
         on_schema_restored: &|| {},
         on_data_copied: &|_| {},
+        filter: &cfg.tables,
     };
     if !copy.can_resume() {
         tracing::warn!(

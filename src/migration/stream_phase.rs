@@ -127,6 +127,7 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
     }
     let stream_cfg = StreamConfig {
         db: db.to_string(),
+        filter: cfg.tables.clone(),
         source: source_params.clone(),
         target: cfg.target.connect_params(db),
         slot: slot_name,

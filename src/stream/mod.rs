@@ -212,6 +212,8 @@ pub async fn binary_possible(source: &mut crate::conn::Connection, publication: 
 pub struct StreamConfig {
     /// Database.
     pub db: String,
+    /// `[tables]`: changes of tables not migrated are dropped.
+    pub filter: crate::config::TableFilter,
     /// Source session for the database.
     pub source: ConnectParams,
     /// Target session for the database.
@@ -291,6 +293,7 @@ impl Stream {
             memory_budget: TXN_MEMORY_BUDGET,
             spill_dir: cfg.spill_dir.clone(),
             late: cfg.late.clone(),
+            filter: cfg.filter.clone(),
         };
         let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
         let receiver = std::thread::Builder::new()

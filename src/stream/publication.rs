@@ -8,7 +8,7 @@
 //! makes the source refuse its own updates of it. The main publication then
 //! lists its tables, leaving those out.
 
-use crate::config::{KeylessMode, KeylessPolicy};
+use crate::config::{KeylessMode, KeylessPolicy, TableChoice, TableFilter};
 use crate::conn::{quote_ident, quote_literal, ConnError, Connection};
 use crate::copy::CopyError;
 
@@ -123,9 +123,10 @@ pub async fn create(
     db: &str,
     name: &str,
     insert_only: &[String],
+    filter: &TableFilter,
 ) -> Result<(), CopyError> {
     if !exists(conn, db, name).await? {
-        create_main(conn, db, name, insert_only).await?;
+        create_main(conn, db, name, insert_only, filter).await?;
     }
     let ins = insert_publication_name(name);
     if !insert_only.is_empty() && !exists(conn, db, &ins).await? {
@@ -156,6 +157,7 @@ async fn create_main(
     db: &str,
     name: &str,
     insert_only: &[String],
+    filter: &TableFilter,
 ) -> Result<(), CopyError> {
     let superuser = conn
         .simple_query("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
@@ -178,7 +180,7 @@ async fn create_main(
         };
         let rows = conn
             .simple_query(&format!(
-                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+                "SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE {kinds} AND c.relpersistence = 'p' \
                  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
@@ -189,8 +191,15 @@ async fn create_main(
             .map_err(|e| CopyError::source(db, "listing tables to publish", e))?;
         let left_out: std::collections::HashSet<&str> =
             insert_only.iter().map(String::as_str).collect();
+        // FOR TABLE lists only migrated tables (FOR ALL TABLES keeps all,
+        // the receiver drops the others' changes).
+        let migrated = |r: &&crate::conn::Row| match (r.str(1), r.str(2)) {
+            (Ok(s), Ok(t)) => filter.choice(s, t) == TableChoice::Migrate,
+            _ => true,
+        };
         let names: Vec<String> = rows
             .iter()
+            .filter(migrated)
             .filter_map(|r| r.str(0).ok())
             .filter(|t| !left_out.contains(t))
             .map(str::to_string)

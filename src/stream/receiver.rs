@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{SendTimeoutError, Sender};
 
 use crate::apply::{ApplyMsg, Change, RelationInfo, WorkerProgress};
+use crate::config::TableChoice;
 use crate::conn::{ConnectParams, Connection, CopyBoth};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::{Lsn, RelationId};
@@ -54,6 +55,8 @@ pub struct ReceiverConfig {
     pub spill_dir: PathBuf,
     /// Tables a resumed copy read late.
     pub late: super::late_tables::LateTables,
+    /// `[tables]`: relations decided on by their Relation message's name.
+    pub filter: crate::config::TableFilter,
 }
 
 /// State shared between the receiver thread and the coordinator.
@@ -87,6 +90,8 @@ struct Receiver<'a> {
     counters: Arc<DbProgress>,
     shared: Arc<Shared>,
     relations: HashMap<u32, Arc<RelationInfo>>,
+    /// Relations whose changes are dropped (excluded or schema only).
+    filtered: std::collections::HashSet<u32>,
     version: u64,
     last_status: Instant,
     last_progress: Instant,
@@ -136,6 +141,7 @@ pub fn run_thread(
             counters,
             shared,
             relations: HashMap::new(),
+            filtered: Default::default(),
             version: 0,
             last_status: Instant::now(),
             last_progress: Instant::now(),
@@ -590,12 +596,28 @@ impl Receiver<'_> {
     ) -> Result<Option<(RelationId, ApplyMsg)>, StreamError> {
         let routed = match msg {
             PgOutputMessage::Relation(r) => {
+                // Names are roots' (publish_via_partition_root), which is
+                // what the filter's patterns name.
+                if self.cfg.filter.choice(&r.namespace, &r.name) != TableChoice::Migrate {
+                    self.filtered.insert(r.relation_id.0);
+                    return Ok(None);
+                }
+                self.filtered.remove(&r.relation_id.0);
                 self.version += 1;
                 self.relations.insert(
                     r.relation_id.0,
                     RelationInfo::from_message(&r, self.version),
                 );
                 return Ok(None);
+            }
+            PgOutputMessage::Insert(i) if self.filtered.contains(&i.relation_id.0) => {
+                return Ok(None)
+            }
+            PgOutputMessage::Update(u) if self.filtered.contains(&u.relation_id.0) => {
+                return Ok(None)
+            }
+            PgOutputMessage::Delete(d) if self.filtered.contains(&d.relation_id.0) => {
+                return Ok(None)
             }
             PgOutputMessage::Insert(i) => {
                 let rel = self.relation(i.relation_id)?;
@@ -615,7 +637,8 @@ impl Receiver<'_> {
                 let old = d.old_tuple;
                 (d.relation_id, ApplyMsg::Change(Change::Delete { rel, old }))
             }
-            PgOutputMessage::Truncate(tr) => {
+            PgOutputMessage::Truncate(mut tr) => {
+                tr.relation_ids.retain(|id| !self.filtered.contains(&id.0));
                 let rels = tr
                     .relation_ids
                     .iter()
