@@ -37,6 +37,19 @@ fn wait_log_count(log: &Path, needle: &str, times: usize, child: &mut Child) {
     }
 }
 
+/// Starts the daemon pausing `ms` at every `point` and returns once it has
+/// paused there `times` times.
+fn start_paused(cfg: &Path, log: &Path, point: &str, ms: u32, times: usize) -> Child {
+    let ms = ms.to_string();
+    let mut child = start_with_env(
+        cfg,
+        log,
+        &[("PGMIGRATE_TEST_PAUSE_AT", point), ("PGMIGRATE_TEST_PAUSE_MS", &ms)],
+    );
+    wait_log_count(log, &format!("pausing at {point}"), times, &mut child);
+    child
+}
+
 /// Sixteen tables of 20,000 rows and one of 200,000 rows that the config
 /// splits into ctid ranges; a partitioned table of four partitions.
 fn make_source(src: &Cluster, db: &str) {
@@ -207,20 +220,7 @@ fn kill_at_commit_and_resume(point: &str, commits_before_kill: usize, min_kept: 
     let cfg = config(state.path(), &name, &src, &dst, db, "online");
     let w = writer(&src, db, 20);
     let log = state.path().join("run.log");
-    let mut child = start_with_env(
-        &cfg,
-        &log,
-        &[
-            ("PGMIGRATE_TEST_PAUSE_AT", point),
-            ("PGMIGRATE_TEST_PAUSE_MS", "400"),
-        ],
-    );
-    wait_log_count(
-        &log,
-        &format!("pausing at {point}"),
-        commits_before_kill,
-        &mut child,
-    );
+    let child = start_paused(&cfg, &log, point, 400, commits_before_kill);
     kill9(child);
     let log2 = finish_online(&src, &dst, db, state.path(), &cfg, &name, w);
     let kept = kept(&log2);
@@ -283,16 +283,7 @@ fn an_offline_copy_killed_midway_resumes() {
     let name = "resume-offline";
     let cfg = config(state.path(), name, &src, &dst, db, "offline");
     let log = state.path().join("run.log");
-    let point = "copy-committed";
-    let mut child = start_with_env(
-        &cfg,
-        &log,
-        &[
-            ("PGMIGRATE_TEST_PAUSE_AT", point),
-            ("PGMIGRATE_TEST_PAUSE_MS", "400"),
-        ],
-    );
-    wait_log_count(&log, &format!("pausing at {point}"), 12, &mut child);
+    let child = start_paused(&cfg, &log, "copy-committed", 400, 12);
     kill9(child);
     let log2 = state.path().join("run2.log");
     let mut child = start(&cfg, &log2);
@@ -323,16 +314,7 @@ fn a_target_restart_during_the_copy_is_resumed_by_the_running_daemon() {
     let name = "resume-restart";
     let cfg = config(state.path(), name, &src, &dst, db, "online");
     let log = state.path().join("run.log");
-    let point = "copy-committed";
-    let mut child = start_with_env(
-        &cfg,
-        &log,
-        &[
-            ("PGMIGRATE_TEST_PAUSE_AT", point),
-            ("PGMIGRATE_TEST_PAUSE_MS", "300"),
-        ],
-    );
-    wait_log_count(&log, &format!("pausing at {point}"), 11, &mut child);
+    let mut child = start_paused(&cfg, &log, "copy-committed", 300, 11);
     dst.restart();
     wait_streaming(
         state.path(),
