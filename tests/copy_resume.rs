@@ -44,7 +44,10 @@ fn start_paused(cfg: &Path, log: &Path, point: &str, ms: u32, times: usize) -> C
     let mut child = start_with_env(
         cfg,
         log,
-        &[("PGMIGRATE_TEST_PAUSE_AT", point), ("PGMIGRATE_TEST_PAUSE_MS", &ms)],
+        &[
+            ("PGMIGRATE_TEST_PAUSE_AT", point),
+            ("PGMIGRATE_TEST_PAUSE_MS", &ms),
+        ],
     );
     wait_log_count(log, &format!("pausing at {point}"), times, &mut child);
     child
