@@ -8,33 +8,14 @@ mod common;
 
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::daemon::{kill9, show, signal, start, start_with_env, wait_exit};
+use common::daemon::{kill9, show, signal, start, start_with_env, wait_exit, wait_log};
 use common::streaming::{no_lag, wait_streaming};
 use common::{tmp_dir, write_config, Cluster};
 
 fn read(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
-}
-
-/// Waits until `needle` appears `times` times in the log.
-fn wait_log_count(log: &Path, needle: &str, times: usize, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while read(log).matches(needle).count() < times {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "pgmigrate exited ({status}) before {needle:?}: {}",
-                read(log)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} x{times}: {}",
-            read(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Starts the daemon pausing `ms` at every `point` and returns once it has
@@ -49,7 +30,7 @@ fn start_paused(cfg: &Path, log: &Path, point: &str, ms: u32, times: usize) -> C
             ("PGMIGRATE_TEST_PAUSE_MS", &ms),
         ],
     );
-    wait_log_count(log, &format!("pausing at {point}"), times, &mut child);
+    wait_log(log, &format!("pausing at {point}"), times, &mut child);
     child
 }
 

@@ -9,26 +9,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::daemon::{kill9, show, signal, start, start_with_env, wait_ready};
+use common::daemon::{kill9, show, signal, start, start_with_env, wait_log, wait_ready};
 use common::{tmp_dir, write_config, Cluster};
-
-fn wait_log(log: &Path, needle: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !read(log).contains(needle) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "pgmigrate exited ({status}) before {needle:?}: {}",
-                read(log)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log: {}",
-            read(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Waits for the restarted daemon to end. A kill that came before the
 /// daemon accepted the signal leaves no cutover recorded: the operator
@@ -128,7 +110,7 @@ fn cutover_survives(src: &Cluster, dst: &Cluster, db: &str, kill: Kill) {
     );
     signal(&child, "-USR1");
     match &kill {
-        Kill::At(point) => wait_log(&log, &format!("pausing at {point}"), &mut child),
+        Kill::At(point) => wait_log(&log, &format!("pausing at {point}"), 1, &mut child),
         Kill::After(d) => std::thread::sleep(*d),
     }
     kill9(child);
@@ -243,7 +225,7 @@ fn a_kill_around_create_database_is_resumed_not_refused() {
                 ("PGMIGRATE_TEST_PAUSE_MS", "20000"),
             ],
         );
-        wait_log(&log, &format!("pausing at {point}"), &mut child);
+        wait_log(&log, &format!("pausing at {point}"), 1, &mut child);
         kill9(child);
         restart_to_success(state.path(), &cfg, &name, &log, &format!("at {point}"));
         common::assert_same(&src, &dst, &db);

@@ -115,3 +115,21 @@ pub fn wait_ready(state: &Path, name: &str, child: &mut Child, log: &Path, limit
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Waits until `needle` appears `times` times in the daemon's log,
+/// panicking with the log if the daemon exits first or two minutes pass.
+pub fn wait_log(log: &Path, needle: &str, times: usize, child: &mut Child) {
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read().matches(needle).count() < times {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("pgmigrate exited ({status}) before {needle:?}: {}", read());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} x{times} in the log: {}",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
