@@ -9,8 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use crate::config::Config;
 use crate::control::human;
 use crate::control::state::MigrationState;
@@ -436,7 +434,8 @@ async fn migrate_and_verify(
     writers: &mut [Child],
 ) -> Result<(crate::verify::VerifyReport, Option<Duration>), DemoError> {
     let requests = Arc::new(Requests::default());
-    let (_stop_tx, stop_rx) = watch::channel(false);
+    // Never fired: the demo ends the migration by cutting over.
+    let (_stop, stop_rx) = crate::shutdown::Shutdown::new();
     let name = config.name.clone();
     let migration = {
         let (config, path, requests) =

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use pgmigrate::config::{Config, MigrationName, DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use pgmigrate::control::console_client::{self, ConsoleClientError};
@@ -22,6 +22,7 @@ use pgmigrate::control::state_dir;
 use pgmigrate::control::status::Status;
 use pgmigrate::control::ConsoleCommand;
 use pgmigrate::migration::{self, Outcome};
+use pgmigrate::shutdown::{Shutdown, ShutdownTrigger};
 use pgmigrate::validate;
 use pgmigrate::verify;
 
@@ -300,7 +301,12 @@ async fn run_migration(config: PathBuf) -> anyhow::Result<u8> {
         return Ok(exit::USAGE);
     }
     raise_open_files_limit();
-    let shutdown = shutdown_on_signals()?;
+    // One stop for the whole daemon: the signals fire it, the run loop
+    // listens, and its firing after the run ends the signal tasks.
+    let (stop, stopping) = Shutdown::new();
+    let stop = Arc::new(stop);
+    let mut signal_tasks = JoinSet::new();
+    stop_on_signals(&mut signal_tasks, stop.clone(), stopping.clone())?;
     if let Some(addr) = config.metrics_listen {
         // A busy port must not stop a migration: metrics are a view.
         if let Err(e) = pgmigrate::metrics::install(addr) {
@@ -308,10 +314,15 @@ async fn run_migration(config: PathBuf) -> anyhow::Result<u8> {
         }
     }
     let requests = Arc::new(migration::Requests::default());
-    cutover_on_sigusr1(requests.clone())?;
-    let outcome = migration::run(config, &config_path, shutdown, requests)
-        .await
-        .context("migration")?;
+    cutover_on_sigusr1(&mut signal_tasks, requests.clone(), stopping.clone())?;
+    let outcome = migration::run(config, &config_path, stopping, requests).await;
+    stop.trigger();
+    while let Some(joined) = signal_tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::warn!("signal task failed: {e}");
+        }
+    }
+    let outcome = outcome.context("migration")?;
     Ok(match outcome {
         Outcome::Succeeded | Outcome::Stopped => exit::OK,
         Outcome::Failed => exit::FAILED,
@@ -626,37 +637,51 @@ async fn await_end(
     }
 }
 
-/// SIGUSR1 asks for cutover, as `pgmigrate cutover` does.
-fn cutover_on_sigusr1(requests: Arc<migration::Requests>) -> anyhow::Result<()> {
+/// SIGUSR1 asks for cutover, as `pgmigrate cutover` does, until the
+/// daemon stops.
+fn cutover_on_sigusr1(
+    tasks: &mut JoinSet<()>,
+    requests: Arc<migration::Requests>,
+    stopping: Shutdown,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-    tokio::spawn(async move {
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: cutover requested");
-            requests.cutover();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                got = usr1.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGUSR1: cutover requested");
+                    requests.cutover();
+                }
+                _ = stopping.requested() => return,
+            }
         }
     });
     Ok(())
 }
 
-/// SIGTERM and SIGINT ask for a graceful stop. The sender stays alive
-/// with the handler, so receivers see one change, not a closed channel.
-fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
+/// SIGTERM and SIGINT fire the daemon's one [`Shutdown`]; the task also
+/// ends when something else fired it (the migration is over). Later
+/// signals find tokio's handler still installed and change nothing.
+fn stop_on_signals(
+    tasks: &mut JoinSet<()>,
+    stop: Arc<ShutdownTrigger>,
+    stopping: Shutdown,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            if !*tx.borrow() {
-                pgmigrate::control::notify::stopping();
-                let _ = tx.send(true);
-            }
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = stopping.requested() => return,
         }
+        pgmigrate::control::notify::stopping();
+        stop.trigger();
     });
-    Ok(rx)
+    Ok(())
 }

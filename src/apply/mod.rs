@@ -98,7 +98,9 @@ pub struct WorkerProgress {
     /// … and that commit is flushed to the target's disk.
     pub durable: AtomicU64,
     /// Set when the worker stopped on an error (the error itself is the
-    /// thread's result).
+    /// thread's result). A report, not a stop request: workers take no
+    /// stop flag, they end when the receiver (which listens to the
+    /// daemon's `Shutdown`) closes their queues.
     pub failed: std::sync::atomic::AtomicBool,
     /// Set once the worker is connected and knows its origin's position:
     /// until then `applied` says nothing.

@@ -96,6 +96,8 @@ pub struct CopyRun {
     tables: Vec<TableState>,
     queue: Mutex<VecDeque<CopyUnit>>,
     progress: Arc<DbProgress>,
+    /// A sibling unit failed: stop this copy only. The daemon's stop
+    /// drops the copy future instead (it resumes from the journal).
     stop: AtomicBool,
     done_tx: Mutex<Option<mpsc::UnboundedSender<u32>>>,
     /// Present when the copy can resume: every transaction is announced

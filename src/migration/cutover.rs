@@ -13,7 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::database::{DbContext, DbError};
+use super::database::{DbContext, DbEnd, DbError};
 use super::replication_objects::{drop_origins, drop_source_objects, forget, restore_identities};
 use super::step_error::StepError;
 use super::wal_position::settled_wal_lsn;
@@ -24,14 +24,17 @@ use crate::copy;
 use crate::stream::{Stream, StreamError};
 
 /// Applies everything the source committed, stops the stream, and
-/// finishes the cutover.
+/// finishes the cutover; `Stopped` only when the daemon's stop ended the
+/// stream just before the cutover took it over (a restart cuts over).
 pub(super) async fn cut_over(
     ctx: &DbContext,
     source: &mut Connection,
     stream: Stream,
     slot_name: &str,
-) -> Result<(), DbError> {
+) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
+    // Started, a cutover is finished: the daemon's stop waits for it.
+    stream.begin_cutover();
     ctx.progress.set_phase(Phase::CuttingOver);
     crate::chaos::point("cutover-requested").await;
     if ctx.config.cutover.lock_source {
@@ -43,6 +46,11 @@ pub(super) async fn cut_over(
     loop {
         if !stream.is_running() {
             stream.stop().await.map_err(DbError::Stream)?;
+            // Ended without an error: the daemon's stop reached the thread
+            // before `begin_cutover` did. Left at `requested`, resumed.
+            if ctx.shutdown.is_requested() {
+                return Ok(DbEnd::Stopped);
+            }
             return Err(DbError::Stream(StreamError::Ended {
                 db: db.to_string(),
                 during: format!(" during cutover, before {target_lsn}"),
@@ -68,7 +76,8 @@ pub(super) async fn cut_over(
     crate::chaos::point("cutover-applied").await;
     ctx.progress.lag_bytes.store(0, Ordering::Relaxed);
     ctx.progress.set_latency_seconds(0.0);
-    finish(ctx).await
+    finish(ctx).await?;
+    Ok(DbEnd::Done)
 }
 
 /// The idempotent end of a cutover: sequences, then slot and publication,

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -34,11 +33,11 @@ use crate::shutdown::{Shutdown, ShutdownTrigger};
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs (or resumes) the migration described by `config` until it ends or
-/// `signals` turns true (or its sender is dropped).
+/// `signals` (the daemon's stop: SIGTERM, SIGINT) is requested.
 pub async fn run(
     config: Config,
     config_path: &std::path::Path,
-    signals: watch::Receiver<bool>,
+    signals: Shutdown,
     requests: Arc<Requests>,
 ) -> Result<Outcome, MigrationError> {
     let config = Arc::new(config);
@@ -251,7 +250,7 @@ impl Daemon {
     }
 
     /// One task per database, and the loop that supervises them.
-    async fn migrate(&self, signals: watch::Receiver<bool>) -> Result<Ended, StateError> {
+    async fn migrate(&self, signals: Shutdown) -> Result<Ended, StateError> {
         self.state
             .change(|s| {
                 if !cutover_accepted(s) {
@@ -287,7 +286,7 @@ impl Daemon {
     async fn supervise(
         &self,
         tasks: &mut JoinSet<(DbContext, Result<DbEnd, DbError>)>,
-        mut signals: watch::Receiver<bool>,
+        signals: Shutdown,
         stop: &ShutdownTrigger,
         cutover_tx: &watch::Sender<bool>,
         ready: &HashMap<String, Arc<AtomicBool>>,
@@ -302,11 +301,8 @@ impl Daemon {
                         stop.trigger();
                     },
                 },
-                r = signals.wait_for(|s| *s).map(|r| r.is_ok()), if !stop.fired() => {
-                    if r {
-                        tracing::info!("stopping: progress is kept, run again to resume");
-                    }
-                    // A closed signal channel also means: stop.
+                _ = signals.requested(), if !stop.fired() => {
+                    tracing::info!("stopping: progress is kept, run again to resume");
                     stop.trigger();
                 }
                 _ = self.requests.notify.notified() => {

@@ -24,16 +24,17 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let source_params = stream_cfg.source.clone();
     let slot_name = stream_cfg.slot.clone();
     ctx.progress.set_phase(Phase::Streaming);
-    let mut stream =
-        Supervisor::start(stream_cfg, ctx.progress.clone()).map_err(DbError::Stream)?;
+    let mut stream = Supervisor::start(stream_cfg, ctx.progress.clone(), ctx.shutdown.clone())
+        .map_err(DbError::Stream)?;
     let mut catch_up = current_wal_lsn(&mut source, db).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut report = MinuteReport::new(ctx);
     loop {
         let mut cutover = ctx.cutover.clone();
         let (stop, cut) = tokio::select! {
-            _ = tick.tick() => (false, false),
+            biased;
             _ = ctx.shutdown.requested() => (true, false),
+            _ = tick.tick() => (false, false),
             r = cutover.wait_for(|c| *c) => (false, r.is_ok()),
         };
         if stop {
@@ -42,8 +43,7 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
         }
         if cut && stream.applying() {
             if let Some(stream) = stream.into_stream() {
-                cutover::cut_over(ctx, &mut source, stream, &slot_name).await?;
-                return Ok(DbEnd::Done);
+                return cutover::cut_over(ctx, &mut source, stream, &slot_name).await;
             }
             return Err(DbError::Stream(StreamError::Ended {
                 db: db.to_string(),
@@ -56,6 +56,10 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         match stream.check().await.map_err(DbError::Stream)? {
+            Event::Stopping => {
+                stream.stop().await.map_err(DbError::Stream)?;
+                return Ok(DbEnd::Stopped);
+            }
             Event::Down { message } => {
                 // Not applying: not ready, whatever it was before.
                 ctx.ready.store(false, Ordering::Release);

@@ -19,6 +19,7 @@ use crate::conn::{ConnError, ConnectParams, Retry};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::timestamp::PgTimestamp;
+use crate::shutdown::Shutdown;
 use crate::spill::SpillError;
 
 pub use receiver::Shared;
@@ -253,8 +254,14 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Starts the workers and the receiver.
-    pub fn start(cfg: StreamConfig, counters: Arc<DbProgress>) -> Result<Stream, StreamError> {
+    /// Starts the workers and the receiver; the receiver ends by itself
+    /// once `shutdown` is requested (the workers follow it: their queues
+    /// close), or when [`Stream::stop`] stops this stream alone.
+    pub fn start(
+        cfg: StreamConfig,
+        counters: Arc<DbProgress>,
+        shutdown: Shutdown,
+    ) -> Result<Stream, StreamError> {
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -281,7 +288,7 @@ impl Stream {
             workers.push(progress);
             threads.push(handle);
         }
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(shutdown));
         let rc = receiver::ReceiverConfig {
             db: cfg.db.clone(),
             source: cfg.source.clone(),
@@ -368,6 +375,12 @@ impl Stream {
     /// True while the receiver thread runs.
     pub fn is_running(&self) -> bool {
         self.receiver.as_ref().is_some_and(|r| !r.is_finished())
+    }
+
+    /// From now on the daemon's stop no longer ends this stream: the
+    /// cutover that calls this runs to its end and then stops it.
+    pub fn begin_cutover(&self) {
+        self.shared.cutting_over.store(true, Ordering::Release);
     }
 
     /// Stops the stream (committing what the workers hold) and waits for

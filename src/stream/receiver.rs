@@ -60,16 +60,44 @@ pub struct ReceiverConfig {
 }
 
 /// State shared between the receiver thread and the coordinator.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
-    /// Set to end the stream (cutover done, shutdown, cancel).
+    /// Ends this stream only, not the daemon: set by `Stream::stop` (a
+    /// restart after an error, the cutover applied) and on drop.
     pub stop: AtomicBool,
+    /// The daemon's stop (signal, cancel, a failed sibling database): the
+    /// thread listens to it directly, not through the async side.
+    pub shutdown: crate::shutdown::Shutdown,
+    /// Set once this stream's cutover began: it then runs until the cutover
+    /// stops it, whatever `shutdown` says (a cutover is finished, as
+    /// before the threads listened to `shutdown`).
+    pub cutting_over: AtomicBool,
     /// Set by the coordinator to ask the server for a keepalive now.
     pub want_reply: AtomicBool,
     /// Highest WAL position received.
     pub received: AtomicU64,
     /// Dispatched transactions not yet applied everywhere: (end LSN, commit time).
     pub unapplied: Mutex<VecDeque<(Lsn, PgTimestamp)>>,
+}
+
+impl Shared {
+    /// Shared state of a new stream that stops with `shutdown`.
+    pub fn new(shutdown: crate::shutdown::Shutdown) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            shutdown,
+            cutting_over: AtomicBool::new(false),
+            want_reply: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            unapplied: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Whether the receiver should end now.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            || (self.shutdown.is_requested() && !self.cutting_over.load(Ordering::Acquire))
+    }
 }
 
 /// A transaction being received.
@@ -220,7 +248,7 @@ impl Receiver<'_> {
         let mut txn: Option<Txn> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
-            if self.shared.stop.load(Ordering::Acquire) {
+            if self.shared.stopping() {
                 return Ok(());
             }
             tokio::select! {
@@ -403,7 +431,7 @@ impl Receiver<'_> {
                 Err(SendTimeoutError::Timeout(m)) => {
                     msg = m;
                     self.check_workers()?;
-                    if self.shared.stop.load(Ordering::Acquire) {
+                    if self.shared.stopping() {
                         return Err(StreamError::Stopped);
                     }
                     self.send_status(false).await?;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::Lsn;
 use crate::protocol::timestamp::PgTimestamp;
+use crate::shutdown::Shutdown;
 
 use super::retry::{Position, RetryBudget, Verdict};
 use super::{Stream, StreamConfig, StreamError};
@@ -30,12 +31,17 @@ pub enum Event {
     },
     /// A new stream was started just now.
     Restarted,
+    /// The daemon is stopping: the stream ends (or ended) by itself and
+    /// is not restarted.
+    Stopping,
 }
 
 /// One database's stream and its restarts.
 pub struct Supervisor {
     cfg: StreamConfig,
     counters: Arc<DbProgress>,
+    /// The daemon's stop, handed to every stream started.
+    shutdown: Shutdown,
     stream: Option<Stream>,
     budget: RetryBudget,
     restart_at: Instant,
@@ -49,13 +55,18 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the stream.
-    pub fn start(cfg: StreamConfig, counters: Arc<DbProgress>) -> Result<Supervisor, StreamError> {
-        let stream = Stream::start(cfg.clone(), counters.clone())?;
+    /// Starts the stream; it and every restart end with `shutdown`.
+    pub fn start(
+        cfg: StreamConfig,
+        counters: Arc<DbProgress>,
+        shutdown: Shutdown,
+    ) -> Result<Supervisor, StreamError> {
+        let stream = Stream::start(cfg.clone(), counters.clone(), shutdown.clone())?;
         Ok(Supervisor {
             applied: cfg.start_lsn,
             cfg,
             counters,
+            shutdown,
             stream: Some(stream),
             budget: RetryBudget::default(),
             restart_at: Instant::now(),
@@ -69,13 +80,21 @@ impl Supervisor {
     /// restarts a failed stream when its wait is over. An error means the
     /// stream gave up: the migration fails with it.
     pub async fn check(&mut self) -> Result<Event, StreamError> {
+        // A stream that ended because the daemon stops did not fail.
+        if self.shutdown.is_requested() {
+            return Ok(Event::Stopping);
+        }
         let Some(stream) = &self.stream else {
             if Instant::now() < self.restart_at {
                 return Ok(Event::Down {
                     message: self.message.clone(),
                 });
             }
-            self.stream = Some(Stream::start(self.cfg.clone(), self.counters.clone())?);
+            self.stream = Some(Stream::start(
+                self.cfg.clone(),
+                self.counters.clone(),
+                self.shutdown.clone(),
+            )?);
             return Ok(Event::Restarted);
         };
         if !stream.failed() {
