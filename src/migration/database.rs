@@ -17,6 +17,7 @@ use crate::control::store::StateError;
 use crate::control::writer::StateHandle;
 use crate::copy::CopyError;
 use crate::shutdown::Shutdown;
+use crate::stream::publication::PublicationError;
 use crate::stream::StreamError;
 
 /// Everything a database's migration needs from the run.
@@ -46,6 +47,8 @@ pub(super) enum DbError {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Step(#[from] StepError),
+    #[error(transparent)]
+    Publication(#[from] PublicationError),
     #[error("database {db}: cannot connect to the {side} server {target}: {source}")]
     Connect {
         db: String,
@@ -63,6 +66,7 @@ impl DbError {
             DbError::Copy(e) => e.retry(),
             DbError::Stream(e) => e.retry(),
             DbError::Step(e) => e.retry(),
+            DbError::Publication(e) => e.retry(),
             DbError::Connect { source, .. } => source.retry(),
             DbError::State(_) => Retry::Deterministic,
         }

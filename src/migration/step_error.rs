@@ -5,6 +5,7 @@
 
 use crate::conn::{ConnError, Retry};
 use crate::copy::CopyError;
+use crate::stream::publication::PublicationError;
 
 pub use crate::side::Side;
 
@@ -39,6 +40,9 @@ pub enum StepError {
     /// could not be set or dropped.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// The publication could not be dropped.
+    #[error(transparent)]
+    Publication(#[from] PublicationError),
 }
 
 impl StepError {
@@ -68,6 +72,7 @@ impl StepError {
             StepError::Copy(
                 CopyError::Source { source, .. } | CopyError::Target { source, .. },
             ) => source.code(),
+            StepError::Publication(e) => e.code(),
             _ => None,
         }
     }
@@ -78,6 +83,7 @@ impl StepError {
             StepError::Server { source, .. } => source.retry(),
             StepError::Unreadable { .. } => Retry::Deterministic,
             StepError::Copy(e) => e.retry(),
+            StepError::Publication(e) => e.retry(),
         }
     }
 }

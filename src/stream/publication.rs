@@ -9,8 +9,40 @@
 //! lists its tables, leaving those out.
 
 use crate::config::{KeylessMode, KeylessPolicy, TableChoice, TableFilter};
-use crate::conn::{quote_ident, quote_literal, ConnError, Connection};
-use crate::copy::CopyError;
+use crate::conn::{quote_ident, quote_literal, ConnError, Connection, Retry};
+
+/// A publication statement failed on the source.
+#[derive(Debug, thiserror::Error)]
+#[error("database {db}: {context} on the source: {source}")]
+pub struct PublicationError {
+    /// Database.
+    pub db: String,
+    /// What was being done (`creating publication x`).
+    pub context: String,
+    /// The wire error.
+    #[source]
+    pub source: Box<ConnError>,
+}
+
+impl PublicationError {
+    fn new(db: &str, context: &str, e: ConnError) -> PublicationError {
+        PublicationError {
+            db: db.to_string(),
+            context: context.to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Whether another attempt can succeed: the wire error decides.
+    pub fn retry(&self) -> Retry {
+        self.source.retry()
+    }
+
+    /// The SQLSTATE when the server reported the error.
+    pub fn code(&self) -> Option<&str> {
+        self.source.code()
+    }
+}
 
 /// Tables without a primary key or usable replica identity (the index a
 /// `USING INDEX` identity names is gone, or DEFAULT without a primary
@@ -124,7 +156,7 @@ pub async fn create(
     name: &str,
     insert_only: &[String],
     filter: &TableFilter,
-) -> Result<(), CopyError> {
+) -> Result<(), PublicationError> {
     if !exists(conn, db, name).await? {
         create_main(conn, db, name, insert_only, filter).await?;
     }
@@ -136,19 +168,19 @@ pub async fn create(
             insert_only.join(", ")
         ))
         .await
-        .map_err(|e| CopyError::source(db, &format!("creating publication {ins}"), e))?;
+        .map_err(|e| PublicationError::new(db, &format!("creating publication {ins}"), e))?;
     }
     Ok(())
 }
 
-async fn exists(conn: &mut Connection, db: &str, name: &str) -> Result<bool, CopyError> {
+async fn exists(conn: &mut Connection, db: &str, name: &str) -> Result<bool, PublicationError> {
     let rows = conn
         .simple_query(&format!(
             "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
             quote_literal(name)
         ))
         .await
-        .map_err(|e| CopyError::source(db, "looking up the publication", e))?;
+        .map_err(|e| PublicationError::new(db, "looking up the publication", e))?;
     Ok(!rows.is_empty())
 }
 
@@ -158,11 +190,11 @@ async fn create_main(
     name: &str,
     insert_only: &[String],
     filter: &TableFilter,
-) -> Result<(), CopyError> {
+) -> Result<(), PublicationError> {
     let superuser = conn
         .simple_query("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
         .await
-        .map_err(|e| CopyError::source(db, "reading role attributes", e))?
+        .map_err(|e| PublicationError::new(db, "reading role attributes", e))?
         .first()
         .and_then(|r| r.bool(0).ok())
         .unwrap_or(false);
@@ -188,7 +220,7 @@ async fn create_main(
                                  AND d.objid = c.oid AND d.deptype = 'e') ORDER BY 1"
             ))
             .await
-            .map_err(|e| CopyError::source(db, "listing tables to publish", e))?;
+            .map_err(|e| PublicationError::new(db, "listing tables to publish", e))?;
         let left_out: std::collections::HashSet<&str> =
             insert_only.iter().map(String::as_str).collect();
         // FOR TABLE lists only migrated tables (FOR ALL TABLES keeps all,
@@ -222,7 +254,7 @@ async fn create_main(
         quote_ident(name)
     ))
     .await
-    .map_err(|e| CopyError::source(db, &format!("creating publication {name}"), e))?;
+    .map_err(|e| PublicationError::new(db, &format!("creating publication {name}"), e))?;
     Ok(())
 }
 
@@ -231,12 +263,12 @@ pub async fn drop_if_exists(
     conn: &mut Connection,
     db: &str,
     name: &str,
-) -> Result<bool, CopyError> {
+) -> Result<bool, PublicationError> {
     let found = exists(conn, db, name).await?;
     if found {
         conn.execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
             .await
-            .map_err(|e| CopyError::source(db, &format!("dropping publication {name}"), e))?;
+            .map_err(|e| PublicationError::new(db, &format!("dropping publication {name}"), e))?;
     }
     Ok(found)
 }
