@@ -92,6 +92,14 @@ impl TablePattern {
     }
 }
 
+/// Patterns from test literals, for the tests of `[keyless]` and `[tables]`.
+#[cfg(test)]
+pub(super) fn pats(list: &[&str]) -> Vec<TablePattern> {
+    list.iter()
+        .map(|p| TablePattern::parse(p).unwrap())
+        .collect()
+}
+
 impl fmt::Display for TablePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.schema, self.table)
@@ -182,12 +190,6 @@ impl KeylessPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pats(list: &[&str]) -> Vec<TablePattern> {
-        list.iter()
-            .map(|p| TablePattern::parse(p).unwrap())
-            .collect()
-    }
 
     #[test]
     fn globs() {

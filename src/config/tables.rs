@@ -138,13 +138,8 @@ impl TableFilter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::keyless::pats;
     use super::*;
-
-    fn pats(list: &[&str]) -> Vec<TablePattern> {
-        list.iter()
-            .map(|p| TablePattern::parse(p).unwrap())
-            .collect()
-    }
 
     #[test]
     fn default_takes_everything() {

@@ -105,6 +105,8 @@ impl Journal {
 /// Appends to the journal; shared by the copy workers.
 pub struct CopyLog {
     path: PathBuf,
+    /// The database, for the errors of every later write.
+    db: String,
     file: Mutex<std::fs::File>,
 }
 
@@ -137,6 +139,7 @@ impl CopyLog {
             .map_err(|e| CopyError::io(db, path, e))?;
         Ok(CopyLog {
             path: path.to_path_buf(),
+            db: db.to_string(),
             file: Mutex::new(file),
         })
     }
@@ -167,7 +170,7 @@ impl CopyLog {
 
     /// Announces a transaction before its COMMIT; durable when this returns,
     /// so a committed transaction is never missing from the journal.
-    pub fn announce(&self, commit: &Commit, db: &str) -> Result<(), CopyError> {
+    pub fn announce(&self, commit: &Commit) -> Result<(), CopyError> {
         let keys: Vec<String> = commit.units.iter().map(key_text).collect();
         let line = format!(
             "commit {} {} {} {}\n",
@@ -176,20 +179,26 @@ impl CopyLog {
             commit.lsn,
             keys.join(" ")
         );
-        self.append(&line, db)
+        self.append(&line)
     }
 
     /// Records, durably and before they are emptied, that these tables are
     /// copied again from scratch.
-    pub fn reset(&self, oids: &[u32], db: &str) -> Result<(), CopyError> {
+    pub fn reset(&self, oids: &[u32]) -> Result<(), CopyError> {
         if oids.is_empty() {
             return Ok(());
         }
         let oids: Vec<String> = oids.iter().map(u32::to_string).collect();
-        self.append(&format!("reset {}\n", oids.join(" ")), db)
+        self.append(&format!("reset {}\n", oids.join(" ")))
     }
 
-    fn append(&self, line: &str, db: &str) -> Result<(), CopyError> {
+    /// The database this journal belongs to.
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    fn append(&self, line: &str) -> Result<(), CopyError> {
+        let db = self.db.as_str();
         let f = self.file.lock().map_err(|_| CopyError::Unexpected {
             db: db.to_string(),
             message: "copy journal lock poisoned".into(),
@@ -309,16 +318,16 @@ mod tests {
             lsn: Lsn(0x100),
             units: vec![key(11, Some(0))],
         };
-        log.announce(&a, "db").expect("a");
-        log.announce(&b, "db").expect("b");
+        log.announce(&a).expect("a");
+        log.announce(&b).expect("b");
         let c = Commit {
             origin: 0,
             seq: 3,
             lsn: Lsn(0x100),
             units: vec![key(12, None)],
         };
-        log.announce(&c, "db").expect("c");
-        log.reset(&[12], "db").expect("reset");
+        log.announce(&c).expect("c");
+        log.reset(&[12]).expect("reset");
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

@@ -62,12 +62,7 @@ impl Journaling {
     /// Announces the transaction holding `units` in the journal (durably)
     /// and returns the statement that commits it with worker `index`'s
     /// origin advanced to its sequence number.
-    pub async fn commit_sql(
-        &self,
-        index: usize,
-        units: Vec<UnitKey>,
-        db: &str,
-    ) -> Result<String, CopyError> {
+    pub async fn commit_sql(&self, index: usize, units: Vec<UnitKey>) -> Result<String, CopyError> {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let commit = Commit {
             origin: index,
@@ -76,12 +71,11 @@ impl Journaling {
             units,
         };
         let log = self.log.clone();
-        let owned_db = db.to_string();
         // An fsync: off the reactor.
-        tokio::task::spawn_blocking(move || log.announce(&commit, &owned_db))
+        tokio::task::spawn_blocking(move || log.announce(&commit))
             .await
             .map_err(|e| CopyError::Unexpected {
-                db: db.into(),
+                db: self.log.db().to_string(),
                 message: format!("copy journal task failed: {e}"),
             })??;
         Ok(format!(

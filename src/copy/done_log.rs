@@ -12,6 +12,8 @@ use super::CopyError;
 /// Appends finished entries; shared by every post-data session.
 pub struct DoneLog {
     path: PathBuf,
+    /// The database, for the errors of every later write.
+    db: String,
     file: Mutex<std::fs::File>,
 }
 
@@ -25,12 +27,14 @@ impl DoneLog {
             .map_err(|e| CopyError::io(db, path, e))?;
         Ok(DoneLog {
             path: path.to_path_buf(),
+            db: db.to_string(),
             file: Mutex::new(file),
         })
     }
 
     /// Records that the entries with these dump IDs committed.
-    pub fn record(&self, ids: &[u32], db: &str) -> Result<(), CopyError> {
+    pub fn record(&self, ids: &[u32]) -> Result<(), CopyError> {
+        let db = self.db.as_str();
         let mut text = String::new();
         for id in ids {
             text.push_str(&id.to_string());
@@ -66,8 +70,8 @@ mod tests {
         let path = dir.path().join("done");
         assert!(read_done(&path, "db").expect("read").is_empty());
         let log = DoneLog::open(&path, "db").expect("open");
-        log.record(&[3, 5], "db").expect("record");
-        log.record(&[7], "db").expect("record");
+        log.record(&[3, 5]).expect("record");
+        log.record(&[7]).expect("record");
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

@@ -101,11 +101,11 @@ impl EntrySession {
         Ok(s)
     }
 
-    fn record(&self, batch: &[&ScriptEntry], db: &str) -> Result<(), CopyError> {
+    fn record(&self, batch: &[&ScriptEntry]) -> Result<(), CopyError> {
         match &self.options.log {
             Some(log) => {
                 let ids: Vec<u32> = batch.iter().map(|e| e.dump_id).collect();
-                log.record(&ids, db)
+                log.record(&ids)
             }
             None => Ok(()),
         }
@@ -124,11 +124,11 @@ impl EntrySession {
             Ok(()) => {}
             Err(e) if self.options.resuming && already_there(one, e.code()) => {
                 let entry = one.first().and_then(|e| lines.get(&e.dump_id));
-                tracing::warn!(db, entry = ?entry, "already on the target from the interrupted run: {e}");
+                tracing::warn!(entry = ?entry, "already on the target from the interrupted run: {e}");
             }
             Err(e) => return Err(entry_error(one, lines, db, what, e)),
         }
-        self.record(one, db)
+        self.record(one)
     }
 
     /// The session's connection, for queries of its own.
@@ -154,7 +154,7 @@ impl EntrySession {
             let end = batch_end(entries, start);
             let batch = entries.get(start..end).unwrap_or_default();
             match self.run_batch(batch).await {
-                Ok(()) => self.record(batch, db)?,
+                Ok(()) => self.record(batch)?,
                 // Which entry? The batch rolled back as a whole; run its
                 // entries one by one and stop at the one that fails.
                 Err(_) => {

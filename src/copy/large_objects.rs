@@ -89,7 +89,7 @@ pub async fn copy_all(
                 ))
                 .await
             {
-                tracing::warn!(db, oid, "large object owner not set: {e}");
+                tracing::warn!(oid, "large object owner not set: {e}");
             }
         }
         objects += 1;
@@ -122,7 +122,7 @@ async fn carry_metadata(
     for r in &rows {
         let sql = r.str(0).map_err(|e| CopyError::source(db, &ctx, e))?;
         if let Err(e) = target.execute(sql).await {
-            tracing::warn!(db, oid, "large object metadata not set ({sql}): {e}");
+            tracing::warn!(oid, "large object metadata not set ({sql}): {e}");
         }
     }
     Ok(())

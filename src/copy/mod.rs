@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub use error::CopyError;
 
@@ -377,7 +378,11 @@ impl DatabaseCopy<'_> {
         let mut workers = tokio::task::JoinSet::new();
         for (index, source) in sessions.drain(..).enumerate() {
             let target = self.open_copy_session(self.target, "target").await?;
-            workers.spawn(run.clone().worker(index, source, target));
+            workers.spawn(
+                run.clone()
+                    .worker(index, source, target)
+                    .instrument(tracing::Span::current()),
+            );
         }
         let mut per_table = {
             let target = self.target.clone();
@@ -387,9 +392,13 @@ impl DatabaseCopy<'_> {
             // A JoinSet, not a bare spawn: if this copy is dropped (a
             // stop), the index builder is aborted with it, not left running.
             let mut task = tokio::task::JoinSet::new();
-            task.spawn(async move {
-                post_data::build_per_table(plan, &target, index_jobs, done_rx, options, &db).await
-            });
+            task.spawn(
+                async move {
+                    post_data::build_per_table(plan, &target, index_jobs, done_rx, options, &db)
+                        .await
+                }
+                .instrument(tracing::Span::current()),
+            );
             task
         };
         let mut first_err = None;

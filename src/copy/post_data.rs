@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::{mpsc, Mutex};
 
@@ -54,48 +55,51 @@ pub async fn build_per_table(
             trees.clone(),
             options.clone(),
         );
-        set.spawn(async move {
-            let mut session: Option<EntrySession> = None;
-            loop {
-                let oids = next_tables(&done).await;
-                if oids.is_empty() {
-                    break;
-                }
-                // Every lane of the batch, taken in one order by every
-                // worker so two never wait on each other.
-                let lanes: BTreeSet<u64> = oids
-                    .iter()
-                    .filter_map(|oid| plan.table_lane.get(oid).copied())
-                    .collect();
-                let mut _held = Vec::with_capacity(lanes.len());
-                for lane in &lanes {
-                    if let Some(m) = trees.get(lane) {
-                        _held.push(m.lock().await);
+        set.spawn(
+            async move {
+                let mut session: Option<EntrySession> = None;
+                loop {
+                    let oids = next_tables(&done).await;
+                    if oids.is_empty() {
+                        break;
                     }
+                    // Every lane of the batch, taken in one order by every
+                    // worker so two never wait on each other.
+                    let lanes: BTreeSet<u64> = oids
+                        .iter()
+                        .filter_map(|oid| plan.table_lane.get(oid).copied())
+                        .collect();
+                    let mut _held = Vec::with_capacity(lanes.len());
+                    for lane in &lanes {
+                        if let Some(m) = trees.get(lane) {
+                            _held.push(m.lock().await);
+                        }
+                    }
+                    let entries: Vec<_> = oids
+                        .iter()
+                        .filter_map(|oid| plan.per_table.get(oid))
+                        .flatten()
+                        .filter_map(|&i| plan.entries.get(i))
+                        .collect();
+                    if entries.is_empty() {
+                        continue;
+                    }
+                    let s = match session.as_mut() {
+                        Some(s) => s,
+                        None => session.insert(
+                            EntrySession::connect_with(&target, &db, PER_TABLE, options.clone())
+                                .await?,
+                        ),
+                    };
+                    s.run(&entries, &plan.lines, &db, PER_TABLE).await?;
                 }
-                let entries: Vec<_> = oids
-                    .iter()
-                    .filter_map(|oid| plan.per_table.get(oid))
-                    .flatten()
-                    .filter_map(|&i| plan.entries.get(i))
-                    .collect();
-                if entries.is_empty() {
-                    continue;
+                if let Some(s) = session {
+                    s.close().await;
                 }
-                let s = match session.as_mut() {
-                    Some(s) => s,
-                    None => session.insert(
-                        EntrySession::connect_with(&target, &db, PER_TABLE, options.clone())
-                            .await?,
-                    ),
-                };
-                s.run(&entries, &plan.lines, &db, PER_TABLE).await?;
+                Ok::<(), CopyError>(())
             }
-            if let Some(s) = session {
-                s.close().await;
-            }
-            Ok::<(), CopyError>(())
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
     join_all(set, db, "index build").await
 }
@@ -251,20 +255,25 @@ pub async fn build_remaining(
                 idle.pop(),
                 options.clone(),
             );
-            running.spawn(async move {
-                let mut s = match session {
-                    Some(s) => s,
-                    None => match EntrySession::connect_with(&target, &db, AFTER_TABLES, options)
-                        .await
-                    {
-                        Ok(s) => s,
-                        Err(e) => return (None, job, Err(e)),
-                    },
-                };
-                let entries: Vec<_> = job.iter().filter_map(|&i| plan.entries.get(i)).collect();
-                let r = s.run(&entries, &plan.lines, &db, AFTER_TABLES).await;
-                (Some(s), job, r)
-            });
+            running.spawn(
+                async move {
+                    let mut s = match session {
+                        Some(s) => s,
+                        None => {
+                            match EntrySession::connect_with(&target, &db, AFTER_TABLES, options)
+                                .await
+                            {
+                                Ok(s) => s,
+                                Err(e) => return (None, job, Err(e)),
+                            }
+                        }
+                    };
+                    let entries: Vec<_> = job.iter().filter_map(|&i| plan.entries.get(i)).collect();
+                    let r = s.run(&entries, &plan.lines, &db, AFTER_TABLES).await;
+                    (Some(s), job, r)
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
         let Some(joined) = running.join_next().await else {
             break;

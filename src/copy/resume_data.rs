@@ -208,7 +208,7 @@ async fn empty_again(
     if oids.is_empty() {
         return Ok(());
     }
-    log.reset(oids, db)?;
+    log.reset(oids)?;
     let names: Vec<String> = tables
         .iter()
         .filter(|t| oids.contains(&t.oid))

@@ -78,7 +78,7 @@ pub async fn copy_missing(
         }
     }
     if !created.is_empty() {
-        tracing::info!(db, roles = ?created, "created roles missing on the target (no passwords)");
+        tracing::info!(roles = ?created, "created roles missing on the target (no passwords)");
         let members = source
             .simple_query(
                 "SELECT r.rolname, m.rolname FROM pg_catalog.pg_auth_members a \
@@ -94,7 +94,7 @@ pub async fn copy_missing(
             if created.iter().any(|c| c == role || c == member) {
                 let sql = format!("GRANT {} TO {}", quote_ident(role), quote_ident(member));
                 if let Err(e) = target.execute(&sql).await {
-                    tracing::warn!(db, "{sql}: {e}");
+                    tracing::warn!("{sql}: {e}");
                 }
             }
         }

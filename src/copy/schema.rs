@@ -109,7 +109,7 @@ impl SchemaArchive {
         let known = known_settings(target.conn_mut(), db).await?;
         let mut entries = parse_entries(&sql, |s| match s.set_name() {
             Some(name) if !name.contains('.') && !known.contains(&name) => {
-                tracing::debug!(db, setting = %name, "skipping a setting the target does not know");
+                tracing::debug!(setting = %name, "skipping a setting the target does not know");
                 false
             }
             _ => true,

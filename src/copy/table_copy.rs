@@ -227,7 +227,7 @@ impl CopyRun {
             self.progress
                 .full_load_completed_tables
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(db = %self.db, table = %state.table.display(), rows = state.rows.load(Ordering::Relaxed), "table copied");
+            tracing::debug!(table = %state.table.display(), rows = state.rows.load(Ordering::Relaxed), "table copied");
             if let Ok(tx) = self.done_tx.lock() {
                 if let Some(tx) = tx.as_ref() {
                     let _ = tx.send(state.table.oid);
@@ -375,7 +375,7 @@ impl CopyRun {
                         start: u.pages.map(|p| p.0),
                     })
                     .collect();
-                match j.commit_sql(index, keys, &self.db).await {
+                match j.commit_sql(index, keys).await {
                     Ok(sql) => sql,
                     Err(e) => {
                         let _ = target.execute("ROLLBACK").await;

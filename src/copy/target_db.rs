@@ -238,7 +238,7 @@ pub async fn create(
             quote_literal(value)
         );
         if let Err(e) = conn.execute(&stmt).await {
-            tracing::warn!(db, setting = %setting, "database setting not carried over: {e}");
+            tracing::warn!(setting = %setting, "database setting not carried over: {e}");
         }
     }
     Ok(())
