@@ -7,12 +7,11 @@
 //! crash loses) and knows exactly which units are in.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use crate::protocol::lsn::Lsn;
 
+use super::append_file::AppendFile;
 use super::CopyError;
 
 /// A unit as the journal names it: a table by source OID and, for a ctid
@@ -104,10 +103,7 @@ impl Journal {
 
 /// Appends to the journal; shared by the copy workers.
 pub struct CopyLog {
-    path: PathBuf,
-    /// The database, for the errors of every later write.
-    db: String,
-    file: Mutex<std::fs::File>,
+    file: AppendFile,
 }
 
 fn key_text(k: &UnitKey) -> String {
@@ -132,15 +128,8 @@ fn parse_key(text: &str) -> Option<UnitKey> {
 impl CopyLog {
     /// Opens (creating) the journal at `path` for appending.
     pub fn open(path: &Path, db: &str) -> Result<CopyLog, CopyError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| CopyError::io(db, path, e))?;
         Ok(CopyLog {
-            path: path.to_path_buf(),
-            db: db.to_string(),
-            file: Mutex::new(file),
+            file: AppendFile::open(path, db, "copy journal")?,
         })
     }
 
@@ -194,21 +183,13 @@ impl CopyLog {
 
     /// The database this journal belongs to.
     pub fn db(&self) -> &str {
-        &self.db
+        self.file.db()
     }
 
+    /// A torn last line is dropped by the reader: its transaction never
+    /// committed.
     fn append(&self, line: &str) -> Result<(), CopyError> {
-        let db = self.db.as_str();
-        let f = self.file.lock().map_err(|_| CopyError::Unexpected {
-            db: db.to_string(),
-            message: "copy journal lock poisoned".into(),
-        })?;
-        let mut f: &std::fs::File = &f;
-        // One write: a process killed mid-way leaves at most a torn last
-        // line, which the reader drops (its transaction never committed).
-        f.write_all(line.as_bytes())
-            .and_then(|()| f.sync_data())
-            .map_err(|e| CopyError::io(db, &self.path, e))
+        self.file.append(line, true)
     }
 }
 
@@ -282,6 +263,7 @@ fn parse_commit<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Commit>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn key(oid: u32, start: Option<u64>) -> UnitKey {
         UnitKey { oid, start }

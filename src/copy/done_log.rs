@@ -3,50 +3,34 @@
 //! first entry not done instead of starting the copy over.
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
+use super::append_file::AppendFile;
 use super::CopyError;
 
 /// Appends finished entries; shared by every post-data session.
 pub struct DoneLog {
-    path: PathBuf,
-    /// The database, for the errors of every later write.
-    db: String,
-    file: Mutex<std::fs::File>,
+    file: AppendFile,
 }
 
 impl DoneLog {
     /// Opens (creating) the log at `path` for appending.
     pub fn open(path: &Path, db: &str) -> Result<DoneLog, CopyError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| CopyError::io(db, path, e))?;
         Ok(DoneLog {
-            path: path.to_path_buf(),
-            db: db.to_string(),
-            file: Mutex::new(file),
+            file: AppendFile::open(path, db, "post-data log")?,
         })
     }
 
     /// Records that the entries with these dump IDs committed.
     pub fn record(&self, ids: &[u32]) -> Result<(), CopyError> {
-        let db = self.db.as_str();
         let mut text = String::new();
         for id in ids {
             text.push_str(&id.to_string());
             text.push('\n');
         }
-        let mut f = self.file.lock().map_err(|_| CopyError::Unexpected {
-            db: db.to_string(),
-            message: "post-data log lock poisoned".into(),
-        })?;
-        // One write per batch: a process killed mid-way leaves whole lines.
-        f.write_all(text.as_bytes())
-            .map_err(|e| CopyError::io(db, &self.path, e))
+        // One write per batch, not fsynced: an entry whose record a crash
+        // loses is run again, and in a resumed run "already exists" is done.
+        self.file.append(&text, false)
     }
 }
 
@@ -63,6 +47,7 @@ pub fn read_done(path: &Path, db: &str) -> Result<HashSet<u32>, CopyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn records_and_reads_back() {

@@ -3,6 +3,7 @@
 //! post-data, sequences and large objects. Never decodes row bytes.
 
 pub mod analyze;
+mod append_file;
 pub mod catalog;
 pub mod copy_log;
 pub mod copy_origins;

@@ -208,6 +208,27 @@ pub async fn binary_possible(source: &mut crate::conn::Connection, publication: 
     }
 }
 
+// Here rather than beside the struct: receiver.rs is the receiver's loop.
+impl Shared {
+    /// Shared state of a new stream that stops with `shutdown`.
+    pub fn new(shutdown: Shutdown) -> Shared {
+        Shared {
+            stop: std::sync::atomic::AtomicBool::new(false),
+            shutdown: shutdown.flag(),
+            cutting_over: std::sync::atomic::AtomicBool::new(false),
+            want_reply: std::sync::atomic::AtomicBool::new(false),
+            received: std::sync::atomic::AtomicU64::new(0),
+            unapplied: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Whether the receiver should end now.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            || (self.shutdown.load(Ordering::Acquire) && !self.cutting_over.load(Ordering::Acquire))
+    }
+}
+
 /// What a stream needs.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -443,6 +464,20 @@ mod tests {
             code: code.into(),
             ..DbError::default()
         }))
+    }
+
+    #[test]
+    fn the_daemons_stop_ends_a_stream_unless_its_cutover_began() {
+        let (trigger, shutdown) = Shutdown::new();
+        let plain = Shared::new(shutdown.clone());
+        let cutting = Shared::new(shutdown);
+        cutting.cutting_over.store(true, Ordering::Release);
+        assert!(!plain.stopping() && !cutting.stopping());
+        trigger.trigger();
+        assert!(plain.stopping());
+        assert!(!cutting.stopping(), "a begun cutover is finished");
+        cutting.stop.store(true, Ordering::Release);
+        assert!(cutting.stopping(), "Stream::stop still ends it");
     }
 
     #[test]

@@ -65,9 +65,9 @@ pub struct Shared {
     /// Ends this stream only, not the daemon: set by `Stream::stop` (a
     /// restart after an error, the cutover applied) and on drop.
     pub stop: AtomicBool,
-    /// The daemon's stop (signal, cancel, a failed sibling database): the
-    /// thread listens to it directly, not through the async side.
-    pub shutdown: crate::shutdown::Shutdown,
+    /// The daemon's stop (signal, cancel, a failed sibling database), the
+    /// `Shutdown::flag` view: read per message, so one atomic load.
+    pub shutdown: Arc<AtomicBool>,
     /// Set once this stream's cutover began: it then runs until the cutover
     /// stops it, whatever `shutdown` says (a cutover is finished, as
     /// before the threads listened to `shutdown`).
@@ -78,26 +78,6 @@ pub struct Shared {
     pub received: AtomicU64,
     /// Dispatched transactions not yet applied everywhere: (end LSN, commit time).
     pub unapplied: Mutex<VecDeque<(Lsn, PgTimestamp)>>,
-}
-
-impl Shared {
-    /// Shared state of a new stream that stops with `shutdown`.
-    pub fn new(shutdown: crate::shutdown::Shutdown) -> Shared {
-        Shared {
-            stop: AtomicBool::new(false),
-            shutdown,
-            cutting_over: AtomicBool::new(false),
-            want_reply: AtomicBool::new(false),
-            received: AtomicU64::new(0),
-            unapplied: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    /// Whether the receiver should end now.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-            || (self.shutdown.is_requested() && !self.cutting_over.load(Ordering::Acquire))
-    }
 }
 
 /// A transaction being received.
