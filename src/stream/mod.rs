@@ -3,6 +3,7 @@
 //! watched from the async side, which also measures lag. Never applies;
 //! only routes.
 
+pub mod ddl;
 pub mod late_tables;
 pub mod publication;
 mod receiver;
@@ -125,6 +126,18 @@ pub enum StreamError {
         #[source]
         last: Box<StreamError>,
     },
+    /// A DDL command captured on the source cannot be carried.
+    #[error("database {db}: DDL committed on the source at {lsn}: `{statement}`: {why}")]
+    Ddl {
+        /// Database.
+        db: String,
+        /// Commit LSN of its transaction.
+        lsn: Lsn,
+        /// The statement, shortened.
+        statement: String,
+        /// Why, and what to do.
+        why: String,
+    },
     /// Stopped on request while waiting.
     #[error("stream stopped")]
     Stopped,
@@ -150,7 +163,9 @@ impl StreamError {
             StreamError::Source { source, .. } => source.retry(),
             StreamError::Worker(e) => e.retry(),
             StreamError::GaveUp { last, .. } => last.retry(),
-            StreamError::Protocol { .. } | StreamError::NotRecorded { .. } => Retry::Deterministic,
+            StreamError::Protocol { .. }
+            | StreamError::NotRecorded { .. }
+            | StreamError::Ddl { .. } => Retry::Deterministic,
             StreamError::SourceEnded { .. }
             | StreamError::WorkerStopped { .. }
             | StreamError::Spill { .. }
@@ -241,6 +256,8 @@ pub struct StreamConfig {
     pub binary: bool,
     /// Tables a resumed copy read late, whose earlier changes are dropped.
     pub late: late_tables::LateTables,
+    /// What DDL captured on the source does to the stream.
+    pub ddl: crate::config::DdlMode,
 }
 
 /// A running stream.
@@ -294,6 +311,7 @@ impl Stream {
             spill_dir: cfg.spill_dir.clone(),
             late: cfg.late.clone(),
             filter: cfg.filter.clone(),
+            ddl: cfg.ddl,
         };
         let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
         let receiver = std::thread::Builder::new()
