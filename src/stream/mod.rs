@@ -138,6 +138,18 @@ pub enum StreamError {
         /// Why, and what to do.
         why: String,
     },
+    /// A table's Relation message names a column type that binary
+    /// transfer cannot carry (a table or column created by DDL after the
+    /// stream started): the stream restarts in text.
+    #[error("database {db}: table {table} has a column of type {type_oid}, which streams only as text: restarting the stream in text")]
+    TextNeeded {
+        /// Database.
+        db: String,
+        /// `schema.table`.
+        table: String,
+        /// The column's type OID on the source.
+        type_oid: u32,
+    },
     /// Stopped on request while waiting.
     #[error("stream stopped")]
     Stopped,
@@ -172,6 +184,7 @@ impl StreamError {
             | StreamError::Start { .. }
             | StreamError::Panicked { .. }
             | StreamError::Ended { .. }
+            | StreamError::TextNeeded { .. }
             | StreamError::Stopped => Retry::Transient,
         }
     }

@@ -641,6 +641,17 @@ impl Receiver<'_> {
                     return Ok(None);
                 }
                 self.filtered.remove(&r.relation_id.0);
+                if let Some(c) = r.columns.iter().find(|c| {
+                    self.cfg.binary
+                        && !(crate::pgtypes::type_binary_safe(c.type_oid.0)
+                            && !crate::pgtypes::NO_EQUALITY.contains(&c.type_oid.0))
+                }) {
+                    return Err(StreamError::TextNeeded {
+                        db: self.cfg.db.clone(),
+                        table: format!("{}.{}", r.namespace, r.name),
+                        type_oid: c.type_oid.0,
+                    });
+                }
                 if self
                     .txn_filled
                     .iter()

@@ -62,3 +62,58 @@ pub fn ddl_replication(s: &SourceServer, config: &Config) -> Option<ValidationCh
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::status::CheckResult;
+    use std::path::Path;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "name = \"t\"\ndatabases = [\"app\"]\n{extra}\n[source]\nhost = \"src\"\n[target]\nhost = \"dst\"\n"
+        );
+        Config::from_toml_str(&text, Path::new("/")).unwrap()
+    }
+
+    fn server(major: u32, superuser: bool) -> SourceServer {
+        SourceServer {
+            server: "src:5432".into(),
+            major,
+            user: "app".into(),
+            superuser,
+            ..SourceServer::default()
+        }
+    }
+
+    #[test]
+    fn the_mode_and_its_reason_are_said() {
+        let c = ddl_replication(&server(15, true), &config("")).unwrap();
+        assert_eq!(c.result, CheckResult::Succeeded);
+        assert!(
+            c.message.contains("ddl = \"replicate\" (the default)"),
+            "{}",
+            c.message
+        );
+        let c = ddl_replication(&server(15, false), &config("")).unwrap();
+        assert_eq!(c.result, CheckResult::Warning);
+        assert!(c.message.contains("not a superuser"), "{}", c.message);
+        let c = ddl_replication(&server(13, true), &config("")).unwrap();
+        assert_eq!(c.result, CheckResult::Warning);
+        assert!(c.message.contains("PostgreSQL 13"), "{}", c.message);
+        let c = ddl_replication(&server(13, true), &config("ddl = \"replicate\"")).unwrap();
+        assert_eq!(c.result, CheckResult::Failed);
+        let c = ddl_replication(&server(15, false), &config("ddl = \"fail\"")).unwrap();
+        assert_eq!(c.result, CheckResult::Failed);
+        let c = ddl_replication(&server(15, true), &config("ddl = \"ignore\"")).unwrap();
+        assert_eq!(c.result, CheckResult::Warning);
+        assert!(ddl_replication(&server(15, true), &config("mode = \"offline\"")).is_none());
+    }
+
+    #[test]
+    fn an_unknown_mode_is_a_config_error() {
+        let text = "name = \"t\"\ndatabases = [\"app\"]\nddl = \"sometimes\"\n[source]\nhost = \"s\"\n[target]\nhost = \"d\"\n";
+        let e = Config::from_toml_str(text, Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+    }
+}
