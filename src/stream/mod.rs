@@ -227,9 +227,8 @@ pub async fn binary_possible(source: &mut crate::conn::Connection, publication: 
         .await;
     match rows {
         Ok(rows) => rows.iter().all(|r| {
-            r.parse::<u32>(0).is_ok_and(|t| {
-                crate::pgtypes::type_binary_safe(t) && !crate::pgtypes::NO_EQUALITY.contains(&t)
-            })
+            r.parse::<u32>(0)
+                .is_ok_and(crate::pgtypes::streams_in_binary)
         }),
         Err(_) => false,
     }

@@ -641,11 +641,10 @@ impl Receiver<'_> {
                     return Ok(None);
                 }
                 self.filtered.remove(&r.relation_id.0);
-                if let Some(c) = r.columns.iter().find(|c| {
-                    self.cfg.binary
-                        && !(crate::pgtypes::type_binary_safe(c.type_oid.0)
-                            && !crate::pgtypes::NO_EQUALITY.contains(&c.type_oid.0))
-                }) {
+                let text_only = |c: &&pgoutput::RelationColumn| {
+                    self.cfg.binary && !crate::pgtypes::streams_in_binary(c.type_oid.0)
+                };
+                if let Some(c) = r.columns.iter().find(text_only) {
                     return Err(StreamError::TextNeeded {
                         db: self.cfg.db.clone(),
                         table: format!("{}.{}", r.namespace, r.name),
