@@ -7,6 +7,7 @@
 //! `sslrootcert`) are relative to the config file's directory, so a unit's
 //! working directory does not change their meaning.
 
+mod ddl;
 mod endpoint;
 mod keyless;
 mod raw;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use ddl::{DdlMode, MESSAGES_SINCE};
 pub use endpoint::{Endpoint, Host, Secret, SourceType, SslMode};
 pub use keyless::{KeylessMode, KeylessPolicy, TablePattern};
 pub use tables::{FilterList, TableChoice, TableFilter};
@@ -74,6 +76,9 @@ pub struct Config {
     pub keyless: KeylessPolicy,
     /// `[tables]`: which tables are migrated, schema only, or left out.
     pub tables: TableFilter,
+    /// `ddl`: schema changes during streaming; `None` picks by privilege
+    /// ([`DdlMode::resolve`]).
+    pub ddl: Option<DdlMode>,
 }
 
 /// `[copy]`: the snapshot copy.
@@ -347,6 +352,7 @@ impl Config {
             },
             keyless: keyless_policy(raw.keyless, &ctx)?,
             tables: table_filter(raw.tables, &ctx)?,
+            ddl: raw.ddl,
         })
     }
 }

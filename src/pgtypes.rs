@@ -31,6 +31,13 @@ pub const OID_BEARING_TYPES: &[u32] = &[
     1008, 2207, 2208, 2209, 2210, 2211, 3735, 3770, 4090, 4097, 4192, // their arrays
 ];
 
+/// Whether the stream may carry a column of `type_oid` in binary: one
+/// binary form on every server, and an equality a REPLICA IDENTITY FULL
+/// match can use.
+pub fn streams_in_binary(type_oid: u32) -> bool {
+    type_binary_safe(type_oid) && !NO_EQUALITY.contains(&type_oid)
+}
+
 /// True when values of the type have the same binary form on every server
 /// (built in, and carrying no OIDs).
 pub fn type_binary_safe(type_oid: u32) -> bool {

@@ -71,6 +71,10 @@ pub enum ApplyMsg {
         /// RESTART IDENTITY was given.
         restart_identity: bool,
     },
+    /// A DDL command of the current transaction, in its place among the
+    /// rows (whole transaction routed to this worker alone, the others
+    /// committed before it and waiting).
+    Ddl(Arc<DdlStatement>),
     /// The current transaction commits.
     Commit {
         /// Commit LSN (start of the commit record).
@@ -88,6 +92,18 @@ pub enum ApplyMsg {
     },
     /// Commit whatever is open now, then answer (a barrier).
     Flush(crossbeam_channel::Sender<()>),
+}
+
+/// A DDL statement to run on the target as the source ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DdlStatement {
+    /// The statement.
+    pub sql: String,
+    /// The source session's search_path when it ran.
+    pub search_path: String,
+    /// The role that ran it: objects it creates are owned by the same
+    /// role where the target has it.
+    pub role: String,
 }
 
 /// A worker's progress, read by the stream for feedback and lag.

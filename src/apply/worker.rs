@@ -23,6 +23,7 @@ use super::target_table::TargetTable;
 use super::window::TableWindow;
 use super::{ApplyError, ApplyMsg, Change, Inconsistency, WorkerProgress};
 
+mod ddl;
 mod pipeline;
 mod rows;
 mod set_based;
@@ -343,6 +344,11 @@ impl Worker {
                 }) => {
                     if !self.skipping {
                         self.truncate(&rels, cascade, restart_identity).await?;
+                    }
+                }
+                Some(ApplyMsg::Ddl(ddl)) => {
+                    if !self.skipping {
+                        self.ddl(&ddl).await?;
                     }
                 }
                 Some(ApplyMsg::Commit {

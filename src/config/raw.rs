@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{KeylessMode, Mode, RunOption, SourceType, SslMode};
+use super::{DdlMode, KeylessMode, Mode, RunOption, SourceType, SslMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +34,7 @@ pub(super) struct RawConfig {
     pub keyless: RawKeyless,
     #[serde(default)]
     pub tables: RawTables,
+    pub ddl: Option<DdlMode>,
 }
 
 #[derive(Debug, Deserialize)]

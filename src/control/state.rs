@@ -148,6 +148,13 @@ pub struct ResumeState {
     /// point (after a resume): the stream skips their changes committed
     /// before that snapshot, which their copy already holds.
     pub late_copies: Vec<LateCopy>,
+    /// The DDL capture (event triggers and their schema on the source,
+    /// named after the slot), recorded before it is created; dropped with
+    /// the publication.
+    pub ddl_capture: Option<String>,
+    /// The `ddl` mode this database streams with, fixed when its slot was
+    /// made (a resumed run keeps it).
+    pub ddl_mode: Option<crate::config::DdlMode>,
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,

@@ -171,7 +171,14 @@ impl DatabaseCopy<'_> {
             message: "no schema dump".into(),
         })?;
         let first = first_session(&mut sessions, db)?;
-        let (tables, sequences) = table_filter::apply(first, db, self.filter, &mut archive).await?;
+        let (tables, sequences) = table_filter::apply(
+            first,
+            db,
+            self.filter,
+            self.exclude_publication,
+            &mut archive,
+        )
+        .await?;
         let owners = owners::read(first, db).await?;
         let (block_size, can_split) = split_facts(first, db).await?;
 

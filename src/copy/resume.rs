@@ -37,8 +37,14 @@ impl DatabaseCopy<'_> {
         let done = read_done(&log_path, db)?;
         let mut source = self.open_copy_session(self.source, "source").await?;
         let owners = owners::read(&mut source, db).await?;
-        let (_, sequences) =
-            super::table_filter::apply(&mut source, db, self.filter, &mut archive).await?;
+        let (_, sequences) = super::table_filter::apply(
+            &mut source,
+            db,
+            self.filter,
+            self.exclude_publication,
+            &mut archive,
+        )
+        .await?;
         let plan = archive
             .post_data_plan(
                 self.target,

@@ -67,8 +67,14 @@ impl DatabaseCopy<'_> {
             .open_snapshot(snapshot, self.options.jobs.max(1), false)
             .await?;
         let first = first_session(&mut sessions, db)?;
-        let (all_tables, sequences) =
-            super::table_filter::apply(first, db, self.filter, &mut archive).await?;
+        let (all_tables, sequences) = super::table_filter::apply(
+            first,
+            db,
+            self.filter,
+            self.exclude_publication,
+            &mut archive,
+        )
+        .await?;
         let owners = owners::read(first, db).await?;
         let mut target = Connection::connect(self.target)
             .await

@@ -104,15 +104,24 @@ impl Choices {
 }
 
 /// The one hook of the copy: the tables with rows and the sequences on
-/// the target, with the archive told which entries to leave out.
+/// the target, with the archive told which entries to leave out (also the
+/// DDL capture of the migration object `own`, which is the source's only).
 pub async fn apply(
     conn: &mut Connection,
     db: &str,
     filter: &TableFilter,
+    own: Option<&str>,
     archive: &mut super::schema::SchemaArchive,
 ) -> Result<(Vec<Table>, Vec<Sequence>), CopyError> {
     let choices = Choices::read(conn, db, filter).await?;
-    archive.exclude_objects(&choices.excluded_oids);
+    let mut left_out = choices.excluded_oids.clone();
+    if let Some(name) = own {
+        let oids = crate::stream::ddl::capture::object_oids(conn, name)
+            .await
+            .map_err(|e| CopyError::source(db, "listing the DDL capture's objects", e))?;
+        left_out.extend(oids);
+    }
+    archive.exclude_objects(&left_out);
     let tables = choices.rows_of(super::catalog::tables(conn, db).await?);
     let sequences = choices.sequences_of(super::catalog::sequences(conn, db).await?);
     Ok((tables, sequences))

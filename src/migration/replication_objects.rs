@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use super::database::{DbContext, DbError};
 use super::step_error::StepError;
+use crate::config::{DdlMode, MESSAGES_SINCE};
 use crate::conn::{sqlstate, Connection};
 use crate::control::state::{IdentityChange, ResumeState};
 use crate::copy::{slot, target_db, CopyError};
+use crate::stream::ddl::capture;
 use crate::stream::publication::{self, KeylessPlan};
 
 /// The apply workers' origin names for the slot `slot_name`, applying into
@@ -36,6 +38,7 @@ pub(super) fn forget(resume: &mut ResumeState) {
     resume.identity_changes.clear();
     resume.origin_names.clear();
     resume.copy_origin_names.clear();
+    resume.ddl_capture = None;
 }
 
 /// True when something of the migration may be left on the source.
@@ -44,6 +47,60 @@ pub(super) fn has_source_objects(resume: &ResumeState) -> bool {
         || resume.publication_name.is_some()
         || resume.insert_publication_name.is_some()
         || !resume.identity_changes.is_empty()
+        || resume.ddl_capture.is_some()
+}
+
+/// Decides the database's `ddl` mode and, when it captures, creates the
+/// source's event triggers (recorded first) before the slot, so every
+/// command after the slot's snapshot reaches the stream.
+pub(super) async fn prepare_ddl_capture(
+    ctx: &DbContext,
+    source: &mut Connection,
+    name: &str,
+) -> Result<DdlMode, DbError> {
+    let db = ctx.db.as_str();
+    let privileged = capture::can_capture(source)
+        .await
+        .map_err(|e| StepError::source(db, "reading role attributes", e))?;
+    let recent = source.server_major() >= MESSAGES_SINCE;
+    let mode = DdlMode::resolve(ctx.config.ddl, privileged && recent);
+    if mode.captures() && !(privileged && recent) {
+        return Err(StepError::DdlCapture {
+            db: db.to_string(),
+            mode: mode.as_str(),
+            needs: if recent {
+                "a source user that may create event triggers (a superuser)".into()
+            } else {
+                format!(
+                    "a source of PostgreSQL {MESSAGES_SINCE} or later (this one is {}), whose pgoutput carries logical messages",
+                    source.server_major()
+                )
+            },
+            fix: "connect as a superuser, or set ddl = \"ignore\" and keep the schema unchanged until cutover",
+        }
+        .into());
+    }
+    let capture_name = mode.captures().then(|| name.to_string());
+    ctx.record(move |r| {
+        r.ddl_mode = Some(mode);
+        r.ddl_capture = capture_name;
+    })
+    .await?;
+    if mode.captures() {
+        let ins = publication::insert_publication_name(name);
+        capture::create(source, name, &ins)
+            .await
+            .map_err(|e| StepError::source(db, "creating the DDL capture (event triggers)", e))?;
+        tracing::info!(
+            mode = mode.as_str(),
+            "DDL on the source is captured by an event trigger"
+        );
+    } else {
+        tracing::warn!(
+            "ddl = \"ignore\": schema changes on the source are not carried to the target"
+        );
+    }
+    Ok(mode)
 }
 
 /// Prepares the keyless tables of an online migration before its
@@ -149,6 +206,11 @@ pub(super) async fn drop_source_objects(
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+    if let Some(name) = resume.ddl_capture.as_deref() {
+        capture::drop_if_exists(source, name)
+            .await
+            .map_err(|e| StepError::source(db, "dropping the DDL capture (event triggers)", e))?;
     }
     for p in [&resume.publication_name, &resume.insert_publication_name]
         .into_iter()

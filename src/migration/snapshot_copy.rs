@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use super::database::{DbContext, DbError};
 use super::prerequisites::{prepare, Prepared};
-use super::replication_objects::{drop_exported_slot, origin_names, prepare_keyless};
+use super::replication_objects::{
+    drop_exported_slot, origin_names, prepare_ddl_capture, prepare_keyless,
+};
 use crate::config::{Config, Mode};
 use crate::conn::{ConnectParams, Connection};
 use crate::control::state::{LateCopy, ResumeState};
@@ -53,6 +55,9 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         publication::drop_if_exists(&mut source, db, &name).await?;
         let ins = publication::insert_publication_name(&name);
         publication::drop_if_exists(&mut source, db, &ins).await?;
+        crate::stream::ddl::capture::drop_if_exists(&mut source, &name)
+            .await
+            .map_err(|e| CopyError::source(db, "dropping an earlier DDL capture", e))?;
     }
     // Offline needs the slot only for its snapshot: a temporary one goes
     // away with its session, whatever happens to this process.
@@ -61,6 +66,7 @@ pub(super) async fn copy_phase(ctx: &DbContext, resume: &ResumeState) -> Result<
         // Before the slot, so every change after its snapshot is published.
         let insert_only = prepare_keyless(ctx, &mut source, &name).await?;
         publication::create(&mut source, db, &name, &insert_only, &cfg.tables).await?;
+        prepare_ddl_capture(ctx, &mut source, &name).await?;
     }
     let created = (!temporary).then(|| name.clone());
     let origins = if temporary {

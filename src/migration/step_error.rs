@@ -36,6 +36,18 @@ pub enum StepError {
         /// The value (`pg_current_wal_lsn()`).
         what: &'static str,
     },
+    /// `ddl` asks for a capture the source cannot give.
+    #[error("database {db}: ddl = \"{mode}\" needs {needs}; {fix}")]
+    DdlCapture {
+        /// Database.
+        db: String,
+        /// The configured mode.
+        mode: &'static str,
+        /// What is missing.
+        needs: String,
+        /// What to do.
+        fix: &'static str,
+    },
     /// A copy-owned object (sequences, slot, publication, target database)
     /// could not be set or dropped.
     #[error(transparent)]
@@ -81,7 +93,7 @@ impl StepError {
     pub fn retry(&self) -> Retry {
         match self {
             StepError::Server { source, .. } => source.retry(),
-            StepError::Unreadable { .. } => Retry::Deterministic,
+            StepError::Unreadable { .. } | StepError::DdlCapture { .. } => Retry::Deterministic,
             StepError::Copy(e) => e.retry(),
             StepError::Publication(e) => e.retry(),
         }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use super::cutover;
 use super::database::{DbContext, DbEnd, DbError};
 use super::replication_objects::origin_names;
+use super::step_error::StepError;
 use super::wal_position::current_wal_lsn;
+use crate::config::{DdlMode, MESSAGES_SINCE};
 use crate::conn::{ConnectParams, Connection};
+use crate::control::state::ResumeState;
 use crate::control::status::Phase;
 use crate::protocol::lsn::Lsn;
 use crate::stream::supervisor::{Event, Supervisor};
@@ -24,6 +27,8 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let source_params = stream_cfg.source.clone();
     let slot_name = stream_cfg.slot.clone();
     ctx.progress.set_phase(Phase::Streaming);
+    let standing = standing_warning(stream_cfg.ddl);
+    ctx.progress.set_message(standing.clone());
     let mut stream = Supervisor::start(stream_cfg, ctx.progress.clone(), ctx.shutdown.clone())
         .map_err(DbError::Stream)?;
     let mut catch_up = current_wal_lsn(&mut source, db).await?;
@@ -78,7 +83,7 @@ pub(super) async fn stream_phase(ctx: &DbContext) -> Result<DbEnd, DbError> {
             }
             Event::Running { recovered } => {
                 if recovered {
-                    ctx.progress.set_message(None);
+                    ctx.progress.set_message(standing.clone());
                 }
             }
         }
@@ -125,6 +130,7 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
     let publications: Vec<String> = std::iter::once(publication_name)
         .chain(resume.insert_publication_name.clone())
         .collect();
+    let ddl = ddl_mode(ctx, &resume, source.server_major())?;
     let mut binary = true;
     for p in &publications {
         binary = binary && stream::binary_possible(&mut source, p).await;
@@ -144,8 +150,41 @@ async fn stream_config(ctx: &DbContext) -> Result<(StreamConfig, Connection), Db
         protocol_version: stream::protocol_version(source.server_major()),
         binary,
         late: stream::late_tables::LateTables::new(&resume.late_copies),
+        ddl,
     };
     Ok((stream_cfg, source))
+}
+
+/// The `ddl` mode of this stream: the config's when it names one (an
+/// operator may switch a migration that stopped at a DDL to `replicate`),
+/// else the one chosen when the slot was made. Capturing needs the event
+/// trigger made then.
+fn ddl_mode(ctx: &DbContext, resume: &ResumeState, source_major: u32) -> Result<DdlMode, DbError> {
+    let mode = ctx
+        .config
+        .ddl
+        .or(resume.ddl_mode)
+        .unwrap_or(DdlMode::Ignore);
+    if mode.captures() && (resume.ddl_capture.is_none() || source_major < MESSAGES_SINCE) {
+        return Err(StepError::DdlCapture {
+            db: ctx.db.clone(),
+            mode: mode.as_str(),
+            needs: "the event trigger created with the publication, which this migration has not"
+                .into(),
+            fix: "set ddl = \"ignore\", or cancel and start the migration again with it",
+        }
+        .into());
+    }
+    Ok(mode)
+}
+
+/// What `show` says while a stream runs without trouble.
+fn standing_warning(ddl: DdlMode) -> Option<String> {
+    (ddl == DdlMode::Ignore).then(|| {
+        "ddl = \"ignore\": schema changes on the source are not carried to the target; \
+         a changed table stops the apply"
+            .to_string()
+    })
 }
 
 async fn connect_source(db: &str, params: &ConnectParams) -> Result<Connection, DbError> {

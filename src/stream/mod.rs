@@ -3,6 +3,7 @@
 //! watched from the async side, which also measures lag. Never applies;
 //! only routes.
 
+pub mod ddl;
 pub mod late_tables;
 pub mod publication;
 mod receiver;
@@ -126,6 +127,30 @@ pub enum StreamError {
         #[source]
         last: Box<StreamError>,
     },
+    /// A DDL command captured on the source cannot be carried.
+    #[error("database {db}: DDL committed on the source at {lsn}: `{statement}`: {why}")]
+    Ddl {
+        /// Database.
+        db: String,
+        /// Commit LSN of its transaction.
+        lsn: Lsn,
+        /// The statement, shortened.
+        statement: String,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// A table's Relation message names a column type that binary
+    /// transfer cannot carry (a table or column created by DDL after the
+    /// stream started): the stream restarts in text.
+    #[error("database {db}: table {table} has a column of type {type_oid}, which streams only as text: restarting the stream in text")]
+    TextNeeded {
+        /// Database.
+        db: String,
+        /// `schema.table`.
+        table: String,
+        /// The column's type OID on the source.
+        type_oid: u32,
+    },
     /// Stopped on request while waiting.
     #[error("stream stopped")]
     Stopped,
@@ -151,13 +176,16 @@ impl StreamError {
             StreamError::Source { source, .. } => source.retry(),
             StreamError::Worker(e) => e.retry(),
             StreamError::GaveUp { last, .. } => last.retry(),
-            StreamError::Protocol { .. } | StreamError::NotRecorded { .. } => Retry::Deterministic,
+            StreamError::Protocol { .. }
+            | StreamError::NotRecorded { .. }
+            | StreamError::Ddl { .. } => Retry::Deterministic,
             StreamError::SourceEnded { .. }
             | StreamError::WorkerStopped { .. }
             | StreamError::Spill { .. }
             | StreamError::Start { .. }
             | StreamError::Panicked { .. }
             | StreamError::Ended { .. }
+            | StreamError::TextNeeded { .. }
             | StreamError::Stopped => Retry::Transient,
         }
     }
@@ -200,9 +228,8 @@ pub async fn binary_possible(source: &mut crate::conn::Connection, publication: 
         .await;
     match rows {
         Ok(rows) => rows.iter().all(|r| {
-            r.parse::<u32>(0).is_ok_and(|t| {
-                crate::pgtypes::type_binary_safe(t) && !crate::pgtypes::NO_EQUALITY.contains(&t)
-            })
+            r.parse::<u32>(0)
+                .is_ok_and(crate::pgtypes::streams_in_binary)
         }),
         Err(_) => false,
     }
@@ -263,6 +290,8 @@ pub struct StreamConfig {
     pub binary: bool,
     /// Tables a resumed copy read late, whose earlier changes are dropped.
     pub late: late_tables::LateTables,
+    /// What DDL captured on the source does to the stream.
+    pub ddl: crate::config::DdlMode,
 }
 
 /// A running stream.
@@ -322,6 +351,7 @@ impl Stream {
             spill_dir: cfg.spill_dir.clone(),
             late: cfg.late.clone(),
             filter: cfg.filter.clone(),
+            ddl: cfg.ddl,
         };
         let (sh, wp, cn) = (shared.clone(), workers.clone(), counters);
         let receiver = std::thread::Builder::new()

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{SendTimeoutError, Sender};
 
 use crate::apply::{ApplyMsg, Change, RelationInfo, WorkerProgress};
-use crate::config::TableChoice;
+use crate::config::{DdlMode, TableChoice};
 use crate::conn::{ConnectParams, Connection, CopyBoth};
 use crate::control::progress::DbProgress;
 use crate::protocol::lsn::{Lsn, RelationId};
@@ -24,6 +24,8 @@ use crate::protocol::timestamp::PgTimestamp;
 use crate::spill::{SpillError, SpillReader, SpillWriter};
 
 use super::StreamError;
+
+mod ddl_route;
 
 /// Status update interval when nothing else prompts one.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,6 +59,8 @@ pub struct ReceiverConfig {
     pub late: super::late_tables::LateTables,
     /// `[tables]`: relations decided on by their Relation message's name.
     pub filter: crate::config::TableFilter,
+    /// What captured DDL does.
+    pub ddl: DdlMode,
 }
 
 /// State shared between the receiver thread and the coordinator.
@@ -87,7 +91,12 @@ struct Txn {
     raw: Vec<Bytes>,
     bytes: usize,
     spill: Option<SpillWriter>,
-    has_truncate: bool,
+    /// A TRUNCATE or a DDL command: the transaction runs alone.
+    serial: bool,
+    /// Row changes (and truncates) it carries.
+    rows: u64,
+    /// Tables a CREATE TABLE AS of it made and filled.
+    filled: Vec<(String, String)>,
 }
 
 struct Receiver<'a> {
@@ -105,6 +114,14 @@ struct Receiver<'a> {
     last_progress: Instant,
     last_flush_sent: Lsn,
     spill_seq: u64,
+    /// Row changes of the transaction being dispatched.
+    txn_rows: u64,
+    /// Its commit LSN.
+    txn_commit: Lsn,
+    /// Tables it created and filled with CREATE TABLE AS…
+    txn_filled: Vec<(String, String)>,
+    /// …and their relation IDs, once their Relation messages came.
+    txn_filled_rels: std::collections::HashSet<u32>,
 }
 
 /// Runs the stream on the calling thread until `shared.stop` or an error.
@@ -128,12 +145,13 @@ pub fn run_thread(
         params.replication = true;
         let mut conn = Connection::connect(&params).await.map_err(|e| StreamError::source(&cfg.db, "opening the replication session", e))?;
         let sql = format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '{}'{})",
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '{}'{}{})",
             cfg.slot,
             cfg.start_lsn,
             cfg.protocol_version,
             cfg.publications.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(","),
-            if cfg.binary { ", binary 'true'" } else { "" }
+            if cfg.binary { ", binary 'true'" } else { "" },
+            if cfg.ddl.captures() { ", messages 'true'" } else { "" }
         );
         tracing::info!(slot = %cfg.slot, lsn = %cfg.start_lsn, proto = cfg.protocol_version, binary = cfg.binary, "streaming changes");
         let stream = conn
@@ -155,6 +173,10 @@ pub fn run_thread(
             last_progress: Instant::now(),
             last_flush_sent: Lsn(0),
             spill_seq: 0,
+            txn_rows: 0,
+            txn_commit: Lsn(0),
+            txn_filled: Vec::new(),
+            txn_filled_rels: Default::default(),
         };
         let result = r.run().await;
         // Tell the server how far we got before going.
@@ -298,7 +320,9 @@ impl Receiver<'_> {
                     raw: Vec::new(),
                     bytes: 0,
                     spill: None,
-                    has_truncate: false,
+                    serial: false,
+                    rows: 0,
+                    filled: Vec::new(),
                 });
             }
             PgOutputMessage::Commit(c) => {
@@ -335,17 +359,25 @@ impl Receiver<'_> {
                         format!("{} outside a transaction", other.name()),
                     ));
                 };
-                self.counters.incoming_changes.fetch_add(
-                    u64::from(matches!(
-                        other,
-                        PgOutputMessage::Insert(_)
-                            | PgOutputMessage::Update(_)
-                            | PgOutputMessage::Delete(_)
-                            | PgOutputMessage::Truncate(_)
-                    )),
-                    Ordering::Relaxed,
-                );
-                t.has_truncate |= matches!(other, PgOutputMessage::Truncate(_));
+                let row = u64::from(matches!(
+                    other,
+                    PgOutputMessage::Insert(_)
+                        | PgOutputMessage::Update(_)
+                        | PgOutputMessage::Delete(_)
+                        | PgOutputMessage::Truncate(_)
+                ));
+                self.counters
+                    .incoming_changes
+                    .fetch_add(row, Ordering::Relaxed);
+                t.rows += row;
+                t.serial |= matches!(other, PgOutputMessage::Truncate(_));
+                if let PgOutputMessage::Message(m) = &other {
+                    let Some(cmd) = self.ddl_message(m, t.begin.final_lsn)? else {
+                        return Ok(());
+                    };
+                    t.serial = true;
+                    t.filled.extend(ddl_route::filled_tables(&cmd));
+                }
                 self.push(t, raw, other)?;
             }
         }
@@ -477,10 +509,16 @@ impl Receiver<'_> {
         end_lsn: Lsn,
         commit_time: PgTimestamp,
     ) -> Result<(), StreamError> {
-        // A TRUNCATE may span tables of several workers: run the whole
+        // A TRUNCATE may span tables of several workers, and a DDL command
+        // changes what every later change means: run the whole
         // transaction on one worker, with every worker flushed before and
-        // that one after, so each table still sees its changes in order.
-        let serial = t.has_truncate;
+        // that one after, so each table still sees its changes in order
+        // (the barrier: all before it committed, nothing after started).
+        let serial = t.serial;
+        self.txn_rows = t.rows;
+        self.txn_commit = commit_lsn;
+        self.txn_filled = std::mem::take(&mut t.filled);
+        self.txn_filled_rels.clear();
         if serial {
             self.flush_workers().await?;
         }
@@ -611,6 +649,23 @@ impl Receiver<'_> {
                     return Ok(None);
                 }
                 self.filtered.remove(&r.relation_id.0);
+                let text_only = |c: &&pgoutput::RelationColumn| {
+                    self.cfg.binary && !crate::pgtypes::streams_in_binary(c.type_oid.0)
+                };
+                if let Some(c) = r.columns.iter().find(text_only) {
+                    return Err(StreamError::TextNeeded {
+                        db: self.cfg.db.clone(),
+                        table: format!("{}.{}", r.namespace, r.name),
+                        type_oid: c.type_oid.0,
+                    });
+                }
+                if self
+                    .txn_filled
+                    .iter()
+                    .any(|(s, t)| *s == r.namespace && *t == r.name)
+                {
+                    self.txn_filled_rels.insert(r.relation_id.0);
+                }
                 self.version += 1;
                 self.relations.insert(
                     r.relation_id.0,
@@ -618,7 +673,10 @@ impl Receiver<'_> {
                 );
                 return Ok(None);
             }
-            PgOutputMessage::Insert(i) if self.filtered.contains(&i.relation_id.0) => {
+            PgOutputMessage::Insert(i)
+                if self.filtered.contains(&i.relation_id.0)
+                    || self.txn_filled_rels.contains(&i.relation_id.0) =>
+            {
                 return Ok(None)
             }
             PgOutputMessage::Update(u) if self.filtered.contains(&u.relation_id.0) => {
@@ -662,6 +720,7 @@ impl Receiver<'_> {
                 };
                 (first, truncate)
             }
+            PgOutputMessage::Message(m) => return self.route_ddl(&m),
             _ => return Ok(None),
         };
         Ok(Some(routed))

@@ -136,6 +136,15 @@ impl Supervisor {
             lsn: self.applied,
         });
         self.failed_at = Some(at.lsn);
+        if matches!(err, StreamError::TextNeeded { .. }) {
+            // Not a failure: binary was right until this table appeared.
+            self.cfg.binary = false;
+            self.restart_at = Instant::now();
+            tracing::info!("{err}");
+            return Ok(Event::Down {
+                message: err.to_string(),
+            });
+        }
         match self.budget.failed(at, err.retry()) {
             Verdict::GiveUp { attempts } => Err(StreamError::GaveUp {
                 attempts,

@@ -24,6 +24,8 @@ pub const SOURCE_WAL_SENDERS: &str = "source_wal_senders";
 pub const SOURCE_MAX_SLOT_WAL_KEEP_SIZE: &str = "source_max_slot_wal_keep_size";
 /// The source user has REPLICATION or is superuser.
 pub const SOURCE_REPLICATION_PRIVILEGE: &str = "source_replication_privilege";
+/// Which `ddl` mode an online migration runs with, and why.
+pub const DDL_REPLICATION: &str = "ddl_replication";
 /// Long-running or prepared transactions that stall slot creation.
 pub const SOURCE_OPEN_TRANSACTIONS: &str = "source_open_transactions";
 /// The target is another server than the source (by server identity).

@@ -24,6 +24,7 @@
 //! | `source_wal_senders` | source | fewer free WAL senders than databases |
 //! | `source_max_slot_wal_keep_size` | source | W: unlimited (or PostgreSQL 12) |
 //! | `source_replication_privilege` | source | user has neither REPLICATION nor SUPERUSER |
+//! | `ddl_replication` | source | online: `ddl` is `replicate` or `fail` but the user is no superuser or the source is older than 14 (W: `ignore`, said why) |
 //! | `source_open_transactions` | source | W: prepared transactions, or xids open > 5 min |
 //! | `target_create_database` | target | no CREATEDB; or cannot drop a database to overwrite |
 //! | `target_session_replication_role` | target | online: may not SET it |
@@ -52,6 +53,7 @@ pub mod check;
 pub mod connect;
 mod database_checks;
 pub mod database_facts;
+mod ddl_check;
 mod disk;
 mod keyless_checks;
 mod render;

@@ -108,14 +108,16 @@ pub fn pg_tools_version(
 /// Everything about the source server as a whole.
 pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> {
     let needed = config.databases.len() as u64;
-    vec![
+    let mut checks = vec![
         wal_level(s),
         replication_slots(s, needed),
         wal_senders(s, needed),
         max_slot_wal_keep_size(s),
         replication_privilege(s),
         open_transactions(s),
-    ]
+    ];
+    checks.extend(super::ddl_check::ddl_replication(s, config));
+    checks
 }
 
 /// Logical decoding, which the streaming needs, only runs at `wal_level = logical`.

@@ -35,9 +35,11 @@ pub const OBJECT_KINDS: &[(&str, &str)] = &[
     ("extensions", "extension"),
 ];
 
-/// Schemas that belong to the system, for objects outside `pg_class`.
+/// Schemas that belong to the system, for objects outside `pg_class`; and
+/// the DDL capture's (`pgmigrate_<migration>_<db oid>`), which only the
+/// source has while a migration streams.
 const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
-     AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'";
+     AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_' AND n.nspname !~ '^pgmigrate_'";
 
 /// A table by schema and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

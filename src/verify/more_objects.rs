@@ -164,7 +164,7 @@ fn catalog_objects_sql() -> String {
          SELECT 'access methods', a.amname FROM pg_catalog.pg_am a WHERE a.oid >= {USER_OID} \
          UNION ALL \
          SELECT 'event triggers', e.evtname || ' on ' || e.evtevent || ' (' || e.evtenabled::text || ')' \
-           FROM pg_catalog.pg_event_trigger e \
+           FROM pg_catalog.pg_event_trigger e WHERE e.evtname NOT LIKE 'pgmigrate\\_%' \
          UNION ALL \
          SELECT 'default privileges', 'for ' || d.defaclrole::regrole::text || \
                 coalesce(' in ' || n.nspname, '') || ' on ' || d.defaclobjtype::text || {def_acl} \

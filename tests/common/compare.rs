@@ -55,7 +55,9 @@ pub fn fingerprint(c: &Cluster, db: &str) -> BTreeMap<String, String> {
         }),
         ("views", "SELECT count(*) FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"),
         ("matviews", "SELECT coalesce(string_agg(matviewname || ':' || ispopulated, ',' ORDER BY matviewname), '') FROM pg_matviews"),
-        ("functions", "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"),
+        // The DDL capture's functions (schema `pgmigrate_…`) are the
+        // source's only while a migration streams.
+        ("functions", "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pgmigrate_'"),
         ("extensions", "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension"),
     ] {
         out.insert(key.to_string(), c.psql(db, sql));
