@@ -339,3 +339,46 @@ fn kill9_right_after_a_ddl_applies_it_once() {
     );
     cut_over_and_compare(&src, &dst, db, state.path(), name, child, &log2);
 }
+
+#[test]
+fn ddl_ignore_creates_no_trigger_and_show_warns() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    let db = "app";
+    source(&src, db);
+    let state = tmp_dir();
+    let name = "ddl-ignore";
+    let cfg = write_config(
+        state.path(),
+        name,
+        &src,
+        &dst,
+        &[db],
+        "option = \"migrate\"\nddl = \"ignore\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_streaming(
+        state.path(),
+        name,
+        &mut child,
+        &log,
+        Duration::from_secs(180),
+        no_lag,
+    );
+    let doc = show(state.path(), name);
+    let message = doc["databases"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ddl = \"ignore\""), "{doc}");
+    assert_eq!(src.psql(db, "SELECT count(*) FROM pg_event_trigger"), "0");
+    kill9(child);
+    let out = Command::new(pgmigrate_bin())
+        .args(["cancel", name, "--state-dir"])
+        .arg(state.path())
+        .output()
+        .expect("cancel");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

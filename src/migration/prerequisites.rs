@@ -69,6 +69,9 @@ pub(super) async fn prepare(
             source: e,
         })?;
     refuse_same_server(db, &mut source, &mut maint).await?;
+    if resume.target_database_created {
+        end_interrupted_create(&mut maint, db).await?;
+    }
     let exists = target_db::exists(&mut maint, db)
         .await
         .map_err(|e| CopyError::target(db, "checking whether the database exists", e))?;
@@ -150,6 +153,47 @@ async fn locate_tools(
     let tools = PgTools::locate(bin_dir).await.map_err(tool_error)?;
     tools.check_source(source_major).map_err(tool_error)?;
     Ok(tools)
+}
+
+/// Ends a killed run's CREATE DATABASE of `db` that the server is still
+/// running (its backend notices the lost client only when it next writes
+/// to it): left alone it would commit after this run found the name free,
+/// and this run's own CREATE would then fail on a database it takes for
+/// someone else's.
+async fn end_interrupted_create(maint: &mut Connection, db: &str) -> Result<(), CopyError> {
+    let pattern = crate::conn::quote_literal(&format!(
+        "CREATE DATABASE {} %",
+        crate::conn::quote_ident(db)
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    ));
+    let ours = format!(
+        "FROM pg_catalog.pg_stat_activity WHERE application_name = 'pgmigrate' \
+         AND pid <> pg_catalog.pg_backend_pid() AND query LIKE {pattern}"
+    );
+    let ended = maint
+        .simple_query(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid) {ours}"
+        ))
+        .await
+        .map_err(|e| CopyError::target(db, "ending an interrupted CREATE DATABASE", e))?;
+    if ended.is_empty() {
+        return Ok(());
+    }
+    tracing::info!("ended the interrupted run's CREATE DATABASE on the target");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let left = maint
+            .simple_query(&format!("SELECT 1 {ours}"))
+            .await
+            .map_err(|e| CopyError::target(db, "waiting for an interrupted CREATE DATABASE", e))?;
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Creates the target database, recording around it whose it is.
