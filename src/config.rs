@@ -74,6 +74,16 @@ pub struct Config {
     pub keyless: KeylessPolicy,
     /// `[tables]`: which tables are migrated, schema only, or left out.
     pub tables: TableFilter,
+    /// `[verify]`.
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: how hard `verify` may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyConfig {
+    /// Rows read per second per side at most, on average over each
+    /// table or key range; 0 means no limit.
+    pub max_rows_per_second: u64,
 }
 
 /// `[copy]`: the snapshot copy.
@@ -347,6 +357,16 @@ impl Config {
             },
             keyless: keyless_policy(raw.keyless, &ctx)?,
             tables: table_filter(raw.tables, &ctx)?,
+            verify: VerifyConfig {
+                max_rows_per_second: match raw.verify.max_rows_per_second {
+                    None => 0,
+                    Some(n) if n >= 0 => n as u64,
+                    Some(_) => {
+                        return Err(ctx
+                            .invalid("verify.max_rows_per_second", "must be 0 (no limit) or more"))
+                    }
+                },
+            },
         })
     }
 }

@@ -34,6 +34,14 @@ pub(super) struct RawConfig {
     pub keyless: RawKeyless,
     #[serde(default)]
     pub tables: RawTables,
+    #[serde(default)]
+    pub verify: RawVerify,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    pub max_rows_per_second: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

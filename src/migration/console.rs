@@ -13,6 +13,8 @@ pub(super) struct Console {
     pub(super) store: Arc<StateStore>,
     pub(super) progress: Arc<MigrationProgress>,
     pub(super) requests: Arc<Requests>,
+    /// Verify while streaming (`VERIFY`, `SHOW VERIFY`).
+    pub(super) verify: Arc<crate::verify::live::LiveVerify>,
 }
 
 impl crate::control::ConsoleHandler for Console {
@@ -37,6 +39,9 @@ impl crate::control::ConsoleHandler for Console {
             ConsoleCommand::Cutover => {
                 self.requests.cutover();
                 Ok(ConsoleReply::accepted(cmd))
+            }
+            ConsoleCommand::Verify | ConsoleCommand::ShowVerify => {
+                crate::verify::live_console::reply(&self.verify, cmd, &state)
             }
             ConsoleCommand::Cancel { drop_target } => {
                 if matches!(

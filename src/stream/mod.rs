@@ -3,6 +3,7 @@
 //! watched from the async side, which also measures lag. Never applies;
 //! only routes.
 
+pub mod hold;
 pub mod late_tables;
 pub mod publication;
 mod receiver;

@@ -25,6 +25,8 @@ use crate::spill::{SpillError, SpillReader, SpillWriter};
 
 use super::StreamError;
 
+mod hold_wait;
+
 /// Status update interval when nothing else prompts one.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a blocked send waits before sending a status update.
@@ -97,6 +99,8 @@ struct Receiver<'a> {
     last_progress: Instant,
     last_flush_sent: Lsn,
     spill_seq: u64,
+    /// Verify's hold point for this database.
+    hold: Arc<super::hold::HoldPoint>,
 }
 
 /// Runs the stream on the calling thread until `shared.stop` or an error.
@@ -147,6 +151,7 @@ pub fn run_thread(
             last_progress: Instant::now(),
             last_flush_sent: Lsn(0),
             spill_seq: 0,
+            hold: super::hold::for_db(&cfg.db),
         };
         let result = r.run().await;
         // Tell the server how far we got before going.
@@ -232,6 +237,7 @@ impl Receiver<'_> {
                 }
                 _ = tick.tick() => {
                     self.check_workers()?;
+                    self.hold_poke();
                     let want = self.shared.want_reply.swap(false, Ordering::AcqRel);
                     if want || self.last_status.elapsed() >= STATUS_INTERVAL || self.flush_lsn() > self.last_flush_sent {
                         self.send_status(want).await?;
@@ -251,6 +257,7 @@ impl Receiver<'_> {
                     .fetch_max(k.wal_end.0, Ordering::AcqRel);
                 if txn.is_none() {
                     self.broadcast_progress(k.wal_end, true);
+                    self.hold_idle().await?;
                 }
                 if k.reply_requested {
                     self.send_status(false).await?;
@@ -469,6 +476,7 @@ impl Receiver<'_> {
         end_lsn: Lsn,
         commit_time: PgTimestamp,
     ) -> Result<(), StreamError> {
+        self.hold_before(commit_lsn).await?;
         // A TRUNCATE may span tables of several workers: run the whole
         // transaction on one worker, with every worker flushed before and
         // that one after, so each table still sees its changes in order.
