@@ -68,7 +68,7 @@ fn verifies_at_one_lsn_under_load_and_names_tampered_rows() {
         &src,
         &dst,
         &["bench"],
-        "option = \"migrate\"\n[apply]\nworkers = 2\n",
+        "option = \"migrate\"\n[apply]\nworkers = 2\n[verify]\nmax_rows_per_second = 2000000\n",
     );
     let log = state.path().join("run.log");
     let mut child = start(&cfg, &log);
@@ -154,6 +154,18 @@ fn verifies_at_one_lsn_under_load_and_names_tampered_rows() {
 
     let out = load.join().expect("load thread");
     assert!(out.status.success(), "pgbench: {:?}", out);
+    // An idle source: the stream reaches the point through keepalives.
+    let (code, doc, text) = verify_json(&cfg);
+    assert_eq!(code, Some(6), "idle source, tampered target: {text}");
+    let idle_keys: Vec<String> = doc["databases"][0]["differences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d["kind"] == "row")
+        .map(|d| d["key"]["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(idle_keys.len(), 3, "the same rows when idle: {text}");
     eprintln!("verify under load took {took:?}; worst lag while verifying {worst_lag:.1}s");
     assert!(
         worst_lag < 10.0,

@@ -53,7 +53,7 @@ const SQLSTATE_INTERNAL_ERROR: &str = sqlstate::INTERNAL_ERROR;
 
 /// What an unknown command's error lists.
 const COMMAND_LIST: &str =
-    "SHOW STATUS, SHOW DATABASES, SHOW TABLES, SHOW VERIFY, VERIFY, CUTOVER, CANCEL, CANCEL DROP TARGET";
+    "SHOW STATUS, SHOW DATABASES, SHOW TABLES, CUTOVER, CANCEL, CANCEL DROP TARGET, VERIFY, SHOW VERIFY";
 
 /// The socket file of the console in `socket_dir` (`<state_dir>/<name>`).
 pub fn socket_path(socket_dir: &Path) -> PathBuf {
