@@ -171,6 +171,10 @@ fn verifies_at_one_lsn_under_load_and_names_tampered_rows() {
         worst_lag < 10.0,
         "the stream stayed within its lag bound while verify ran: {worst_lag}s"
     );
+    // `show` has the last run.
+    let doc = show(state.path(), name);
+    assert_eq!(doc["verify"]["state"], "differences", "{doc}");
+    assert_eq!(doc["verify"]["id"], 3, "{doc}");
     stop(child);
     // The temporary verify slots went with their sessions.
     assert_eq!(

@@ -25,6 +25,7 @@ impl crate::control::ConsoleHandler for Console {
         use crate::control::{ConsoleCommand, ConsoleRefusal, ConsoleReply};
         let mut state = self.store.snapshot();
         self.progress.apply_to(&mut state);
+        state.verify = self.verify.progress();
         if let Some(reply) = crate::control::show_reply(cmd, &state) {
             return Ok(reply);
         }

@@ -314,3 +314,72 @@ impl Narrow<'_> {
             .with_key(self.table.to_string(), map)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, type_name: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_name: type_name.into(),
+        }
+    }
+
+    #[test]
+    fn ranges_are_half_open_on_the_whole_key() {
+        let key = [col("a", "integer"), col("b b", "text")];
+        let all = Range::default();
+        assert_eq!(Narrow::where_sql(&key, &all), "true");
+        let r = Range {
+            lo: Some(vec!["1".into(), "x'y".into()]),
+            hi: Some(vec!["2".into(), "z".into()]),
+        };
+        assert_eq!(
+            Narrow::where_sql(&key, &r),
+            "ROW(t.\"a\", t.\"b b\") >= ROW('1'::integer, 'x''y'::text) \
+             AND ROW(t.\"a\", t.\"b b\") < ROW('2'::integer, 'z'::text)"
+        );
+    }
+
+    #[test]
+    fn rows_differ_by_key_in_key_order() {
+        let table = TableName {
+            schema: "public".into(),
+            name: "t".into(),
+        };
+        let columns = [col("id", "integer"), col("v", "text")];
+        let n = Narrow {
+            table: &table,
+            columns: &columns,
+        };
+        let map = |rows: &[(&str, &str)]| {
+            rows.iter()
+                .map(|(k, v)| (vec![k.to_string()], v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let s = map(&[("1", "(1,a)"), ("2", "(2,b)"), ("3", "(3,c)")]);
+        let t = map(&[("1", "(1,a)"), ("2", "(2,B)"), ("4", "(4,d)")]);
+        let d = n.row_differences(&columns[..1], s, t);
+        let got: Vec<(&str, &str, &str)> = d
+            .iter()
+            .map(|d| (d.object.as_str(), d.source.as_str(), d.target.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("public.t (id)=(2)", "(2,b)", "(2,B)"),
+                ("public.t (id)=(3)", "(3,c)", "absent"),
+                ("public.t (id)=(4)", "absent", "(4,d)"),
+            ]
+        );
+        assert_eq!(d[0].table.as_deref(), Some("public.t"));
+        assert_eq!(
+            d[0].key
+                .as_ref()
+                .and_then(|k| k.get("id"))
+                .map(String::as_str),
+            Some("2")
+        );
+    }
+}

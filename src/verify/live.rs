@@ -110,6 +110,18 @@ impl LiveVerify {
         id
     }
 
+    /// The current or last run for `show`; None before the first.
+    pub fn progress(&self) -> Option<crate::control::state::VerifyProgress> {
+        let s = self.status();
+        (s.id > 0).then(|| crate::control::state::VerifyProgress {
+            id: s.id,
+            state: s.state.to_string(),
+            tables_done: s.tables_done,
+            tables_total: s.tables_total,
+            held_ms: s.held_ms,
+        })
+    }
+
     /// The current or last run.
     pub fn status(&self) -> LiveStatus {
         let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
