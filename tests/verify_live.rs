@@ -182,3 +182,55 @@ fn verifies_at_one_lsn_under_load_and_names_tampered_rows() {
         "1"
     );
 }
+
+/// The oldest source (12: the slot syntax without options list) and a
+/// composite key, on an idle stream (the hold is reached by keepalive).
+#[test]
+fn verifies_a_pg12_source_with_a_composite_key() {
+    let src = Cluster::builder().version(12).start();
+    let dst = Cluster::start_default();
+    src.create_db("app");
+    src.psql(
+        "app",
+        "CREATE TABLE pairs (a int, b text, v numeric, PRIMARY KEY (a, b)); \
+         INSERT INTO pairs SELECT g / 10, 'k' || (g % 10), g FROM generate_series(1, 12000) g",
+    );
+    let state = tmp_dir();
+    let name = "verify-live-12";
+    let cfg = write_config(
+        state.path(),
+        name,
+        &src,
+        &dst,
+        &["app"],
+        "option = \"migrate\"\n",
+    );
+    let log = state.path().join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_streaming(
+        state.path(),
+        name,
+        &mut child,
+        &log,
+        Duration::from_secs(90),
+        no_lag,
+    );
+    src.psql("app", "UPDATE pairs SET v = v + 1 WHERE a < 100");
+    let (code, doc, text) = verify_json(&cfg);
+    assert_eq!(code, Some(0), "identical: {text}");
+    assert!(doc["databases"][0]["lsn"].is_string(), "{text}");
+    dst.psql(
+        "app",
+        "SET session_replication_role = replica; UPDATE pairs SET v = 0 WHERE a = 500 AND b = 'k3'",
+    );
+    let (code, doc, text) = verify_json(&cfg);
+    assert_eq!(code, Some(6), "tampered: {text}");
+    let rows: Vec<&serde_json::Value> = doc["databases"][0]["differences"]
+        .as_array()
+        .map(|a| a.iter().filter(|d| d["kind"] == "row").collect())
+        .unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0]["object"], "public.pairs (a, b)=(500, k3)", "{text}");
+    assert_eq!(rows[0]["key"]["b"], "k3", "{text}");
+    stop(child);
+}
