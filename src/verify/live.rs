@@ -231,15 +231,12 @@ async fn verify_streaming(
     let (target_conn, target_snapshot) = target?;
     tracing::info!(%lsn, held_ms = held.as_millis() as u64, "source and target snapshots taken");
     let snapshots = Snapshots {
-        source: exported.snapshot_name.clone(),
+        source: exported.snapshot_name,
         target: target_snapshot,
         limits,
+        exporters: std::sync::Mutex::new(vec![exported.conn, target_conn]),
     };
-    let result = verify_database(config, db, Some(&snapshots)).await;
-    // The exporting sessions lived until every session imported.
-    drop(target_conn);
-    drop(exported);
-    let mut report = result?;
+    let mut report = verify_database(config, db, Some(&snapshots)).await?;
     report.lsn = Some(lsn.to_string());
     Ok((report, held))
 }

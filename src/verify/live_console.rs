@@ -2,7 +2,7 @@
 //! `VERIFY` starts a run (or names the one in progress) and returns its
 //! id at once; `SHOW VERIFY` reports progress and, once done, the report.
 
-use crate::control::status::Status;
+use crate::control::status::{Status, Substatus};
 use crate::control::{ConsoleCommand, ConsoleRefusal, ConsoleReply, MigrationState};
 
 use super::live::LiveVerify;
@@ -33,7 +33,8 @@ pub fn reply(
     let streaming = matches!(
         state.status(),
         Status::InProgress | Status::WaitingForUserAction
-    ) && !state.databases.is_empty()
+    ) && state.substatus() != Substatus::CompletingMigration
+        && !state.databases.is_empty()
         && state
             .databases
             .iter()

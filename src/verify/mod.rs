@@ -136,7 +136,6 @@ pub async fn verify(config: &Config) -> Result<VerifyReport, VerifyError> {
 
 /// Snapshots exported elsewhere, one per side, that every session imports
 /// instead of exporting its own (verify while streaming).
-#[derive(Debug, Clone)]
 pub struct Snapshots {
     /// The source's snapshot name.
     pub source: String,
@@ -144,6 +143,10 @@ pub struct Snapshots {
     pub target: String,
     /// Where progress is counted.
     pub limits: tables::Limits,
+    /// The idle sessions that exported them, closed as soon as every
+    /// session imported: the source's is the temporary slot, which would
+    /// otherwise retain WAL for the whole comparison.
+    pub exporters: std::sync::Mutex<Vec<Connection>>,
 }
 
 /// Compares one database, in `snapshots` when given.
@@ -169,6 +172,10 @@ async fn verify_database(
             snapshots.map(|s| s.target.as_str())
         ),
     )?;
+    if let Some(s) = snapshots {
+        let exporters = s.exporters.lock().map(|mut e| std::mem::take(&mut *e));
+        drop(exporters);
+    }
     let (source_catalog, target_catalog) = match (source.first_mut(), target.first_mut()) {
         (Some(s), Some(t)) => {
             let (sc, tc) = tokio::join!(read_catalog(s), read_catalog(t));
