@@ -232,5 +232,36 @@ fn verifies_a_pg12_source_with_a_composite_key() {
     assert_eq!(rows.len(), 1, "{text}");
     assert_eq!(rows[0]["object"], "public.pairs (a, b)=(500, k3)", "{text}");
     assert_eq!(rows[0]["key"]["b"], "k3", "{text}");
+
+    // A long transaction on the source: the slot cannot be created soon,
+    // so verify gives up after a few seconds and the stream goes on.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            src.psql(
+                "app",
+                "BEGIN; SELECT pg_catalog.txid_current(); SELECT pg_catalog.pg_sleep(12); COMMIT",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let started = Instant::now();
+        let out = Command::new(pgmigrate_bin())
+            .args(["verify", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run pgmigrate verify");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("long transaction"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+        src.psql("app", "UPDATE pairs SET v = v + 1 WHERE a = 1");
+        wait_streaming(
+            state.path(),
+            name,
+            &mut child,
+            &log,
+            Duration::from_secs(5),
+            no_lag,
+        );
+    });
     stop(child);
 }

@@ -22,10 +22,22 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::lsn::Lsn;
 
-/// Longest the receiver pauses for a point not yet known, or stays held,
-/// before it goes on by itself (the verify then fails rather than the
-/// stream falling behind for good).
-pub const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// Longest the receiver pauses for a point not yet known (the slot is
+/// being created, which waits for the source's running transactions)
+/// before it goes on by itself: the verify then fails rather than the
+/// stream falling behind a long transaction.
+pub const MAX_PENDING: Duration = Duration::from_secs(5);
+/// Longest the receiver stays held (a flush is done; only a snapshot export
+/// on the target is awaited).
+pub const MAX_HELD: Duration = Duration::from_secs(30);
+
+/// How long the receiver may wait in `state`.
+pub fn max_pause(state: HoldState) -> Duration {
+    match state {
+        HoldState::Pending => MAX_PENDING,
+        _ => MAX_HELD,
+    }
+}
 
 /// Where a hold stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +50,7 @@ pub enum HoldState {
     At(Lsn),
     /// The receiver flushed everything before the point and waits.
     Held(Lsn),
-    /// The receiver gave up waiting (see [`MAX_PAUSE`]) and went on.
+    /// The receiver gave up waiting (see [`max_pause`]) and went on.
     Abandoned,
 }
 
@@ -128,7 +140,7 @@ impl HoldPoint {
         }
     }
 
-    /// The receiver waited past [`MAX_PAUSE`] and goes on.
+    /// The receiver waited past [`max_pause`] and goes on.
     pub fn abandon(&self) {
         let s = self.state();
         if matches!(

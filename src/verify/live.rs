@@ -204,8 +204,18 @@ async fn verify_streaming(
         .arm()
         .ok_or_else(|| hold_error("another verify holds this stream".into()))?;
     let slot = slot_name(db);
-    let exported = crate::copy::slot::create(&config.source.connect_params(db), db, &slot, true)
+    // The stream pauses while the slot is created (it waits for the
+    // source's running transactions): bounded like the receiver's pause.
+    let params = config.source.connect_params(db);
+    let create = crate::copy::slot::create(&params, db, &slot, true);
+    let exported = tokio::time::timeout(hold::MAX_PENDING, create)
         .await
+        .map_err(|_| {
+            hold_error(format!(
+                "creating the temporary slot {slot} took over {}s (a long transaction on the source?)",
+                hold::MAX_PENDING.as_secs()
+            ))
+        })?
         .map_err(|e| hold_error(format!("creating the temporary slot {slot}: {e}")))?;
     let lsn: Lsn = exported.consistent_lsn.parse().map_err(|_| {
         hold_error(format!(

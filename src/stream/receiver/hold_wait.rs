@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::protocol::lsn::Lsn;
-use crate::stream::hold::{HoldState, MAX_PAUSE};
+use crate::stream::hold::{max_pause, HoldState};
 use crate::stream::StreamError;
 
 use super::{Receiver, STATUS_INTERVAL};
@@ -59,13 +59,13 @@ impl Receiver<'_> {
     }
 
     /// One wait step: status updates on their interval, stop and worker
-    /// failures honoured, and the pause bounded by [`MAX_PAUSE`].
+    /// failures honoured, and the pause bounded by [`max_pause`].
     async fn pause_tick(&mut self) -> Result<(), StreamError> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(StreamError::Stopped);
         }
         self.check_workers()?;
-        if self.hold.since() > MAX_PAUSE {
+        if self.hold.since() > max_pause(self.hold.state()) {
             tracing::warn!("verify did not release the stream in time; streaming on");
             self.hold.abandon();
             return Ok(());
