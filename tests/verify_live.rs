@@ -175,6 +175,9 @@ fn verifies_at_one_lsn_under_load_and_names_tampered_rows() {
     let doc = show(state.path(), name);
     assert_eq!(doc["verify"]["state"], "differences", "{doc}");
     assert_eq!(doc["verify"]["id"], 3, "{doc}");
+    let held = doc["verify"]["held_ms"].as_u64().unwrap_or(u64::MAX);
+    eprintln!("stream held {held} ms at the last verify");
+    assert!(held < 5_000, "the stream is held only for a moment: {doc}");
     stop(child);
     // The temporary verify slots went with their sessions.
     assert_eq!(
