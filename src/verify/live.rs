@@ -164,18 +164,20 @@ impl LiveVerify {
 
     async fn run(&self, limits: Vec<Limits>) -> Result<VerifyReport, VerifyError> {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut names = std::collections::HashMap::new();
         for (i, (db, limits)) in self.config.databases.iter().zip(limits).enumerate() {
             let config = self.config.clone();
-            let db = db.clone();
-            let span = tracing::info_span!("database", name = %db);
-            tasks.spawn(
-                async move { (i, verify_streaming(&config, &db, limits).await) }.instrument(span),
+            let name = db.clone();
+            let span = tracing::info_span!("database", name = %name);
+            let handle = tasks.spawn(
+                async move { (i, verify_streaming(&config, &name, limits).await) }.instrument(span),
             );
+            names.insert(handle.id(), db.clone());
         }
         let mut reports: Vec<Option<DatabaseReport>> = vec![None; self.config.databases.len()];
         while let Some(joined) = tasks.join_next().await {
             let (i, result) = joined.map_err(|source| VerifyError::Task {
-                db: String::new(),
+                db: names.get(&source.id()).cloned().unwrap_or_default(),
                 source,
             })?;
             let (report, held) = result?;

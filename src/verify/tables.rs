@@ -175,3 +175,24 @@ pub(super) async fn table_sum(conn: &mut Connection, sql: &str) -> Result<TableS
         checksum: row.str(1)?.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pause_takes_as_long_as_the_rows_at_the_limit() {
+        let limits = Limits {
+            rows_per_second: 1_000,
+            ..Limits::default()
+        };
+        let started = std::time::Instant::now();
+        limits.pause(80).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(80), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        let started = std::time::Instant::now();
+        Limits::default().pause(1_000_000).await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
+}
