@@ -79,6 +79,16 @@ pub struct Config {
     /// `ddl`: schema changes during streaming; `None` picks by privilege
     /// ([`DdlMode::resolve`]).
     pub ddl: Option<DdlMode>,
+    /// `[verify]`.
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: how hard `verify` may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyConfig {
+    /// Rows read per second per side at most, on average over each
+    /// table or key range; 0 means no limit.
+    pub max_rows_per_second: u64,
 }
 
 /// `[copy]`: the snapshot copy.
@@ -353,6 +363,16 @@ impl Config {
             keyless: keyless_policy(raw.keyless, &ctx)?,
             tables: table_filter(raw.tables, &ctx)?,
             ddl: raw.ddl,
+            verify: VerifyConfig {
+                max_rows_per_second: match raw.verify.max_rows_per_second {
+                    None => 0,
+                    Some(n) if n >= 0 => n as u64,
+                    Some(_) => {
+                        return Err(ctx
+                            .invalid("verify.max_rows_per_second", "must be 0 (no limit) or more"))
+                    }
+                },
+            },
         })
     }
 }

@@ -356,7 +356,7 @@ async fn run_verify(config: PathBuf, json: bool) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let report = match verify::verify(&config).await {
+    let report = match verify::verify_auto(&config).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgmigrate: {e}");

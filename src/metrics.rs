@@ -35,6 +35,21 @@ pub const STATUS: &str = "pgmigrate_status";
 /// 1 when cutover may be triggered.
 pub const CUTOVER_READY: &str = "pgmigrate_cutover_ready";
 
+/// 1 while a verify runs in the daemon (console `VERIFY`).
+pub const VERIFY_RUNNING: &str = "pgmigrate_verify_running";
+/// Tables compared by verify.
+pub const VERIFY_TABLES_CHECKED_TOTAL: &str = "pgmigrate_verify_tables_checked_total";
+
+/// Publishes whether a verify runs in the daemon.
+pub fn set_verify_running(running: bool) {
+    gauge!(VERIFY_RUNNING).set(if running { 1.0 } else { 0.0 });
+}
+
+/// Counts a table compared by verify in `db`.
+pub fn verify_table_checked(db: &str) {
+    counter!(VERIFY_TABLES_CHECKED_TOTAL, "database" => db.to_string()).increment(1);
+}
+
 /// Counts rows copied into `db`.
 pub fn copy_rows(db: &str, rows: u64) {
     counter!(COPY_ROWS_TOTAL, "database" => db.to_string()).increment(rows);
@@ -119,6 +134,14 @@ pub fn set_status(status: &str, substatus: &str) {
 /// explains each series. Call after [`install`]; descriptions given before a
 /// recorder is installed are lost.
 pub fn describe() {
+    describe_gauge!(
+        VERIFY_RUNNING,
+        "1 while a verify (console VERIFY) runs in the daemon, else 0."
+    );
+    describe_counter!(
+        VERIFY_TABLES_CHECKED_TOTAL,
+        "Tables compared by verify while streaming, per database."
+    );
     describe_gauge!(
         REPLICATION_LAG_BYTES,
         Unit::Bytes,

@@ -35,6 +35,14 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub tables: RawTables,
     pub ddl: Option<DdlMode>,
+    #[serde(default)]
+    pub verify: RawVerify,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    pub max_rows_per_second: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

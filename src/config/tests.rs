@@ -532,3 +532,12 @@ fn tables_section() {
     ));
     assert!(e.contains("both") && e.contains("a.b"), "{e}");
 }
+
+#[test]
+fn verify_rate_limit_defaults_to_none_and_must_not_be_negative() {
+    assert_eq!(parse(MINIMAL).unwrap().verify.max_rows_per_second, 0);
+    let c = parse(&minimal_in("verify", "max_rows_per_second = 50000")).unwrap();
+    assert_eq!(c.verify.max_rows_per_second, 50_000);
+    let e = rejected(&minimal_in("verify", "max_rows_per_second = -1"));
+    assert!(e.contains("verify.max_rows_per_second"), "{e}");
+}

@@ -53,7 +53,7 @@ const SQLSTATE_INTERNAL_ERROR: &str = sqlstate::INTERNAL_ERROR;
 
 /// What an unknown command's error lists.
 const COMMAND_LIST: &str =
-    "SHOW STATUS, SHOW DATABASES, SHOW TABLES, CUTOVER, CANCEL, CANCEL DROP TARGET";
+    "SHOW STATUS, SHOW DATABASES, SHOW TABLES, CUTOVER, CANCEL, CANCEL DROP TARGET, VERIFY, SHOW VERIFY";
 
 /// The socket file of the console in `socket_dir` (`<state_dir>/<name>`).
 pub fn socket_path(socket_dir: &Path) -> PathBuf {
@@ -69,6 +69,10 @@ pub enum ConsoleCommand {
     ShowDatabases,
     /// `SHOW TABLES`: the snapshot copy's table counts per database.
     ShowTables,
+    /// `SHOW VERIFY`: the last verify while streaming, its progress or result.
+    ShowVerify,
+    /// `VERIFY`: compare source and target at one LSN while streaming.
+    Verify,
     /// `CUTOVER`: trigger the cutover.
     Cutover,
     /// `CANCEL` or, with `drop_target`, `CANCEL DROP TARGET`.
@@ -93,6 +97,8 @@ impl ConsoleCommand {
             ["SHOW", "STATUS"] => Ok(ConsoleCommand::ShowStatus),
             ["SHOW", "DATABASES"] => Ok(ConsoleCommand::ShowDatabases),
             ["SHOW", "TABLES"] => Ok(ConsoleCommand::ShowTables),
+            ["SHOW", "VERIFY"] => Ok(ConsoleCommand::ShowVerify),
+            ["VERIFY"] => Ok(ConsoleCommand::Verify),
             ["CUTOVER"] => Ok(ConsoleCommand::Cutover),
             ["CANCEL"] => Ok(ConsoleCommand::Cancel { drop_target: false }),
             ["CANCEL", "DROP", "TARGET"] => Ok(ConsoleCommand::Cancel { drop_target: true }),
@@ -108,6 +114,8 @@ impl ConsoleCommand {
             ConsoleCommand::ShowStatus => "SHOW STATUS",
             ConsoleCommand::ShowDatabases => "SHOW DATABASES",
             ConsoleCommand::ShowTables => "SHOW TABLES",
+            ConsoleCommand::ShowVerify => "SHOW VERIFY",
+            ConsoleCommand::Verify => "VERIFY",
             ConsoleCommand::Cutover => "CUTOVER",
             ConsoleCommand::Cancel { drop_target: false } => "CANCEL",
             ConsoleCommand::Cancel { drop_target: true } => "CANCEL DROP TARGET",

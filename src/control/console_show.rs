@@ -15,7 +15,10 @@ pub fn show_reply(command: ConsoleCommand, state: &MigrationState) -> Option<Con
         ConsoleCommand::ShowStatus => Some(status_reply(state)),
         ConsoleCommand::ShowDatabases => Some(databases_reply(state)),
         ConsoleCommand::ShowTables => Some(tables_reply(state)),
-        ConsoleCommand::Cutover | ConsoleCommand::Cancel { .. } => None,
+        ConsoleCommand::Cutover
+        | ConsoleCommand::Cancel { .. }
+        | ConsoleCommand::Verify
+        | ConsoleCommand::ShowVerify => None,
     }
 }
 

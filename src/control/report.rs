@@ -154,8 +154,17 @@ pub fn render_show(state: &MigrationState) -> String {
         ("ended", or_dash(state.ended_on.as_deref())),
         ("message", or_dash(state.message.as_deref())),
     ];
+    let verify = state.verify.as_ref().map(|v| {
+        (
+            "verify",
+            format!(
+                "run {} {}, {}/{} tables, stream held {} ms",
+                v.id, v.state, v.tables_done, v.tables_total, v.held_ms
+            ),
+        )
+    });
     let mut out = String::new();
-    for (label, value) in header {
+    for (label, value) in header.into_iter().chain(verify) {
         for (i, line) in human::wrap(&value, WIDTH - LABEL).iter().enumerate() {
             let label = if i == 0 {
                 format!("{label}:")

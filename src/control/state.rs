@@ -42,6 +42,26 @@ pub struct MigrationState {
     /// daemon running.
     #[serde(default)]
     pub config_path: Option<String>,
+    /// The daemon's verify while streaming, as `show` reports it; only in
+    /// the live state (never written to state.json by the daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyProgress>,
+}
+
+/// A verify run in the daemon (console `VERIFY`), for `show`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyProgress {
+    /// Run number.
+    pub id: u64,
+    /// `running`, `identical`, `differences` or `failed`.
+    pub state: String,
+    /// Tables compared so far.
+    pub tables_done: usize,
+    /// Tables to compare.
+    pub tables_total: usize,
+    /// Longest time a stream was held, in milliseconds.
+    pub held_ms: u64,
 }
 
 /// One premigration check's outcome.

@@ -13,6 +13,8 @@ pub(super) struct Console {
     pub(super) store: Arc<StateStore>,
     pub(super) progress: Arc<MigrationProgress>,
     pub(super) requests: Arc<Requests>,
+    /// Verify while streaming (`VERIFY`, `SHOW VERIFY`).
+    pub(super) verify: Arc<crate::verify::live::LiveVerify>,
 }
 
 impl crate::control::ConsoleHandler for Console {
@@ -23,6 +25,7 @@ impl crate::control::ConsoleHandler for Console {
         use crate::control::{ConsoleCommand, ConsoleRefusal, ConsoleReply};
         let mut state = self.store.snapshot();
         self.progress.apply_to(&mut state);
+        state.verify = self.verify.progress();
         if let Some(reply) = crate::control::show_reply(cmd, &state) {
             return Ok(reply);
         }
@@ -37,6 +40,9 @@ impl crate::control::ConsoleHandler for Console {
             ConsoleCommand::Cutover => {
                 self.requests.cutover();
                 Ok(ConsoleReply::accepted(cmd))
+            }
+            ConsoleCommand::Verify | ConsoleCommand::ShowVerify => {
+                crate::verify::live_console::reply(&self.verify, cmd, &state)
             }
             ConsoleCommand::Cancel { drop_target } => {
                 if matches!(

@@ -69,7 +69,7 @@ pub async fn run(
     let state = writer.handle();
     state.change(move |s| opening.apply(s)).await?;
     let (exit, exit_rx) = Shutdown::new();
-    let console = start_console(&store, &progress, &requests, &exit_rx);
+    let console = start_console(&store, &progress, &requests, &exit_rx, &config);
     // Ready as soon as state is loaded and locked: the migration itself
     // may take hours, and systemd must not time out the start.
     let s = state.snapshot();
@@ -175,11 +175,13 @@ fn start_console(
     progress: &Arc<MigrationProgress>,
     requests: &Arc<Requests>,
     exit: &Shutdown,
+    config: &Arc<Config>,
 ) -> JoinHandle<()> {
     let handler = Arc::new(Console {
         store: store.clone(),
         progress: progress.clone(),
         requests: requests.clone(),
+        verify: crate::verify::live::LiveVerify::new(config.clone()),
     });
     let dir = store.dir().to_path_buf();
     let stop = exit.watch();

@@ -4,6 +4,7 @@
 //! only routes.
 
 pub mod ddl;
+pub mod hold;
 pub mod late_tables;
 pub mod publication;
 mod receiver;

@@ -26,6 +26,7 @@ use crate::spill::{SpillError, SpillReader, SpillWriter};
 use super::StreamError;
 
 mod ddl_route;
+mod hold_wait;
 
 /// Status update interval when nothing else prompts one.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -122,6 +123,8 @@ struct Receiver<'a> {
     txn_filled: Vec<(String, String)>,
     /// …and their relation IDs, once their Relation messages came.
     txn_filled_rels: std::collections::HashSet<u32>,
+    /// Verify's hold point for this database.
+    hold: Arc<super::hold::HoldPoint>,
 }
 
 /// Runs the stream on the calling thread until `shared.stop` or an error.
@@ -177,6 +180,7 @@ pub fn run_thread(
             txn_commit: Lsn(0),
             txn_filled: Vec::new(),
             txn_filled_rels: Default::default(),
+            hold: super::hold::for_db(&cfg.db),
         };
         let result = r.run().await;
         // Tell the server how far we got before going.
@@ -262,6 +266,7 @@ impl Receiver<'_> {
                 }
                 _ = tick.tick() => {
                     self.check_workers()?;
+                    self.hold_poke();
                     let want = self.shared.want_reply.swap(false, Ordering::AcqRel);
                     if want || self.last_status.elapsed() >= STATUS_INTERVAL || self.flush_lsn() > self.last_flush_sent {
                         self.send_status(want).await?;
@@ -281,6 +286,7 @@ impl Receiver<'_> {
                     .fetch_max(k.wal_end.0, Ordering::AcqRel);
                 if txn.is_none() {
                     self.broadcast_progress(k.wal_end, true);
+                    self.hold_idle().await?;
                 }
                 if k.reply_requested {
                     self.send_status(false).await?;
@@ -509,6 +515,7 @@ impl Receiver<'_> {
         end_lsn: Lsn,
         commit_time: PgTimestamp,
     ) -> Result<(), StreamError> {
+        self.hold_before(commit_lsn).await?;
         // A TRUNCATE may span tables of several workers, and a DDL command
         // changes what every later change means: run the whole
         // transaction on one worker, with every worker flushed before and

@@ -11,8 +11,13 @@
 
 mod catalog;
 mod diff;
+mod keys;
+pub mod live;
+mod live_client;
 mod more_objects;
 mod report;
+pub use live_client::verify as verify_auto;
+pub mod live_console;
 mod tables;
 
 use std::sync::Arc;
@@ -82,6 +87,17 @@ pub enum VerifyError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The stream could not be held at the verify point.
+    #[error("verifying database \"{db}\" while streaming: {message}")]
+    Hold {
+        /// The database.
+        db: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The daemon's verify could not be asked or followed.
+    #[error("verify while streaming: {0}")]
+    Daemon(String),
     /// No session could be opened on one side.
     #[error("verifying database \"{db}\": no session opened")]
     NoSession {
@@ -100,7 +116,7 @@ pub async fn verify(config: &Config) -> Result<VerifyReport, VerifyError> {
         let span = tracing::info_span!("database", name = %db);
         let task = {
             let db = db.clone();
-            async move { (i, verify_database(&config, &db).await) }
+            async move { (i, verify_database(&config, &db, None).await) }
         };
         let handle = tasks.spawn(task.instrument(span));
         names.insert(handle.id(), db.clone());
@@ -118,13 +134,48 @@ pub async fn verify(config: &Config) -> Result<VerifyReport, VerifyError> {
     Ok(VerifyReport::new(reports.into_iter().flatten().collect()))
 }
 
-/// Compares one database.
-async fn verify_database(config: &Config, db: &str) -> Result<DatabaseReport, VerifyError> {
+/// Snapshots exported elsewhere, one per side, that every session imports
+/// instead of exporting its own (verify while streaming).
+pub struct Snapshots {
+    /// The source's snapshot name.
+    pub source: String,
+    /// The target's snapshot name.
+    pub target: String,
+    /// Where progress is counted.
+    pub limits: tables::Limits,
+    /// The idle sessions that exported them, closed as soon as every
+    /// session imported: the source's is the temporary slot, which would
+    /// otherwise retain WAL for the whole comparison.
+    pub exporters: std::sync::Mutex<Vec<Connection>>,
+}
+
+/// Compares one database, in `snapshots` when given.
+async fn verify_database(
+    config: &Config,
+    db: &str,
+    snapshots: Option<&Snapshots>,
+) -> Result<DatabaseReport, VerifyError> {
     let jobs = config.copy.jobs.max(1);
     let (mut source, mut target) = tokio::try_join!(
-        open_pool(&config.source, db, Side::Source, jobs),
-        open_pool(&config.target, db, Side::Target, jobs),
+        open_pool(
+            &config.source,
+            db,
+            Side::Source,
+            jobs,
+            snapshots.map(|s| s.source.as_str())
+        ),
+        open_pool(
+            &config.target,
+            db,
+            Side::Target,
+            jobs,
+            snapshots.map(|s| s.target.as_str())
+        ),
     )?;
+    if let Some(s) = snapshots {
+        let exporters = s.exporters.lock().map(|mut e| std::mem::take(&mut *e));
+        drop(exporters);
+    }
     let (source_catalog, target_catalog) = match (source.first_mut(), target.first_mut()) {
         (Some(s), Some(t)) => {
             let (sc, tc) = tokio::join!(read_catalog(s), read_catalog(t));
@@ -144,23 +195,38 @@ async fn verify_database(config: &Config, db: &str) -> Result<DatabaseReport, Ve
         };
         let (columns, diff) = compared_columns(name, &s.columns, &t.columns);
         differences.extend(diff);
+        let typed = s
+            .columns
+            .iter()
+            .filter(|c| columns.contains(&c.name))
+            .cloned()
+            .collect();
         work.push(TableJob {
             name: name.clone(),
             sql: checksum_sql(name, &columns),
             bytes: s.bytes.max(t.bytes),
+            columns: typed,
         });
     }
     let tables_checked = work.len();
-    let results = checksum_tables(db, source, target, work).await?;
+    let limits = tables::Limits {
+        rows_per_second: config.verify.max_rows_per_second,
+        ..snapshots.map(|s| s.limits.clone()).unwrap_or_default()
+    };
+    let results = checksum_tables(db, source, target, work, &limits).await?;
     let mut rows_checked = 0u64;
     for r in &results {
         rows_checked = rows_checked.saturating_add(r.source.rows);
         differences.extend(diff_sums(&r.name, &r.source, &r.target));
+        differences.extend(r.keys.iter().cloned());
     }
-    differences.extend(diff_sequences(
-        &source_catalog.sequences,
-        &target_catalog.sequences,
-    ));
+    // While streaming, the target's sequences only catch up at cutover.
+    if snapshots.is_none() {
+        differences.extend(diff_sequences(
+            &source_catalog.sequences,
+            &target_catalog.sequences,
+        ));
+    }
     tracing::info!(
         tables = tables_checked,
         rows = rows_checked,
@@ -187,12 +253,14 @@ fn catalog_error(side: Side, db: &str, e: CatalogError) -> VerifyError {
 
 /// Opens `size` sessions on one side, all in one read-only snapshot: the
 /// first exports it, the others import it. Where a snapshot cannot be
-/// exported (a server in recovery), each session reads its own.
+/// exported (a server in recovery), each session reads its own. With
+/// `import`, every session imports that snapshot instead.
 async fn open_pool(
     endpoint: &Endpoint,
     db: &str,
     side: Side,
     size: usize,
+    import: Option<&str>,
 ) -> Result<Vec<Connection>, VerifyError> {
     let query_error = |what: &str, source| VerifyError::Query {
         side,
@@ -200,6 +268,9 @@ async fn open_pool(
         what: what.to_string(),
         source,
     };
+    if let Some(snapshot) = import {
+        return import_pool(endpoint, db, side, size, snapshot.to_string()).await;
+    }
     let mut first = open_session(endpoint, db, side).await?;
     first
         .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -221,8 +292,32 @@ async fn open_pool(
         Err(e) => return Err(query_error("exporting a snapshot", e)),
     };
 
+    let mut pool = vec![first];
+    if let Some(s) = snapshot {
+        pool.extend(import_pool(endpoint, db, side, size.saturating_sub(1), s).await?);
+    } else {
+        for _ in 1..size {
+            let mut conn = open_session(endpoint, db, side).await?;
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| query_error("starting the snapshot transaction", e))?;
+            pool.push(conn);
+        }
+    }
+    Ok(pool)
+}
+
+/// `size` sessions that all import `snapshot`.
+async fn import_pool(
+    endpoint: &Endpoint,
+    db: &str,
+    side: Side,
+    size: usize,
+    snapshot: String,
+) -> Result<Vec<Connection>, VerifyError> {
+    let snapshot = Some(snapshot);
     let mut others = tokio::task::JoinSet::new();
-    for _ in 1..size {
+    for _ in 0..size {
         let endpoint = endpoint.clone();
         let db = db.to_string();
         let snapshot = snapshot.clone();
@@ -243,7 +338,7 @@ async fn open_pool(
             Ok::<_, VerifyError>(conn)
         });
     }
-    let mut pool = vec![first];
+    let mut pool = Vec::new();
     while let Some(joined) = others.join_next().await {
         let conn = joined.map_err(|source| VerifyError::Task {
             db: db.to_string(),

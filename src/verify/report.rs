@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole comparison: one entry per database of the config.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VerifyReport {
     /// True when no database has a difference.
     pub identical: bool,
@@ -26,7 +26,7 @@ impl VerifyReport {
 }
 
 /// One database compared.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DatabaseReport {
     /// Database name.
     pub database: String,
@@ -40,6 +40,9 @@ pub struct DatabaseReport {
     pub objects: BTreeMap<String, ObjectCount>,
     /// Every difference found, schema first, then tables, then sequences.
     pub differences: Vec<Difference>,
+    /// While streaming: the source LSN both sides were compared at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
 }
 
 impl DatabaseReport {
@@ -58,12 +61,13 @@ impl DatabaseReport {
             rows_checked,
             objects,
             differences,
+            lsn: None,
         }
     }
 }
 
 /// How many objects of one kind each side holds.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct ObjectCount {
     /// On the source.
     pub source: usize,
@@ -72,7 +76,7 @@ pub struct ObjectCount {
 }
 
 /// What kind of difference was found.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum DiffKind {
     /// The number of objects of a kind differs (`object` names the kind).
@@ -87,6 +91,8 @@ pub enum DiffKind {
     Checksum,
     /// A sequence on the target is behind the source.
     SequenceValue,
+    /// A row (by primary key) differs, or exists on one side only.
+    Row,
 }
 
 impl DiffKind {
@@ -99,12 +105,13 @@ impl DiffKind {
             DiffKind::RowCount => "row_count",
             DiffKind::Checksum => "checksum",
             DiffKind::SequenceValue => "sequence_value",
+            DiffKind::Row => "row",
         }
     }
 }
 
 /// One difference between source and target.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Difference {
     /// What differs.
     pub kind: DiffKind,
@@ -114,6 +121,12 @@ pub struct Difference {
     pub source: String,
     /// The value on the target.
     pub target: String,
+    /// For a row: its table, `schema.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// For a row: its primary key, column name to value as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<BTreeMap<String, String>>,
 }
 
 impl Difference {
@@ -129,7 +142,16 @@ impl Difference {
             object: object.into(),
             source: source.into(),
             target: target.into(),
+            table: None,
+            key: None,
         }
+    }
+
+    /// This difference, as the row of `table` with primary key `key`.
+    pub fn with_key(mut self, table: String, key: BTreeMap<String, String>) -> Difference {
+        self.table = Some(table);
+        self.key = Some(key);
+        self
     }
 }
 
@@ -145,6 +167,13 @@ pub fn render_json(report: &VerifyReport) -> Result<String, serde_json::Error> {
 pub fn render_text(report: &VerifyReport) -> String {
     let mut out = String::new();
     for db in &report.databases {
+        if let Some(lsn) = &db.lsn {
+            let _ = writeln!(
+                out,
+                "{}: compared at source LSN {lsn}, while streaming",
+                db.database
+            );
+        }
         if db.identical {
             let _ = writeln!(
                 out,
