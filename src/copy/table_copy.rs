@@ -437,7 +437,11 @@ impl CopyRun {
         let mut unit_bytes = 0u64;
         let write = async {
             while let Some(frames) = rx.recv().await {
-                copy_in.send_frames(&frames).await?;
+                if let Err(e) = copy_in.send_frames(&frames).await {
+                    // Else the reader waits forever for room in the channel.
+                    rx.close();
+                    return Err(e);
+                }
                 unit_bytes += frames.len() as u64;
                 live.add(frame_count(&frames));
                 progress
