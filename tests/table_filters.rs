@@ -212,6 +212,26 @@ fn validate_checks_patterns_and_what_a_filter_cuts() {
         &["app"],
         "[tables]\nexclude = [\"public.orders\", \"public.scratch\"]\nschema_only = [\"audit.*\", \"public.logs\"]\n",
     );
+    // orders migrated with logs schema only: its key cannot be created.
+    let empty = write_config(
+        state.path(),
+        "filters-empty",
+        &src,
+        &dst,
+        &["app"],
+        "[tables]\nexclude = [\"public.scratch\"]\nschema_only = [\"public.logs\"]\n",
+    );
+    let (_, checks) = validate_json(&empty);
+    let failed: Vec<_> = checks_with(&checks, "table_filters")
+        .into_iter()
+        .filter(|c| c["result"] == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{checks:#?}");
+    let msg = failed[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("orders_log_id_fkey of public.orders references schema-only public.logs"),
+        "{msg}"
+    );
     let (code, checks) = validate_json(&ok);
     for c in checks_with(&checks, "table_filters") {
         assert_eq!(c["result"], "Succeeded", "{c:#?}");

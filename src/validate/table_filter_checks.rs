@@ -192,7 +192,8 @@ pub fn dependencies(d: &SourceDatabase, filter: &TableFilter) -> ValidationCheck
             needed.insert(table);
         }
     }
-    if cut.is_empty() {
+    let empty = empty_references(f, filter);
+    if cut.is_empty() && empty.is_none() {
         let choices: Vec<TableChoice> = f
             .tables
             .values()
@@ -210,6 +211,75 @@ pub fn dependencies(d: &SourceDatabase, filter: &TableFilter) -> ValidationCheck
             ),
         );
     }
+    let mut parts = Vec::new();
+    let mut fixes = Vec::new();
+    if !cut.is_empty() {
+        parts.push(format!(
+            "{} would be left out of the target because [tables] excludes what {} on: {}",
+            count(cut.len(), "object"),
+            if cut.len() == 1 {
+                "it depends"
+            } else {
+                "they depend"
+            },
+            list(&cut)
+        ));
+        fixes.push(cut_fix(needed, tables, views));
+    }
+    if let Some((part, fix)) = empty {
+        parts.push(part);
+        fixes.push(fix);
+    }
+    fail(
+        id,
+        format!("database \"{db}\": {}", parts.join("; and ")),
+        fixes.join("; "),
+    )
+}
+
+/// Foreign keys of migrated tables referencing schema-only ones: the
+/// referenced rows are not copied, so adding the key on the target fails
+/// as soon as one referencing row is there.
+fn empty_references(f: &FilterFacts, filter: &TableFilter) -> Option<(String, String)> {
+    let mut found = Vec::new();
+    let mut referenced = BTreeSet::new();
+    let mut referencing = BTreeSet::new();
+    for (name, from, to) in &f.foreign_keys {
+        if f.tables.contains_key(from)
+            && f.choice(filter, *from) == TableChoice::Migrate
+            && f.choice(filter, *to) == TableChoice::SchemaOnly
+        {
+            let (from, to) = (f.name(*from), f.name(*to));
+            found.push(format!(
+                "foreign key {name} of {from} references schema-only {to}"
+            ));
+            referencing.insert(from);
+            referenced.insert(to);
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let referenced: Vec<String> = referenced.into_iter().collect();
+    let referencing: Vec<String> = referencing.into_iter().collect();
+    Some((
+        format!(
+            "{} of migrated tables {} tables whose rows are not copied, so creating {} on the target fails: {}",
+            count(found.len(), "foreign key"),
+            if found.len() == 1 { "references" } else { "reference" },
+            if found.len() == 1 { "it" } else { "them" },
+            list(&found)
+        ),
+        format!(
+            "copy the rows of {} (take them out of tables.schema_only), or make {} schema only or exclude them",
+            list(&referenced),
+            list(&referencing)
+        ),
+    ))
+}
+
+/// How to mend foreign keys and views reading excluded tables.
+fn cut_fix(needed: BTreeSet<String>, tables: BTreeSet<String>, views: BTreeSet<String>) -> String {
     let needed: Vec<String> = needed.into_iter().collect();
     let mut fix = format!(
         "include {} (tables.include), or make {} schema only (tables.schema_only)",
@@ -228,16 +298,7 @@ pub fn dependencies(d: &SourceDatabase, filter: &TableFilter) -> ValidationCheck
             if views.len() == 1 { "it" } else { "them" },
         ));
     }
-    fail(
-        id,
-        format!(
-            "database \"{db}\": {} would be left out of the target because [tables] excludes what {} on: {}",
-            count(cut.len(), "object"),
-            if cut.len() == 1 { "it depends" } else { "they depend" },
-            list(&cut)
-        ),
-        fix,
-    )
+    fix
 }
 
 /// Once for the migration: each pattern that matches no table in any
@@ -374,6 +435,23 @@ mod tests {
             .message
             .contains("logs_user_fk of public.logs references excluded public.users"));
         assert!(!c.message.contains("users_log_fk"), "{c:?}");
+        // A migrated table's key to a schema-only one cannot be created
+        // once rows reference it.
+        let schema_only = TableFilter::new(
+            vec![],
+            vec![],
+            vec![TablePattern::parse("public.logs").unwrap()],
+        )
+        .unwrap();
+        let c = dependencies(&d, &schema_only);
+        assert_eq!(c.result, crate::control::status::CheckResult::Failed);
+        assert!(
+            c.message
+                .contains("users_log_fk of public.users references schema-only public.logs")
+                && !c.message.contains("view"),
+            "{c:?}"
+        );
+        assert!(c.fix.contains("tables.schema_only"), "{c:?}");
         let c = dependencies(&d, &TableFilter::default());
         assert_eq!(c.result, crate::control::status::CheckResult::Succeeded);
     }
