@@ -457,6 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn only_migrated_tables_count_for_keys_and_publication() {
+        let mut f = facts();
+        f.tables.get_mut(&2).unwrap().foreign_owner = Some("logger".into());
+        f.tables.get_mut(&1).unwrap().foreign_owner = Some("app".into());
+        let mut d = db(f);
+        d.not_owned = vec!["public.logs".into(), "public.users".into()];
+        d.foreign_owners = vec!["app".into(), "logger".into()];
+        d.without_identity = vec![crate::stream::publication::KeylessTable {
+            schema: "public".into(),
+            table: "logs_1".into(),
+            quoted: "public.logs_1".into(),
+            identity: 'd',
+            partition_of: Some("public.logs".into()),
+            root_identity: None,
+        }];
+        let m = migrated_only(&d, &filter(&["public.logs"]));
+        assert_eq!(m.not_owned, vec!["public.users".to_string()]);
+        assert_eq!(m.foreign_owners, vec!["app".to_string()]);
+        assert!(m.without_identity.is_empty());
+        assert_eq!(migrated_only(&d, &TableFilter::default()), d);
+    }
+
+    #[test]
     fn unmatched_patterns_warn() {
         let d = db(facts());
         let c = patterns(
