@@ -503,6 +503,49 @@ async fn validate_against_real_servers() {
         )
         .await;
 
+    // What the copy needs beside the stream: a resumed copy's <slot>_r on
+    // the source (7 of 10 slots taken: 3 free, 2 to run, 4 to resume
+    // both databases) and one origin per copy job on the target (17's
+    // 10 states: 8 copy jobs × 2 databases do not fit, 4 workers × 2 do).
+    source
+        .sql(
+            "postgres",
+            "SELECT pg_create_physical_replication_slot('held_' || g) FROM generate_series(1, 7) g",
+        )
+        .await;
+    let wide = config(
+        &su_source,
+        &su_target,
+        &["app1", "app2"],
+        "mode = \"online\"\n[copy]\njobs = 8",
+    );
+    let report = validate_cleanly(&servers, &wide).await;
+    assert!(!report.failed(), "\n{}", report.render_table());
+    let slots = report
+        .by_id("source_replication_slots")
+        .next()
+        .expect("slots");
+    assert_eq!(slots.result, CheckResult::Warning, "{slots:?}");
+    assert!(
+        slots.message.contains("<slot>_r") && slots.fix.contains("max_replication_slots = 11"),
+        "{slots:?}"
+    );
+    let origins = report
+        .by_id("target_replication_origin_capacity")
+        .next()
+        .expect("origins");
+    assert_eq!(origins.result, CheckResult::Warning, "{origins:?}");
+    assert!(
+        origins.message.contains("16 needed") && origins.fix.contains("copy.jobs"),
+        "{origins:?}"
+    );
+    source
+        .sql(
+            "postgres",
+            "SELECT pg_drop_replication_slot('held_' || g) FROM generate_series(1, 7) g",
+        )
+        .await;
+
     // An extension missing on the target (adminpack is gone in 17).
     source.sql("app2", "CREATE EXTENSION adminpack").await;
     let report = validate_cleanly(&servers, &clean).await;

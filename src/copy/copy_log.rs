@@ -45,6 +45,9 @@ pub struct Commit {
     pub lsn: Lsn,
     /// The units it holds.
     pub units: Vec<UnitKey>,
+    /// Rows and COPY bytes of each unit, in `units` order; empty when the
+    /// journal line carries none.
+    pub counts: Vec<(u64, u64)>,
 }
 
 /// A journal line after the plan, in the order they happened.
@@ -85,6 +88,29 @@ impl Journal {
             }
         }
         done
+    }
+
+    /// Rows and COPY bytes committed (and not reset since) for the tables
+    /// in `kept`: where a resumed copy's counters start, so they end at the
+    /// totals an uninterrupted copy shows.
+    pub fn counted(&self, progress: &HashMap<usize, u64>, kept: &HashSet<u32>) -> (u64, u64) {
+        let mut counts: HashMap<UnitKey, (u64, u64)> = HashMap::new();
+        for e in &self.events {
+            match e {
+                Event::Commit(c) => {
+                    if progress.get(&c.origin).is_some_and(|&p| c.seq <= p) {
+                        for (u, n) in c.units.iter().zip(&c.counts) {
+                            counts.insert(*u, *n);
+                        }
+                    }
+                }
+                Event::Reset(oids) => counts.retain(|k, _| !oids.contains(&k.oid)),
+            }
+        }
+        counts
+            .iter()
+            .filter(|(k, _)| kept.contains(&k.oid))
+            .fold((0, 0), |(r, b), (_, (ur, ub))| (r + ur, b + ub))
     }
 
     /// The highest sequence number announced: a new run counts on from it,
@@ -161,8 +187,19 @@ impl CopyLog {
     /// so a committed transaction is never missing from the journal.
     pub fn announce(&self, commit: &Commit) -> Result<(), CopyError> {
         let keys: Vec<String> = commit.units.iter().map(key_text).collect();
+        // `= rows/bytes …` after the keys, one per unit.
+        let counts = if commit.counts.len() == commit.units.len() {
+            let c: Vec<String> = commit
+                .counts
+                .iter()
+                .map(|(r, b)| format!("{r}/{b}"))
+                .collect();
+            format!(" = {}", c.join(" "))
+        } else {
+            String::new()
+        };
         let line = format!(
-            "commit {} {} {} {}\n",
+            "commit {} {} {} {}{counts}\n",
             commit.origin,
             commit.seq,
             commit.lsn,
@@ -250,14 +287,31 @@ fn parse_commit<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Commit>
     let origin = words.next()?.parse().ok()?;
     let seq = words.next()?.parse().ok()?;
     let lsn = words.next()?.parse().ok()?;
-    let units: Option<Vec<UnitKey>> = words.map(parse_key).collect();
+    let rest: Vec<&str> = words.collect();
+    let (keys, counts) = match rest.iter().position(|w| *w == "=") {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (&rest[..], &[][..]),
+    };
+    let units: Option<Vec<UnitKey>> = keys.iter().map(|k| parse_key(k)).collect();
     let units = units?;
+    let counts: Option<Vec<(u64, u64)>> = counts.iter().map(|c| parse_count(c)).collect();
+    // Counts that do not parse lose the counts, not the commit.
+    let counts = counts
+        .filter(|c| c.len() == units.len())
+        .unwrap_or_default();
     (!units.is_empty()).then_some(Commit {
         origin,
         seq,
         lsn,
         units,
+        counts,
     })
+}
+
+/// `rows/bytes`.
+fn parse_count(text: &str) -> Option<(u64, u64)> {
+    let (rows, bytes) = text.split_once('/')?;
+    Some((rows.parse().ok()?, bytes.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -293,12 +347,14 @@ mod tests {
             seq: 1,
             lsn: Lsn(0x100),
             units: vec![key(10, None)],
+            counts: vec![(5, 50)],
         };
         let b = Commit {
             origin: 1,
             seq: 2,
             lsn: Lsn(0x100),
             units: vec![key(11, Some(0))],
+            counts: vec![],
         };
         log.announce(&a).expect("a");
         log.announce(&b).expect("b");
@@ -307,6 +363,7 @@ mod tests {
             seq: 3,
             lsn: Lsn(0x100),
             units: vec![key(12, None)],
+            counts: vec![(7, 70)],
         };
         log.announce(&c).expect("c");
         log.reset(&[12]).expect("reset");
@@ -324,6 +381,12 @@ mod tests {
         let done = j.committed(&[(0, 3), (1, 0)].into_iter().collect());
         assert_eq!(done.len(), 1);
         assert_eq!(done.get(&key(10, None)), Some(&Lsn(0x100)));
+        // Only committed, unreset, kept units count; a line without counts
+        // still parses.
+        let progress = [(0, 3), (1, 2)].into_iter().collect();
+        assert_eq!(j.counted(&progress, &HashSet::from([10, 11, 12])), (5, 50));
+        assert_eq!(j.counted(&progress, &HashSet::from([11, 12])), (0, 0));
+        assert_eq!(j.committed(&progress).len(), 2);
     }
 
     #[test]

@@ -59,16 +59,23 @@ impl Journaling {
         Ok(())
     }
 
-    /// Announces the transaction holding `units` in the journal (durably)
-    /// and returns the statement that commits it with worker `index`'s
-    /// origin advanced to its sequence number.
-    pub async fn commit_sql(&self, index: usize, units: Vec<UnitKey>) -> Result<String, CopyError> {
+    /// Announces the transaction holding `units` (with the rows and COPY
+    /// bytes of each) in the journal (durably) and returns the statement
+    /// that commits it with worker `index`'s origin advanced to its
+    /// sequence number.
+    pub async fn commit_sql(
+        &self,
+        index: usize,
+        units: Vec<UnitKey>,
+        counts: Vec<(u64, u64)>,
+    ) -> Result<String, CopyError> {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let commit = Commit {
             origin: index,
             seq,
             lsn: self.lsn,
             units,
+            counts,
         };
         let log = self.log.clone();
         // An fsync: off the reactor.

@@ -7,7 +7,7 @@
 //! the stream skips their changes committed before it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::conn::Connection;
@@ -99,6 +99,12 @@ impl DatabaseCopy<'_> {
             lsn = %snapshot_lsn,
             "resuming the copy under a new snapshot"
         );
+        // The counters go on from what is committed for the kept tables,
+        // not from the killed run's (which counted rows it never committed).
+        let kept: HashSet<u32> = split.kept.keys().copied().collect();
+        let (rows, bytes) = journal.counted(&progress, &kept);
+        self.progress.rows_copied.store(rows, Ordering::Relaxed);
+        self.progress.bytes_copied.store(bytes, Ordering::Relaxed);
         let log = Arc::new(CopyLog::open(&self.work_dir.join(COPY_LOG), db)?);
         empty_again(&mut target, &log, &tables, &split.reset, db).await?;
 

@@ -375,7 +375,7 @@ impl CopyRun {
                         start: u.pages.map(|p| p.0),
                     })
                     .collect();
-                match j.commit_sql(index, keys).await {
+                match j.commit_sql(index, keys, rows.clone()).await {
                     Ok(sql) => sql,
                     Err(e) => {
                         let _ = target.execute("ROLLBACK").await;
@@ -391,7 +391,7 @@ impl CopyRun {
             .await
             .map_err(|e| fail("committing", e))?;
         crate::chaos::point("copy-committed").await;
-        Ok(rows)
+        Ok(rows.into_iter().map(|(r, _)| r).collect())
     }
 
     /// Streams one unit's rows inside the caller's target transaction.
@@ -401,7 +401,7 @@ impl CopyRun {
         target: &mut Connection,
         t: &Table,
         unit: CopyUnit,
-    ) -> Result<u64, CopyError> {
+    ) -> Result<(u64, u64), CopyError> {
         let fail = |context: &str, source| CopyError::Table {
             db: self.db.clone(),
             table: t.display(),
@@ -434,9 +434,17 @@ impl CopyRun {
             rows_copied: &progress.rows_copied,
             counted: 0,
         };
+        // The unit's bytes go into the journal, so a resumed copy's
+        // counters start from what is committed.
+        let mut unit_bytes = 0u64;
         let write = async {
             while let Some(frames) = rx.recv().await {
-                copy_in.send_frames(&frames).await?;
+                if let Err(e) = copy_in.send_frames(&frames).await {
+                    // Else the reader waits forever for room in the channel.
+                    rx.close();
+                    return Err(e);
+                }
+                unit_bytes += frames.len() as u64;
                 live.add(frame_count(&frames));
                 progress
                     .bytes_copied
@@ -473,7 +481,7 @@ impl CopyRun {
                 ),
             });
         }
-        Ok(target_rows)
+        Ok((target_rows, unit_bytes))
     }
 }
 

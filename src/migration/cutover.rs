@@ -103,6 +103,11 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     let sequences = copy::catalog::sequences(&mut source, db)
         .await
         .map_err(StepError::from)?;
+    // Those owned by an excluded table are not on the target.
+    let sequences = copy::table_filter::Choices::read(&mut source, db, &cfg.tables)
+        .await
+        .map_err(StepError::from)?
+        .sequences_of(sequences);
     let n = copy::sequences::sync(&mut source, &mut target, &sequences, db)
         .await
         .map_err(StepError::from)?;

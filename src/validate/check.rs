@@ -75,6 +75,9 @@ pub const TABLESPACES: &str = "tablespaces";
 /// Objects the migration cannot carry (subscriptions, security labels,
 /// inheritance children's column order).
 pub const NOT_CARRIED: &str = "not_carried";
+/// `[tables]`: patterns that match no table, and foreign keys or views of
+/// migrated tables reading excluded ones.
+pub const TABLE_FILTERS: &str = "table_filters";
 /// The source's lock table holds a lock on every table at once.
 pub const SOURCE_LOCK_CAPACITY: &str = "source_lock_capacity";
 /// Checks of the source server that could not run (no connection).

@@ -18,10 +18,10 @@ struct ReadGrants {
 
 /// Tables of the user's schemas: not catalogs, not TOAST, not temporary,
 /// not owned by an extension (pg_dump leaves those to CREATE EXTENSION).
-const RELATIONS: &str =
+pub(super) const RELATIONS: &str =
     "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace";
 /// The condition on [`RELATIONS`] that keeps the user's own.
-const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+pub(super) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_' \
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
@@ -82,6 +82,8 @@ pub struct SourceDatabase {
     /// What the migration cannot carry: subscriptions, security labels,
     /// and the column order of inheritance children pg_dump reorders.
     pub not_carried: Vec<String>,
+    /// Tables, foreign keys and views as `[tables]` sees them.
+    pub filter_facts: super::table_filter_checks::FilterFacts,
 }
 
 /// A non-default collation the schema refers to.
@@ -176,6 +178,7 @@ impl SourceDatabase {
             extensions,
             collations,
             not_carried,
+            filter_facts: super::table_filter_checks::FilterFacts::read(conn).await?,
         })
     }
 }

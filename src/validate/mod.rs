@@ -20,8 +20,8 @@
 //! | `target_version` | target | major < 15, or < the source's |
 //! | `pg_tools_version` | local | pg_dump/pg_restore missing or older than the source |
 //! | `source_wal_level` | source | `wal_level` is not `logical` |
-//! | `source_replication_slots` | source | fewer free slots than databases |
-//! | `source_wal_senders` | source | fewer free WAL senders than databases |
+//! | `source_replication_slots` | source | fewer free slots than databases (W, online: fewer than twice that, a resumed copy's `<slot>_r` beside each kept slot) |
+//! | `source_wal_senders` | source | fewer free WAL senders than databases (W, online: fewer than twice that, for resumed copies) |
 //! | `source_max_slot_wal_keep_size` | source | W: unlimited (or PostgreSQL 12) |
 //! | `source_replication_privilege` | source | user has neither REPLICATION nor SUPERUSER |
 //! | `ddl_replication` | source | online: `ddl` is `replicate` or `fail` but the user is no superuser or the source is older than 14 (W: `ignore`, said why) |
@@ -29,7 +29,7 @@
 //! | `target_create_database` | target | no CREATEDB; or cannot drop a database to overwrite |
 //! | `target_session_replication_role` | target | online: may not SET it |
 //! | `target_replication_origins` | target | online: may not execute the origin functions |
-//! | `target_replication_origin_capacity` | target | online: fewer free origin states than workers × databases (W: cannot count) |
+//! | `target_replication_origin_capacity` | target | online: fewer free origin states than workers × databases (W: fewer than max(copy jobs, workers) × databases, the copy journal's; or cannot count) |
 //! | `target_disk_space` | target | local target: less free than the source databases' size (W: remote, cannot measure) |
 //! | `source_database_exists` | database | missing on the source |
 //! | `target_database_absent` | database | exists on the target (W: with `overwrite_target`) |
@@ -45,6 +45,8 @@
 //! | `large_objects` | database | W (online): large objects exist |
 //! | `user_casts` | database | W: user-defined casts and a non-superuser target user |
 //! | `tablespaces` | database | W: objects outside the default tablespace |
+//! | `table_filters` | all databases | W: a `[tables]` pattern matches no table |
+//! | `table_filters` | database | a foreign key or view of a table on the target reads an excluded table |
 //! | `source_checks_skipped` | source | the source checks could not run |
 //! | `target_checks_skipped` | target | the target checks could not run |
 //! | `database_checks_skipped` | database | a database's checks could not run |
@@ -59,6 +61,7 @@ mod keyless_checks;
 mod render;
 mod server_checks;
 pub mod source_facts;
+pub mod table_filter_checks;
 pub mod target_facts;
 #[cfg(test)]
 mod tests;
@@ -181,6 +184,14 @@ fn server_wide(
             _ => None,
         })
         .collect();
+    if !read.is_empty() {
+        let all_read = read.len() == databases.len();
+        checks.push(table_filter_checks::patterns(
+            &read,
+            &config.tables,
+            all_read,
+        ));
+    }
     if let (Some(s), Some(t)) = (s, t) {
         checks.push(server_checks::target_not_source(s, t));
     }
@@ -220,8 +231,11 @@ fn one_database(
                 ),
             ));
             checks.extend(t.map(absent));
+            checks.push(table_filter_checks::dependencies(d, &config.tables));
+            // Only the migrated tables are published and replicated.
+            let migrated = table_filter_checks::migrated_only(d, &config.tables);
             checks.extend(database_checks::source_only(
-                d,
+                &migrated,
                 s,
                 config.mode,
                 &config.keyless,
@@ -263,6 +277,7 @@ const DATABASE_IDS: &[&str] = &[
     check::USER_CASTS,
     check::TABLESPACES,
     check::NOT_CARRIED,
+    check::TABLE_FILTERS,
 ];
 
 /// What became of one source database.

@@ -108,10 +108,17 @@ pub fn pg_tools_version(
 /// Everything about the source server as a whole.
 pub fn source_server(s: &SourceServer, config: &Config) -> Vec<ValidationCheck> {
     let needed = config.databases.len() as u64;
+    // Offline the slot is temporary: a resume creates the new one under
+    // the dead one's name.
+    let resume = if config.mode == Mode::Online {
+        needed
+    } else {
+        0
+    };
     let mut checks = vec![
         wal_level(s),
-        replication_slots(s, needed),
-        wal_senders(s, needed),
+        replication_slots(s, needed, resume),
+        wal_senders(s, needed, resume),
         max_slot_wal_keep_size(s),
         replication_privilege(s),
         open_transactions(s),
@@ -139,58 +146,87 @@ fn wal_level(s: &SourceServer) -> ValidationCheck {
     }
 }
 
-/// One free replication slot per database.
-fn replication_slots(s: &SourceServer, needed: u64) -> ValidationCheck {
-    let free_slots = s
-        .max_replication_slots
-        .saturating_sub(s.used_replication_slots);
-    if free_slots >= needed {
-        pass(
-            check::SOURCE_REPLICATION_SLOTS,
-            format!(
-                "source {}: {free_slots} of {} replication slots free, {needed} needed",
-                s.server, s.max_replication_slots
-            ),
-        )
-    } else {
-        fail(
-            check::SOURCE_REPLICATION_SLOTS,
-            format!(
-                "source {}: {free_slots} of {} replication slots free ({} in use), {needed} needed (one per database)",
-                s.server, s.max_replication_slots, s.used_replication_slots
-            ),
-            format!(
-                "ALTER SYSTEM SET max_replication_slots = {}; then restart the source, or drop unused slots (pg_drop_replication_slot)",
-                s.used_replication_slots + needed
-            ),
-        )
-    }
+/// One free replication slot per database; online, a copy resumed after a
+/// crash takes a temporary `<slot>_r` slot for its new snapshot beside the
+/// kept one (`resume`: one more per database).
+fn replication_slots(s: &SourceServer, needed: u64, resume: u64) -> ValidationCheck {
+    source_capacity(
+        check::SOURCE_REPLICATION_SLOTS,
+        s,
+        ("replication slots", "max_replication_slots"),
+        (s.max_replication_slots, s.used_replication_slots),
+        needed,
+        resume,
+    )
 }
 
-/// One free WAL sender per database, for its stream.
-fn wal_senders(s: &SourceServer, needed: u64) -> ValidationCheck {
-    let free_senders = s.max_wal_senders.saturating_sub(s.used_wal_senders);
-    if free_senders >= needed {
-        pass(
-            check::SOURCE_WAL_SENDERS,
-            format!(
-                "source {}: {free_senders} of {} WAL senders free, {needed} needed",
-                s.server, s.max_wal_senders
-            ),
+/// One free WAL sender per database, for its stream; a resumed copy's
+/// `<slot>_r` snapshot session holds one more (the killed run's may not
+/// have ended yet).
+fn wal_senders(s: &SourceServer, needed: u64, resume: u64) -> ValidationCheck {
+    source_capacity(
+        check::SOURCE_WAL_SENDERS,
+        s,
+        ("WAL senders", "max_wal_senders"),
+        (s.max_wal_senders, s.used_wal_senders),
+        needed,
+        resume,
+    )
+}
+
+/// Failed below what a run needs, a warning below what resuming every
+/// database's copy at once needs.
+fn source_capacity(
+    id: &str,
+    s: &SourceServer,
+    (what, setting): (&str, &str),
+    (max, used): (u64, u64),
+    needed: u64,
+    resume: u64,
+) -> ValidationCheck {
+    let free = max.saturating_sub(used);
+    let server = &s.server;
+    let fix = |n: u64| {
+        let drop = if id == check::SOURCE_REPLICATION_SLOTS {
+            ", or drop unused slots (pg_drop_replication_slot)"
+        } else {
+            ""
+        };
+        format!(
+            "ALTER SYSTEM SET {setting} = {}; then restart the source{drop}",
+            used + n
         )
-    } else {
-        fail(
-            check::SOURCE_WAL_SENDERS,
+    };
+    if free < needed {
+        return fail(
+            id,
             format!(
-                "source {}: {free_senders} of {} WAL senders free ({} in use), {needed} needed (one per database)",
-                s.server, s.max_wal_senders, s.used_wal_senders
+                "source {server}: {free} of {max} {what} free ({used} in use), {needed} needed (one per database)"
             ),
-            format!(
-                "ALTER SYSTEM SET max_wal_senders = {}; then restart the source",
-                s.used_wal_senders + needed
-            ),
-        )
+            fix(needed + resume),
+        );
     }
+    if free < needed + resume {
+        return warn(
+            id,
+            format!(
+                "source {server}: {free} of {max} {what} free ({used} in use), {needed} needed (one per database), \
+                 but a copy resumed after a crash also takes a temporary <slot>_r slot and its WAL sender for its new snapshot: \
+                 {} needed to resume every database at once; short of them a resume fails and retries",
+                needed + resume
+            ),
+            fix(needed + resume),
+        );
+    }
+    let resume_note = if resume > 0 {
+        format!(", {} to resume every copy", needed + resume)
+    } else {
+        String::new()
+    };
+    pass(
+        id,
+        format!("source {server}: {free} of {max} {what} free, {needed} needed{resume_note}"),
+    )
 }
 
 /// Warns when nothing bounds the WAL a stalled slot retains on the source.
@@ -326,13 +362,14 @@ pub fn target_server(t: &TargetServer, config: &Config) -> Vec<ValidationCheck> 
         for id in [
             check::TARGET_SESSION_REPLICATION_ROLE,
             check::TARGET_REPLICATION_ORIGINS,
-            check::TARGET_REPLICATION_ORIGIN_CAPACITY,
         ] {
             out.push(pass(
                 id,
                 format!("target {}: not needed in offline mode", t.server),
             ));
         }
+        // The copy journals with origins offline too.
+        out.push(replication_origin_capacity(t, config));
         return out;
     }
     out.push(session_replication_role(t));
@@ -396,52 +433,70 @@ fn replication_origins(t: &TargetServer) -> ValidationCheck {
     }
 }
 
-/// One origin per apply worker and database must fit beside those in use.
+/// Origins per database: one per copy job while it copies (its journal
+/// commits with them), then one per apply worker once streaming (the copy's
+/// are dropped before). Short of the workers' the stream cannot run;
+/// short of the copy's the copy runs unjournaled, and a crash restarts it.
 fn replication_origin_capacity(t: &TargetServer, config: &Config) -> ValidationCheck {
-    let needed = (config.apply.workers * config.databases.len()) as u64;
+    let id = check::TARGET_REPLICATION_ORIGIN_CAPACITY;
+    let dbs = config.databases.len() as u64;
+    let jobs = config.copy.jobs as u64;
+    let workers = match config.mode {
+        Mode::Online => config.apply.workers as u64,
+        Mode::Offline => 0,
+    };
+    let for_apply = workers * dbs;
+    let needed = jobs.max(workers) * dbs;
+    let databases = count(config.databases.len(), "database");
+    let why = format!("{jobs} copy jobs, then {workers} apply workers, × {databases}");
     let setting = if t.major >= 18 {
         "max_active_replication_origins"
     } else {
         "max_replication_slots"
     };
-    match t.origins_in_use {
-        None => warn(
-            check::TARGET_REPLICATION_ORIGIN_CAPACITY,
+    let (server, capacity) = (&t.server, t.origin_capacity);
+    let Some(used) = t.origins_in_use else {
+        return warn(
+            id,
             format!(
-                "target {}: {setting} = {}, {needed} origins needed ({} workers × {}); origins in use cannot be counted by \"{}\"",
-                t.server,
-                t.origin_capacity,
-                config.apply.workers,
-                count(config.databases.len(), "database"),
+                "target {server}: {setting} = {capacity}, {needed} origins needed ({why}); origins in use cannot be counted by \"{}\"",
                 t.user
             ),
             format!("make sure {setting} minus the origins in use is at least {needed}"),
-        ),
-        Some(used) if t.origin_capacity.saturating_sub(used) >= needed => pass(
-            check::TARGET_REPLICATION_ORIGIN_CAPACITY,
+        );
+    };
+    let free = capacity.saturating_sub(used);
+    if free < for_apply {
+        return fail(
+            id,
             format!(
-                "target {}: room for {} more replication origins ({setting} = {}), {needed} needed",
-                t.server,
-                t.origin_capacity.saturating_sub(used),
-                t.origin_capacity
-            ),
-        ),
-        Some(used) => fail(
-            check::TARGET_REPLICATION_ORIGIN_CAPACITY,
-            format!(
-                "target {}: room for {} more replication origins ({setting} = {}, {used} in use), {needed} needed ({} workers × {})",
-                t.server,
-                t.origin_capacity.saturating_sub(used),
-                t.origin_capacity,
-                config.apply.workers,
-                count(config.databases.len(), "database")
+                "target {server}: room for {free} more replication origins ({setting} = {capacity}, {used} in use), {for_apply} needed for the apply workers ({workers} workers × {databases})"
             ),
             format!(
                 "ALTER SYSTEM SET {setting} = {}; then restart the target, or lower apply.workers",
                 used + needed
             ),
-        ),
+        );
     }
+    if free < needed {
+        return warn(
+            id,
+            format!(
+                "target {server}: room for {free} more replication origins ({setting} = {capacity}, {used} in use), {needed} needed ({why}); \
+                 a copy without its origins keeps no journal, and a crash during it copies everything again"
+            ),
+            format!(
+                "ALTER SYSTEM SET {setting} = {}; then restart the target, or lower copy.jobs",
+                used + needed
+            ),
+        );
+    }
+    pass(
+        id,
+        format!(
+            "target {server}: room for {free} more replication origins ({setting} = {capacity}), {needed} needed ({why})"
+        ),
+    )
 }
 
 fn create_database(t: &TargetServer, config: &Config) -> ValidationCheck {

@@ -69,7 +69,7 @@ fn target(major: u32) -> TargetServer {
     t
 }
 
-fn database() -> SourceDatabase {
+pub(super) fn database() -> SourceDatabase {
     SourceDatabase {
         name: "app".into(),
         lockable_relations: 10,
@@ -93,6 +93,7 @@ fn database() -> SourceDatabase {
         casts: vec![],
         tablespace_objects: vec![],
         not_carried: vec![],
+        filter_facts: Default::default(),
         extensions: vec![("plpgsql".into(), "1.0".into())],
         collations: vec![CollationUse {
             schema: "pg_catalog".into(),
@@ -221,9 +222,21 @@ fn source_server_rules() {
     assert!(result_of(&out, check::SOURCE_OPEN_TRANSACTIONS)
         .message
         .contains("gid 'x'"));
-    // Exactly enough slots passes; REPLICATION without superuser passes.
+    // Enough slots to run but not to resume every copy (a <slot>_r
+    // beside each kept slot) warns; REPLICATION without superuser passes.
     s.used_replication_slots = 8;
     s.replication = true;
+    let out = source_server(&s, &cfg);
+    let slots = result_of(&out, check::SOURCE_REPLICATION_SLOTS);
+    assert_eq!(slots.result, CheckResult::Warning, "{slots:?}");
+    assert!(slots.message.contains("<slot>_r") && slots.fix.contains("= 12;"));
+    // Offline the resume reuses the temporary slot's name.
+    let offline = source_server(&s, &config("mode = \"offline\""));
+    assert_eq!(
+        result_of(&offline, check::SOURCE_REPLICATION_SLOTS).result,
+        CheckResult::Succeeded
+    );
+    s.used_replication_slots = 6;
     let out = source_server(&s, &cfg);
     assert_eq!(
         result_of(&out, check::SOURCE_REPLICATION_SLOTS).result,
@@ -276,6 +289,24 @@ fn target_server_rules() {
     assert_eq!(
         result_of(&out, check::TARGET_CREATE_DATABASE).result,
         CheckResult::Failed
+    );
+    // Room for the apply workers but not for the copy jobs' origins: the
+    // copy would run without its journal.
+    t.origins_in_use = Some(0);
+    let wide = config("[copy]\njobs = 8");
+    let c = target_server(&t, &wide);
+    let c = result_of(&c, check::TARGET_REPLICATION_ORIGIN_CAPACITY);
+    assert_eq!(c.result, CheckResult::Warning, "{c:?}");
+    assert!(c.message.contains("16 needed") && c.fix.contains("copy.jobs"));
+    let c = target_server(&t, &config("mode = \"offline\"\n[copy]\njobs = 8"));
+    assert_eq!(
+        result_of(&c, check::TARGET_REPLICATION_ORIGIN_CAPACITY).result,
+        CheckResult::Warning
+    );
+    let c = target_server(&t, &cfg);
+    assert_eq!(
+        result_of(&c, check::TARGET_REPLICATION_ORIGIN_CAPACITY).result,
+        CheckResult::Succeeded
     );
     t.origins_in_use = None;
     let out = target_server(&t, &cfg);

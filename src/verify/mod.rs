@@ -11,6 +11,7 @@
 
 mod catalog;
 mod diff;
+mod filtered;
 mod keys;
 pub mod live;
 mod live_client;
@@ -176,7 +177,7 @@ async fn verify_database(
         let exporters = s.exporters.lock().map(|mut e| std::mem::take(&mut *e));
         drop(exporters);
     }
-    let (source_catalog, target_catalog) = match (source.first_mut(), target.first_mut()) {
+    let (mut source_catalog, target_catalog) = match (source.first_mut(), target.first_mut()) {
         (Some(s), Some(t)) => {
             let (sc, tc) = tokio::join!(read_catalog(s), read_catalog(t));
             (
@@ -186,6 +187,13 @@ async fn verify_database(
         }
         _ => return Err(VerifyError::NoSession { db: db.to_string() }),
     };
+    // Only what `[tables]` puts on the target is compared.
+    if let Some(s) = source.first_mut() {
+        filtered::Filtered::read(s, &config.tables)
+            .await
+            .map_err(|e| catalog_error(Side::Source, db, e))?
+            .apply(&mut source_catalog);
+    }
 
     let (objects, mut differences) = diff_objects(&source_catalog, &target_catalog);
     let mut work = Vec::new();
