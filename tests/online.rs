@@ -561,7 +561,7 @@ fn a_change_the_target_refuses_fails_the_migration_with_table_key_and_lsn() {
     );
     let lsn = src.psql(
         "refuse",
-        "UPDATE t SET v = 1000 WHERE id = 3 RETURNING pg_current_wal_lsn()",
+        "UPDATE t SET v = 1000 WHERE id = 3 RETURNING pg_current_wal_insert_lsn()",
     );
     let started = Instant::now();
     let mut saw_ready = false;

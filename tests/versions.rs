@@ -41,6 +41,21 @@ INSERT INTO notes SELECT g, 'new, \"x\"', NULL, g, now() FROM generate_series(20
 COMMIT;
 ";
 
+/// Schema changes during streaming: carried from sources of 14 and later
+/// (pgoutput's logical messages), where `ddl` defaults to `replicate`.
+const DDL_CHANGES: &str = "
+ALTER TYPE state ADD VALUE 'returned';
+ALTER TABLE orders ADD COLUMN note text DEFAULT 'n';
+UPDATE orders SET st = 'returned', note = 'r' WHERE id % 97 = 0;
+CREATE TABLE refunds (id int PRIMARY KEY, order_id bigint, amount numeric(12,2));
+INSERT INTO refunds SELECT g, g, 1.5 FROM generate_series(1, 50) g;
+CREATE INDEX CONCURRENTLY refunds_order ON refunds (order_id);
+ALTER TABLE notes RENAME COLUMN body TO text_body;
+UPDATE notes SET text_body = 'renamed' WHERE id < 5;
+CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+INSERT INTO events VALUES (99999, '2027-05-05', 'future');
+";
+
 fn wait_for(
     state: &std::path::Path,
     name: &str,
@@ -100,6 +115,9 @@ fn migrate(source: u32, target: u32, pg_bin: Option<&str>) {
         "WaitingForUserAction",
     );
     src.psql("app", CHANGES);
+    if source >= 14 {
+        src.psql("app", DDL_CHANGES);
+    }
     signal(&child, "-USR1");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(

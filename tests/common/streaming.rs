@@ -54,7 +54,8 @@ pub fn no_lag(db: &Value) -> bool {
 
 /// Asserts that migration `name` is Failed with a message holding every
 /// one of `parts` and naming, after "committed at ", a commit LSN close to
-/// `lsn` (the WAL position the source reported for the failing change);
+/// `lsn` (the WAL insert position the source reported for the failing
+/// change: the write position may lag it by the unflushed WAL);
 /// returns the message.
 pub fn assert_failed_near(
     state: &Path,
