@@ -57,6 +57,51 @@ fn source(src: &Cluster, db: &str) {
     );
 }
 
+/// Two clusters, the source database, and the config of migration `name`
+/// with `extra`.
+struct Setup {
+    src: Cluster,
+    dst: Cluster,
+    db: &'static str,
+    state: tempfile::TempDir,
+    name: &'static str,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+fn setup(name: &'static str, extra: &str) -> Setup {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    let db = "app";
+    source(&src, db);
+    let state = tmp_dir();
+    let cfg = write_config(state.path(), name, &src, &dst, &[db], extra);
+    let log = state.path().join("run.log");
+    Setup {
+        src,
+        dst,
+        db,
+        state,
+        name,
+        cfg,
+        log,
+    }
+}
+
+/// Starts the daemon and waits until it streams with nothing to apply.
+fn start_caught_up(state: &tempfile::TempDir, name: &str, cfg: &Path, log: &Path) -> Child {
+    let mut child = start(cfg, log);
+    wait_streaming(
+        state.path(),
+        name,
+        &mut child,
+        log,
+        Duration::from_secs(180),
+        no_lag,
+    );
+    child
+}
+
 fn wait_caught_up(state: &Path, name: &str, child: &mut Child, log: &Path) {
     std::thread::sleep(Duration::from_millis(1500));
     wait_streaming(state, name, child, log, Duration::from_secs(180), no_lag);
@@ -100,32 +145,21 @@ fn cut_over_and_compare(
 
 #[test]
 fn every_kind_of_ddl_under_load_reaches_the_target_in_order() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
-    let db = "app";
-    source(&src, db);
-    let state = tmp_dir();
-    let name = "ddl-kinds";
     // Keyless pgbench_history goes inserts-only: the main publication
     // lists its tables, so created tables must join it.
-    let cfg = write_config(
-        state.path(),
+    let Setup {
+        src,
+        dst,
+        db,
+        state,
         name,
-        &src,
-        &dst,
-        &[db],
+        cfg,
+        log,
+    } = setup(
+        "ddl-kinds",
         "option = \"migrate\"\nddl = \"replicate\"\n[keyless]\ndefault = \"insert_only\"\n",
     );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_streaming(
-        state.path(),
-        name,
-        &mut child,
-        &log,
-        Duration::from_secs(180),
-        no_lag,
-    );
+    let child = start_caught_up(&state, name, &cfg, &log);
     let writes = load(&src, db, 25);
     let steps = [
         // Column add with a default, used at once.
@@ -188,30 +222,16 @@ fn every_kind_of_ddl_under_load_reaches_the_target_in_order() {
 
 #[test]
 fn a_ddl_the_target_refuses_fails_naming_it() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
-    let db = "app";
-    source(&src, db);
-    let state = tmp_dir();
-    let name = "ddl-refused";
-    let cfg = write_config(
-        state.path(),
+    let Setup {
+        src,
+        dst,
+        db,
+        state,
         name,
-        &src,
-        &dst,
-        &[db],
-        "option = \"migrate\"\n",
-    );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_streaming(
-        state.path(),
-        name,
-        &mut child,
-        &log,
-        Duration::from_secs(180),
-        no_lag,
-    );
+        cfg,
+        log,
+    } = setup("ddl-refused", "option = \"migrate\"\n");
+    let mut child = start_caught_up(&state, name, &cfg, &log);
     // Someone made the table on the target behind pgmigrate's back.
     dst.psql(db, "CREATE TABLE clash (id int)");
     src.psql(db, "CREATE TABLE clash (id int PRIMARY KEY, v text)");
@@ -236,18 +256,16 @@ fn a_ddl_the_target_refuses_fails_naming_it() {
 
 #[test]
 fn ddl_fail_stops_at_the_first_command_and_replicate_then_carries_it() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
-    let db = "app";
-    source(&src, db);
-    let state = tmp_dir();
-    let name = "ddl-fail";
-    let cfg = write_config(
-        state.path(),
+    let Setup {
+        src,
+        dst,
+        db,
+        state,
         name,
-        &src,
-        &dst,
-        &[db],
+        cfg,
+        log,
+    } = setup(
+        "ddl-fail",
         "ddl = \"fail\"\n[keyless]\ndefault = \"insert_only\"\n",
     );
     let validate = Command::new(pgmigrate_bin())
@@ -260,16 +278,7 @@ fn ddl_fail_stops_at_the_first_command_and_replicate_then_carries_it() {
         text.contains("ddl_replication") && text.contains("ddl = \\\"fail\\\""),
         "{text}"
     );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_streaming(
-        state.path(),
-        name,
-        &mut child,
-        &log,
-        Duration::from_secs(180),
-        no_lag,
-    );
+    let mut child = start_caught_up(&state, name, &cfg, &log);
     src.psql(db, "INSERT INTO items VALUES (9001, 'kept'); ALTER TABLE items ADD COLUMN note text; UPDATE items SET note = 'n' WHERE id < 3;");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(!status.success());
@@ -293,30 +302,16 @@ fn ddl_fail_stops_at_the_first_command_and_replicate_then_carries_it() {
 
 #[test]
 fn kill9_right_after_a_ddl_applies_it_once() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
-    let db = "app";
-    source(&src, db);
-    let state = tmp_dir();
-    let name = "ddl-kill";
-    let cfg = write_config(
-        state.path(),
+    let Setup {
+        src,
+        dst,
+        db,
+        state,
         name,
-        &src,
-        &dst,
-        &[db],
-        "option = \"migrate\"\n",
-    );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_streaming(
-        state.path(),
-        name,
-        &mut child,
-        &log,
-        Duration::from_secs(180),
-        no_lag,
-    );
+        cfg,
+        log,
+    } = setup("ddl-kill", "option = \"migrate\"\n");
+    let mut child = start_caught_up(&state, name, &cfg, &log);
     let writes = load(&src, db, 20);
     std::thread::sleep(Duration::from_secs(2));
     src.psql(db, "ALTER TABLE pgbench_branches ADD COLUMN region int DEFAULT 1; UPDATE pgbench_branches SET region = 2;");
@@ -342,30 +337,16 @@ fn kill9_right_after_a_ddl_applies_it_once() {
 
 #[test]
 fn ddl_ignore_creates_no_trigger_and_show_warns() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
-    let db = "app";
-    source(&src, db);
-    let state = tmp_dir();
-    let name = "ddl-ignore";
-    let cfg = write_config(
-        state.path(),
+    let Setup {
+        src,
+        dst: _dst,
+        db,
+        state,
         name,
-        &src,
-        &dst,
-        &[db],
-        "option = \"migrate\"\nddl = \"ignore\"\n",
-    );
-    let log = state.path().join("run.log");
-    let mut child = start(&cfg, &log);
-    wait_streaming(
-        state.path(),
-        name,
-        &mut child,
-        &log,
-        Duration::from_secs(180),
-        no_lag,
-    );
+        cfg,
+        log,
+    } = setup("ddl-ignore", "option = \"migrate\"\nddl = \"ignore\"\n");
+    let child = start_caught_up(&state, name, &cfg, &log);
     let doc = show(state.path(), name);
     let message = doc["databases"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("ddl = \"ignore\""), "{doc}");

@@ -171,15 +171,7 @@ impl DatabaseCopy<'_> {
             message: "no schema dump".into(),
         })?;
         let first = first_session(&mut sessions, db)?;
-        let (tables, sequences) = table_filter::apply(
-            first,
-            db,
-            self.filter,
-            self.exclude_publication,
-            &mut archive,
-        )
-        .await?;
-        let owners = owners::read(first, db).await?;
+        let (tables, sequences, owners) = self.catalog_facts(first, &mut archive).await?;
         let (block_size, can_split) = split_facts(first, db).await?;
 
         let target = Connection::connect(self.target)
@@ -462,6 +454,29 @@ impl DatabaseCopy<'_> {
             large_objects: los,
             late: Vec::new(),
         })
+    }
+}
+
+impl DatabaseCopy<'_> {
+    /// What the snapshot holds, read once per copy or resume: the tables
+    /// whose rows are copied and the sequences on the target (the filter
+    /// telling the archive what to leave out, the DDL capture included),
+    /// and which table owns each index and constraint.
+    async fn catalog_facts(
+        &self,
+        session: &mut Connection,
+        archive: &mut SchemaArchive,
+    ) -> Result<(Vec<catalog::Table>, Vec<catalog::Sequence>, owners::Owners), CopyError> {
+        let (tables, sequences) = table_filter::apply(
+            session,
+            self.db,
+            self.filter,
+            self.exclude_publication,
+            archive,
+        )
+        .await?;
+        let owners = owners::read(session, self.db).await?;
+        Ok((tables, sequences, owners))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::conn::Connection;
 use super::done_log::{read_done, DoneLog};
 use super::entry_runner::SessionOptions;
 use super::schema::SchemaArchive;
-use super::{owners, post_data, CopyError, CopySummary, DatabaseCopy, DONE_LOG};
+use super::{post_data, CopyError, CopySummary, DatabaseCopy, DONE_LOG};
 
 impl DatabaseCopy<'_> {
     /// True when an earlier run left what [`DatabaseCopy::resume`] needs.
@@ -36,15 +36,7 @@ impl DatabaseCopy<'_> {
         let log_path = self.work_dir.join(DONE_LOG);
         let done = read_done(&log_path, db)?;
         let mut source = self.open_copy_session(self.source, "source").await?;
-        let owners = owners::read(&mut source, db).await?;
-        let (_, sequences) = super::table_filter::apply(
-            &mut source,
-            db,
-            self.filter,
-            self.exclude_publication,
-            &mut archive,
-        )
-        .await?;
+        let (_, sequences, owners) = self.catalog_facts(&mut source, &mut archive).await?;
         let plan = archive
             .post_data_plan(
                 self.target,

@@ -18,7 +18,7 @@ use super::catalog::Table;
 use super::copy_log::{self, CopyLog, PlannedUnit, UnitKey};
 use super::copy_origins::{self, Journaling};
 use super::done_log::read_done;
-use super::owners::{self, Owners};
+use super::owners::Owners;
 use super::schema::SchemaArchive;
 use super::table_copy::CopyUnit;
 use super::{first_session, CopyError, CopySummary, DataPhase, DatabaseCopy, COPY_LOG, DONE_LOG};
@@ -67,15 +67,7 @@ impl DatabaseCopy<'_> {
             .open_snapshot(snapshot, self.options.jobs.max(1), false)
             .await?;
         let first = first_session(&mut sessions, db)?;
-        let (all_tables, sequences) = super::table_filter::apply(
-            first,
-            db,
-            self.filter,
-            self.exclude_publication,
-            &mut archive,
-        )
-        .await?;
-        let owners = owners::read(first, db).await?;
+        let (all_tables, sequences, owners) = self.catalog_facts(first, &mut archive).await?;
         let mut target = Connection::connect(self.target)
             .await
             .map_err(|e| CopyError::target(db, "connecting to the new database", e))?;
