@@ -682,7 +682,8 @@ impl Receiver<'_> {
             }
             PgOutputMessage::Insert(i)
                 if self.filtered.contains(&i.relation_id.0)
-                    || self.txn_filled_rels.contains(&i.relation_id.0) =>
+                    || (!self.txn_filled_rels.is_empty()
+                        && self.txn_filled_rels.contains(&i.relation_id.0)) =>
             {
                 return Ok(None)
             }
