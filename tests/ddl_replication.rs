@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::daemon::{kill9, show, signal, start, wait_exit, wait_log};
+use common::daemon::{kill9, show, signal, start, start_with_env, wait_exit, wait_log};
 use common::streaming::{no_lag, wait_streaming};
 use common::{pgmigrate_bin, tmp_dir, write_config, Cluster};
 
@@ -362,4 +362,46 @@ fn ddl_ignore_creates_no_trigger_and_show_warns() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn ddl_committed_during_the_copy_is_applied_when_the_stream_starts() {
+    let Setup {
+        src,
+        dst,
+        db,
+        state,
+        name,
+        cfg,
+        log,
+    } = setup(
+        "ddl-during-copy",
+        "option = \"migrate\"\n[copy]\njobs = 1\n",
+    );
+    // Every copy transaction pauses after its commit: DDL lands after the
+    // snapshot, while the copy still runs (a table being copied makes it
+    // wait for its lock, as with pg_dump).
+    let mut child = start_with_env(
+        &cfg,
+        &log,
+        &[
+            ("PGMIGRATE_TEST_PAUSE_AT", "copy-committed"),
+            ("PGMIGRATE_TEST_PAUSE_MS", "1500"),
+        ],
+    );
+    wait_log(&log, "pausing at copy-committed", 1, &mut child);
+    src.psql(
+        db,
+        "CREATE TABLE made_during_copy (id int PRIMARY KEY, v text); \
+         INSERT INTO made_during_copy SELECT g, 'v' FROM generate_series(1, 100) g; \
+         ALTER TABLE items ADD COLUMN during_copy int DEFAULT 3; \
+         UPDATE items SET during_copy = 4 WHERE id < 10;",
+    );
+    assert!(
+        !read(&log).contains("streaming changes"),
+        "the DDL was meant to land during the copy: {}",
+        read(&log)
+    );
+    cut_over_and_compare(&src, &dst, db, state.path(), name, child, &log);
+    assert_eq!(dst.psql(db, "SELECT count(*) FROM made_during_copy"), "100");
 }
