@@ -130,6 +130,9 @@ pub const MAX_APPLY_WORKERS: usize = 64;
 pub struct CutoverConfig {
     /// Make the source databases read-only and end their sessions at cutover.
     pub lock_source: bool,
+    /// After cutover, stream the target's changes back to the source until
+    /// `rollback` or `finish`.
+    pub reverse_replication: bool,
 }
 
 /// `mode`: whether changes are streamed after the copy.
@@ -359,6 +362,7 @@ impl Config {
             apply: apply_config(raw.apply, &ctx)?,
             cutover: CutoverConfig {
                 lock_source: raw.cutover.lock_source,
+                reverse_replication: raw.cutover.reverse_replication,
             },
             keyless: keyless_policy(raw.keyless, &ctx)?,
             tables: table_filter(raw.tables, &ctx)?,

@@ -49,7 +49,7 @@ Exit status:
   2  bad usage or configuration (also an unusable state_dir)
   3  canceled
   4  a premigration check failed
-  5  not in a state that allows it (cutover, cancel)
+  5  not in a state that allows it (cutover, cancel, rollback, finish)
   6  verify found differences
 
 Signals to `pgmigrate run`:
@@ -122,6 +122,35 @@ enum Command {
     },
     /// Trigger the cutover of a migration waiting for it.
     Cutover {
+        /// Migration name.
+        name: String,
+        /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Return only when the migration has Succeeded (0) or Failed (1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 1).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Roll back a cut-over migration streaming back to the source
+    /// (`[cutover] reverse_replication`): RolledBack.
+    Rollback {
+        /// Migration name.
+        name: String,
+        /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Return only when the migration has RolledBack (0) or Failed (1).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 1).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// End reverse replication of a cut-over migration: Succeeded.
+    Finish {
         /// Migration name.
         name: String,
         /// State directory (default: $PGMIGRATE_STATE_DIR, else /var/lib/pgmigrate).
@@ -264,6 +293,32 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             let timeout = timeout.map(Duration::from_secs);
             cutover(&state_dir(dir), &name, wait.then_some(timeout)).await
         }
+        Command::Rollback {
+            name,
+            state_dir: dir,
+            wait,
+            timeout,
+        } => {
+            let Some(name) = migration_name(&name) else {
+                return Ok(exit::USAGE);
+            };
+            let timeout = timeout.map(Duration::from_secs);
+            let wait = wait.then_some(timeout);
+            end_reverse(&state_dir(dir), &name, ConsoleCommand::Rollback, wait).await
+        }
+        Command::Finish {
+            name,
+            state_dir: dir,
+            wait,
+            timeout,
+        } => {
+            let Some(name) = migration_name(&name) else {
+                return Ok(exit::USAGE);
+            };
+            let timeout = timeout.map(Duration::from_secs);
+            let wait = wait.then_some(timeout);
+            end_reverse(&state_dir(dir), &name, ConsoleCommand::Finish, wait).await
+        }
         Command::Cancel {
             name,
             state_dir: dir,
@@ -324,7 +379,7 @@ async fn run_migration(config: PathBuf) -> anyhow::Result<u8> {
     }
     let outcome = outcome.context("migration")?;
     Ok(match outcome {
-        Outcome::Succeeded | Outcome::Stopped => exit::OK,
+        Outcome::Succeeded | Outcome::Stopped | Outcome::RolledBack => exit::OK,
         Outcome::Failed => exit::FAILED,
         Outcome::Canceled => exit::CANCELED,
         Outcome::ValidationFailed => exit::VALIDATION_FAILED,
@@ -512,6 +567,32 @@ async fn cutover(
         timeout,
     )
     .await
+}
+
+/// `rollback` / `finish`: asks the daemon over its console; with `wait`
+/// polls until the migration ends.
+async fn end_reverse(
+    state_dir: &Path,
+    name: &MigrationName,
+    command: ConsoleCommand,
+    wait: Option<Option<Duration>>,
+) -> anyhow::Result<u8> {
+    if let Some(code) = request(state_dir, name, command).await? {
+        return Ok(code);
+    }
+    let Some(timeout) = wait else {
+        println!(
+            "{} of migration {name} accepted",
+            command.as_sql().to_ascii_lowercase()
+        );
+        return Ok(exit::OK);
+    };
+    let done = if command == ConsoleCommand::Rollback {
+        Status::RolledBack
+    } else {
+        Status::Succeeded
+    };
+    await_end(state_dir, name, &[done, Status::Failed], timeout).await
 }
 
 /// `cancel`: asks the daemon over its console and waits for it to finish;

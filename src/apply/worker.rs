@@ -213,6 +213,7 @@ impl Worker {
         // the durable position is read back from the origin, flushed.
         conn.execute(&format!(
             "SET session_replication_role = replica; SET synchronous_commit = off; \
+             SET default_transaction_read_only = off; \
              SET statement_timeout = 0; SET lock_timeout = 0; \
              SELECT pg_catalog.pg_replication_origin_create({origin}) \
                WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin WHERE roname = {origin}); \

@@ -84,6 +84,8 @@ pub(super) struct RawApply {
 pub(super) struct RawCutover {
     #[serde(default)]
     pub lock_source: bool,
+    #[serde(default)]
+    pub reverse_replication: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -47,6 +47,7 @@ batch_max_delay_ms = 200        # …until either bound is hit
 
 [cutover]
 lock_source = false             # true: make the source databases read-only and end their sessions at cutover
+reverse_replication = false     # true: after cutover, stream the target's changes back to the source until `rollback` or `finish`
 "#;
 
 const MINIMAL: &str = r#"

@@ -53,7 +53,7 @@ const SQLSTATE_INTERNAL_ERROR: &str = sqlstate::INTERNAL_ERROR;
 
 /// What an unknown command's error lists.
 const COMMAND_LIST: &str =
-    "SHOW STATUS, SHOW DATABASES, SHOW TABLES, CUTOVER, CANCEL, CANCEL DROP TARGET, VERIFY, SHOW VERIFY";
+    "SHOW STATUS, SHOW DATABASES, SHOW TABLES, CUTOVER, CANCEL, CANCEL DROP TARGET, VERIFY, SHOW VERIFY, ROLLBACK, FINISH";
 
 /// The socket file of the console in `socket_dir` (`<state_dir>/<name>`).
 pub fn socket_path(socket_dir: &Path) -> PathBuf {
@@ -75,6 +75,10 @@ pub enum ConsoleCommand {
     Verify,
     /// `CUTOVER`: trigger the cutover.
     Cutover,
+    /// `ROLLBACK`: end reverse replication back on the source.
+    Rollback,
+    /// `FINISH`: end reverse replication, the target stays.
+    Finish,
     /// `CANCEL` or, with `drop_target`, `CANCEL DROP TARGET`.
     Cancel {
         /// Also drop the target databases this migration created.
@@ -100,6 +104,8 @@ impl ConsoleCommand {
             ["SHOW", "VERIFY"] => Ok(ConsoleCommand::ShowVerify),
             ["VERIFY"] => Ok(ConsoleCommand::Verify),
             ["CUTOVER"] => Ok(ConsoleCommand::Cutover),
+            ["ROLLBACK"] => Ok(ConsoleCommand::Rollback),
+            ["FINISH"] => Ok(ConsoleCommand::Finish),
             ["CANCEL"] => Ok(ConsoleCommand::Cancel { drop_target: false }),
             ["CANCEL", "DROP", "TARGET"] => Ok(ConsoleCommand::Cancel { drop_target: true }),
             _ => Err(UnknownCommand {
@@ -117,6 +123,8 @@ impl ConsoleCommand {
             ConsoleCommand::ShowVerify => "SHOW VERIFY",
             ConsoleCommand::Verify => "VERIFY",
             ConsoleCommand::Cutover => "CUTOVER",
+            ConsoleCommand::Rollback => "ROLLBACK",
+            ConsoleCommand::Finish => "FINISH",
             ConsoleCommand::Cancel { drop_target: false } => "CANCEL",
             ConsoleCommand::Cancel { drop_target: true } => "CANCEL DROP TARGET",
         }
@@ -449,6 +457,8 @@ mod tests {
             ("show databases", ConsoleCommand::ShowDatabases),
             ("SHOW TABLES;", ConsoleCommand::ShowTables),
             ("cutover", ConsoleCommand::Cutover),
+            ("rollback;", ConsoleCommand::Rollback),
+            (" FINISH ", ConsoleCommand::Finish),
             (" CUTOVER ; ", ConsoleCommand::Cutover),
             ("cancel", ConsoleCommand::Cancel { drop_target: false }),
             (

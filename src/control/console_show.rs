@@ -16,6 +16,8 @@ pub fn show_reply(command: ConsoleCommand, state: &MigrationState) -> Option<Con
         ConsoleCommand::ShowDatabases => Some(databases_reply(state)),
         ConsoleCommand::ShowTables => Some(tables_reply(state)),
         ConsoleCommand::Cutover
+        | ConsoleCommand::Rollback
+        | ConsoleCommand::Finish
         | ConsoleCommand::Cancel { .. }
         | ConsoleCommand::Verify
         | ConsoleCommand::ShowVerify => None,

@@ -178,6 +178,40 @@ pub struct ResumeState {
     /// How far this database's cutover got: a daemon restarted after a
     /// kill at any point picks it up there and finishes it.
     pub cutover: CutoverStep,
+    /// Reverse replication after cutover (`[cutover] reverse_replication`),
+    /// recorded before its objects exist.
+    pub reverse: Option<ReverseState>,
+}
+
+/// The stream from the target back to the source after cutover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReverseState {
+    /// Logical replication slot on the target.
+    pub slot_name: String,
+    /// Publication on the target.
+    pub publication_name: String,
+    /// The inserts-only publication of the target's keyless tables.
+    pub insert_publication_name: Option<String>,
+    /// Replication origins on the source, one per apply worker.
+    pub origin_names: Vec<String>,
+    /// The slot's consistent point, once the slot exists.
+    pub consistent_lsn: Option<Lsn>,
+    /// What the operator asked for (kept across a restart).
+    pub end: Option<ReverseEnd>,
+    /// The end is done: objects dropped (and, for a rollback, the source
+    /// caught up, its sequences set and writable again).
+    pub ended: bool,
+}
+
+/// How reverse replication ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReverseEnd {
+    /// `pgmigrate rollback`: back to the source.
+    Rollback,
+    /// `pgmigrate finish`: the target stays the primary.
+    Finish,
 }
 
 impl ResumeState {

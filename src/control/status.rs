@@ -79,6 +79,9 @@ vocabulary! {
         Canceled,
         /// Validation ended with at least one failed check.
         ValidationFailed,
+        /// `rollback` after a cutover with reverse replication: the source
+        /// holds every change made on the target and is writable again.
+        RolledBack,
     }
 }
 
@@ -87,7 +90,11 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Status::Succeeded | Status::Failed | Status::Canceled | Status::ValidationFailed
+            Status::Succeeded
+                | Status::Failed
+                | Status::Canceled
+                | Status::ValidationFailed
+                | Status::RolledBack
         )
     }
 
@@ -119,6 +126,11 @@ vocabulary! {
         Completed,
         /// Canceled.
         Canceled,
+        /// After cutover: the target's changes stream back to the source
+        /// until `rollback` or `finish`.
+        WaitingForRollbackOrFinish,
+        /// Rolled back to the source.
+        RolledBack,
     }
 }
 
@@ -146,6 +158,10 @@ pub enum Stage {
     ValidationFailed,
     /// `Failed` / the substatus of the stage it failed in.
     Failed(Working),
+    /// `WaitingForUserAction` / `WaitingForRollbackOrFinish`.
+    Reversing,
+    /// `RolledBack` / `RolledBack`.
+    RolledBack,
 }
 
 /// The stages a migration can fail in; `Failed` keeps their substatus.
@@ -163,6 +179,8 @@ pub enum Working {
     WaitingForCutover,
     /// Failed in `CancelingRequestedDBMigrations`.
     CleaningUp,
+    /// Failed in `WaitingForRollbackOrFinish`.
+    Reversing,
 }
 
 /// A status/substatus pair the contract does not have (read from a file).
@@ -194,6 +212,7 @@ impl Working {
             Working::CompletingMigration => Stage::CompletingMigration,
             Working::WaitingForCutover => Stage::WaitingForCutover,
             Working::CleaningUp => Stage::CleaningUp,
+            Working::Reversing => Stage::Reversing,
         }
     }
 }
@@ -216,6 +235,9 @@ impl Stage {
         Stage::Failed(Working::CompletingMigration),
         Stage::Failed(Working::WaitingForCutover),
         Stage::Failed(Working::CleaningUp),
+        Stage::Reversing,
+        Stage::RolledBack,
+        Stage::Failed(Working::Reversing),
     ];
 
     /// The status written to state.json.
@@ -225,7 +247,8 @@ impl Stage {
             | Stage::Validating
             | Stage::MigratingData
             | Stage::CompletingMigration => Status::InProgress,
-            Stage::WaitingForCutover => Status::WaitingForUserAction,
+            Stage::WaitingForCutover | Stage::Reversing => Status::WaitingForUserAction,
+            Stage::RolledBack => Status::RolledBack,
             Stage::CleaningUp => Status::CleaningUp,
             Stage::Succeeded => Status::Succeeded,
             Stage::Canceled => Status::Canceled,
@@ -245,6 +268,8 @@ impl Stage {
             Stage::CleaningUp => Substatus::CancelingRequestedDBMigrations,
             Stage::Succeeded => Substatus::Completed,
             Stage::Canceled => Substatus::Canceled,
+            Stage::Reversing => Substatus::WaitingForRollbackOrFinish,
+            Stage::RolledBack => Substatus::RolledBack,
             Stage::Failed(w) => w.stage().substatus(),
         }
     }
@@ -267,6 +292,7 @@ impl Stage {
             Stage::CompletingMigration => Stage::Failed(Working::CompletingMigration),
             Stage::WaitingForCutover => Stage::Failed(Working::WaitingForCutover),
             Stage::CleaningUp => Stage::Failed(Working::CleaningUp),
+            Stage::Reversing => Stage::Failed(Working::Reversing),
             ended => ended,
         }
     }
@@ -280,13 +306,13 @@ impl Stage {
         }
         match (self, to) {
             // Nothing leaves these: a `run` of the same config does nothing.
-            (Succeeded | Canceled, _) => false,
+            (Succeeded | Canceled | RolledBack, _) => false,
             // A run starts anew from anything unfinished (a kill -9 can
             // leave any stage behind); an accepted cutover goes on.
             (_, Prerequisites) => true,
             (_, CompletingMigration) => matches!(
                 self,
-                WaitingForCutover | Prerequisites | MigratingData | Failed(_)
+                WaitingForCutover | Prerequisites | MigratingData | Reversing | Failed(_)
             ),
             // `cancel` without a daemon also takes failed migrations.
             (_, CleaningUp) => !matches!(self, CompletingMigration),
@@ -296,7 +322,9 @@ impl Stage {
             (Validating, MigratingData | Succeeded | ValidationFailed) => true,
             (MigratingData, WaitingForCutover | Succeeded) => true,
             (WaitingForCutover, MigratingData) => true,
-            (CompletingMigration, Succeeded) => true,
+            (CompletingMigration, Succeeded | Reversing) => true,
+            // Reverse replication ends in `finish` or `rollback`.
+            (Reversing, Succeeded | RolledBack) => true,
             (CleaningUp, Canceled) => true,
             _ => false,
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::requests::Requests;
 use crate::control::progress::MigrationProgress;
+use crate::control::state::ReverseEnd;
 use crate::control::status::{Status, Substatus};
 use crate::control::store::StateStore;
 
@@ -41,6 +42,24 @@ impl crate::control::ConsoleHandler for Console {
                 self.requests.cutover();
                 Ok(ConsoleReply::accepted(cmd))
             }
+            ConsoleCommand::Rollback | ConsoleCommand::Finish
+                if state.substatus() != Substatus::WaitingForRollbackOrFinish =>
+            {
+                Err(ConsoleRefusal::not_in_state(format!(
+                    "{} is accepted only in WaitingForUserAction/WaitingForRollbackOrFinish (cutover with [cutover] reverse_replication); the migration is {}/{}",
+                    cmd.as_sql().to_ascii_lowercase(),
+                    state.status(),
+                    state.substatus()
+                )))
+            }
+            ConsoleCommand::Rollback => {
+                self.requests.end_reverse(ReverseEnd::Rollback);
+                Ok(ConsoleReply::accepted(cmd))
+            }
+            ConsoleCommand::Finish => {
+                self.requests.end_reverse(ReverseEnd::Finish);
+                Ok(ConsoleReply::accepted(cmd))
+            }
             ConsoleCommand::Verify | ConsoleCommand::ShowVerify => {
                 crate::verify::live_console::reply(&self.verify, cmd, &state)
             }
@@ -48,7 +67,10 @@ impl crate::control::ConsoleHandler for Console {
                 if matches!(
                     state.status(),
                     Status::InProgress | Status::WaitingForUserAction
-                ) && state.substatus() != Substatus::CompletingMigration
+                ) && !matches!(
+                    state.substatus(),
+                    Substatus::CompletingMigration | Substatus::WaitingForRollbackOrFinish
+                )
                 {
                     self.requests.cancel(drop_target);
                     Ok(ConsoleReply::accepted(cmd))

@@ -113,6 +113,11 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
         .map_err(StepError::from)?;
     tracing::info!(sequences = n, "sequences set to the source's values");
     crate::chaos::point("cutover-sequences").await;
+    // Before the application may switch: every write it makes on the
+    // target is after the reverse slot's consistent point.
+    if cfg.cutover.reverse_replication || resume.reverse.is_some() {
+        super::reverse_objects::prepare(ctx, &mut target).await?;
+    }
     drop_source_objects(&mut source, db, &resume).await?;
     crate::chaos::point("cutover-slot-dropped").await;
     restore_identities(&mut target, &resume.identity_changes)

@@ -23,7 +23,7 @@ use super::requests::Requests;
 use super::{MigrationError, Outcome};
 use crate::config::{Config, Mode, RunOption};
 use crate::control::progress::MigrationProgress;
-use crate::control::state::{CutoverStep, DatabaseState, MigrationState};
+use crate::control::state::{CutoverStep, DatabaseState, MigrationState, ReverseEnd};
 use crate::control::status::{Phase, Stage, Status};
 use crate::control::store::{StateError, StateStore};
 use crate::control::writer::{StateHandle, StateWriter};
@@ -115,6 +115,7 @@ enum Ended {
     Stopped,
     ValidationFailed(usize),
     Validated,
+    RolledBack,
 }
 
 impl From<Ended> for Outcome {
@@ -125,6 +126,7 @@ impl From<Ended> for Outcome {
             Ended::Failed(_) => Outcome::Failed,
             Ended::Stopped => Outcome::Stopped,
             Ended::ValidationFailed(_) => Outcome::ValidationFailed,
+            Ended::RolledBack => Outcome::RolledBack,
         }
     }
 }
@@ -207,6 +209,20 @@ struct LoopState {
     stopped: bool,
     canceling: Option<bool>,
     waiting: bool,
+    rolled_back: bool,
+}
+
+/// The run loop's senders to the database tasks.
+struct Channels {
+    cutover: watch::Sender<bool>,
+    reverse: watch::Sender<Option<ReverseEnd>>,
+}
+
+/// The `rollback` or `finish` state.json records as accepted.
+fn recorded_reverse_end(s: &MigrationState) -> Option<ReverseEnd> {
+    s.databases
+        .iter()
+        .find_map(|d| d.resume.reverse.as_ref().and_then(|r| r.end))
 }
 
 impl Daemon {
@@ -271,9 +287,15 @@ impl Daemon {
             .iter()
             .map(|d| (d.clone(), Arc::new(AtomicBool::new(false))))
             .collect();
-        let mut tasks = self.spawn_databases(&stop_rx, &cutover_rx, &ready);
+        // A rollback or finish accepted before a restart goes on at once.
+        let (reverse_tx, reverse_rx) = watch::channel(recorded_reverse_end(&self.state.snapshot()));
+        let mut tasks = self.spawn_databases(&stop_rx, &cutover_rx, &reverse_rx, &ready);
+        let chans = Channels {
+            cutover: cutover_tx,
+            reverse: reverse_tx,
+        };
         let looped = self
-            .supervise(&mut tasks, signals, &stop, &cutover_tx, &ready)
+            .supervise(&mut tasks, signals, &stop, &chans, &ready)
             .await;
         if looped.is_err() {
             // The state cannot be written: stop, but still join every task.
@@ -290,9 +312,10 @@ impl Daemon {
         tasks: &mut JoinSet<(DbContext, Result<DbEnd, DbError>)>,
         signals: Shutdown,
         stop: &ShutdownTrigger,
-        cutover_tx: &watch::Sender<bool>,
+        chans: &Channels,
         ready: &HashMap<String, Arc<AtomicBool>>,
     ) -> Result<LoopState, StateError> {
+        let cutover_tx = &chans.cutover;
         let mut st = LoopState::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -309,9 +332,11 @@ impl Daemon {
                 }
                 _ = self.requests.notify.notified() => {
                     self.on_request(&mut st, stop, cutover_tx).await?;
+                    self.on_reverse_request(&chans.reverse).await?;
                 }
                 _ = tick.tick() => {
                     publish(&self.state, &self.progress);
+                    self.maybe_reversing().await?;
                     let all_ready = self.config.mode == Mode::Online
                         && ready.values().all(|r| r.load(Ordering::Acquire));
                     if all_ready && !st.waiting && st.failures.is_empty() && st.canceling.is_none()
@@ -341,6 +366,7 @@ impl Daemon {
         &self,
         stop_rx: &Shutdown,
         cutover_rx: &watch::Receiver<bool>,
+        reverse_rx: &watch::Receiver<Option<ReverseEnd>>,
         ready: &HashMap<String, Arc<AtomicBool>>,
     ) -> JoinSet<(DbContext, Result<DbEnd, DbError>)> {
         let mut tasks = JoinSet::new();
@@ -352,6 +378,7 @@ impl Daemon {
                 config: self.config.clone(),
                 shutdown: stop_rx.clone(),
                 cutover: cutover_rx.clone(),
+                reverse_end: reverse_rx.clone(),
                 ready: ready.get(db).cloned().unwrap_or_default(),
                 state: self.state.clone(),
                 progress: p,
@@ -376,6 +403,12 @@ impl Daemon {
             Ok((ctx, Ok(DbEnd::Done))) => {
                 ctx.progress.set_phase(Phase::Done);
                 tracing::info!(db = %ctx.db, "database migrated");
+                false
+            }
+            Ok((ctx, Ok(DbEnd::RolledBack))) => {
+                ctx.progress.set_phase(Phase::Done);
+                tracing::info!(db = %ctx.db, "database rolled back to the source");
+                st.rolled_back = true;
                 false
             }
             Ok((ctx, Ok(DbEnd::Stopped))) => {
@@ -442,6 +475,56 @@ impl Daemon {
         Ok(())
     }
 
+    /// `WaitingForRollbackOrFinish` once every database streams back.
+    async fn maybe_reversing(&self) -> Result<(), StateError> {
+        let s = self.state.snapshot();
+        let reversing = !s.databases.is_empty()
+            && s.databases.iter().all(|d| {
+                d.resume.cutover == CutoverStep::Done
+                    && d.resume
+                        .reverse
+                        .as_ref()
+                        .is_some_and(|r| r.consistent_lsn.is_some() && !r.ended)
+            });
+        if reversing && s.stage().ok() == Some(Stage::CompletingMigration) {
+            self.state.transition(Stage::Reversing).await?;
+            tracing::info!("cut over with reverse replication: the application may switch; `pgmigrate rollback` or `pgmigrate finish` ends it");
+        }
+        Ok(())
+    }
+
+    /// Acts on the operator's `rollback` or `finish`.
+    async fn on_reverse_request(
+        &self,
+        reverse_tx: &watch::Sender<Option<ReverseEnd>>,
+    ) -> Result<(), StateError> {
+        let Some(end) = self.requests.take_reverse_end() else {
+            return Ok(());
+        };
+        if self.state.snapshot().stage().ok() != Some(Stage::Reversing)
+            || reverse_tx.borrow().is_some()
+        {
+            tracing::warn!(
+                ?end,
+                "refused: accepted only in WaitingForRollbackOrFinish, once"
+            );
+            return Ok(());
+        }
+        tracing::info!(?end, "end of reverse replication requested");
+        self.state
+            .change(move |s| {
+                for d in &mut s.databases {
+                    if let Some(r) = d.resume.reverse.as_mut() {
+                        r.end = Some(end);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let _ = reverse_tx.send(Some(end));
+        Ok(())
+    }
+
     /// After every task ended: cancel's cleanup, or a failed copy's.
     async fn settle(&self, mut st: LoopState) -> Ended {
         let state = self.state.snapshot();
@@ -469,6 +552,8 @@ impl Daemon {
         }
         if st.stopped {
             Ended::Stopped
+        } else if st.rolled_back {
+            Ended::RolledBack
         } else {
             Ended::Succeeded
         }
@@ -519,6 +604,7 @@ fn final_status(s: &mut MigrationState, ended: &Ended) -> Result<(), StateError>
             let failed = s.stage().unwrap_or(Stage::Prerequisites).failed();
             s.transition(failed)?;
         }
+        Ended::RolledBack => s.transition(Stage::RolledBack)?,
         Ended::Stopped => {}
     }
     Ok(())
@@ -528,7 +614,7 @@ fn final_status(s: &mut MigrationState, ended: &Ended) -> Result<(), StateError>
 fn publish(state: &StateHandle, progress: &MigrationProgress) {
     let s = state.snapshot();
     crate::metrics::set_status(s.status().as_str(), s.substatus().as_str());
-    crate::metrics::set_cutover_ready(s.status() == Status::WaitingForUserAction);
+    crate::metrics::set_cutover_ready(s.stage().ok() == Some(Stage::WaitingForCutover));
     for d in &progress.dbs {
         crate::metrics::set_tables(
             &d.name,

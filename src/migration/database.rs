@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::step_error::StepError;
-use super::{cutover, snapshot_copy, stream_phase};
+use super::{cutover, reverse, snapshot_copy, stream_phase};
 use crate::config::{Config, Mode};
 use crate::conn::{ConnError, Retry};
 use crate::control::progress::DbProgress;
-use crate::control::state::{CutoverStep, ResumeState};
+use crate::control::state::{CutoverStep, ResumeState, ReverseEnd};
 use crate::control::store::StateError;
 use crate::control::writer::StateHandle;
 use crate::copy::CopyError;
@@ -27,6 +27,8 @@ pub(super) struct DbContext {
     pub(super) shutdown: Shutdown,
     /// Turns true when the operator's cutover is accepted.
     pub(super) cutover: watch::Receiver<bool>,
+    /// The operator's `rollback` or `finish` of reverse replication.
+    pub(super) reverse_end: watch::Receiver<Option<ReverseEnd>>,
     /// Online: copy done and initial backlog applied.
     pub(super) ready: Arc<AtomicBool>,
     /// The daemon's state writer.
@@ -86,6 +88,8 @@ pub(super) enum DbEnd {
     Done,
     /// Stopped by a signal; resumable.
     Stopped,
+    /// Reverse replication ended in `rollback`.
+    RolledBack,
 }
 
 impl DbContext {
@@ -117,6 +121,15 @@ pub(super) async fn migrate_database(ctx: &DbContext) -> Result<DbEnd, DbError> 
 }
 
 async fn phases(ctx: &DbContext) -> Result<DbEnd, DbError> {
+    let end = forward(ctx).await?;
+    match ctx.resume().reverse {
+        Some(r) if end == DbEnd::Done => reverse::reverse_phase(ctx, r).await,
+        _ => Ok(end),
+    }
+}
+
+/// Copy, stream and cutover from the source to the target.
+async fn forward(ctx: &DbContext) -> Result<DbEnd, DbError> {
     let db = ctx.db.as_str();
     let resume = ctx.resume();
     match resume.cutover {

@@ -12,6 +12,8 @@ mod prerequisites;
 mod progress_line;
 mod replication_objects;
 mod requests;
+mod reverse;
+mod reverse_objects;
 mod snapshot_copy;
 mod step_error;
 mod stream_phase;
@@ -41,6 +43,8 @@ pub enum Outcome {
     ValidationFailed,
     /// Stopped by SIGTERM/SIGINT; `run` again resumes.
     Stopped,
+    /// Reverse replication ended in `rollback`.
+    RolledBack,
 }
 
 /// Errors that stop `run` before a migration status can be recorded.

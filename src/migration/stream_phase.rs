@@ -201,7 +201,7 @@ async fn connect_source(db: &str, params: &ConnectParams) -> Result<Connection, 
 /// Publishes lag, latency and the slot's retained WAL; returns the applied
 /// position, or None when the source cannot be read now (lag is a view:
 /// reconnect next time, keep streaming).
-async fn measure_lag(
+pub(super) async fn measure_lag(
     ctx: &DbContext,
     source: &mut Connection,
     source_params: &ConnectParams,

@@ -1,0 +1,231 @@
+//! Reverse replication after cutover (`[cutover] reverse_replication`):
+//! writes on the new server stream back to the old one across a kill -9,
+//! then `rollback` leaves the source identical, writable and with nothing
+//! of the migration left; `finish` drops the reverse objects.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::daemon::{kill9, show, signal, start, wait_exit, wait_ready};
+use common::{assert_same, pgmigrate_bin, tmp_dir, write_config, Cluster};
+
+const DB: &str = "shop";
+
+fn setup(src: &Cluster, db: &str) {
+    src.create_db(db);
+    src.psql(
+        db,
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, item text, qty int); \
+         CREATE TABLE stock (sku text PRIMARY KEY, n int); \
+         INSERT INTO orders (item, qty) SELECT 'o' || g, g FROM generate_series(1, 300) g; \
+         INSERT INTO stock SELECT 's' || g, g FROM generate_series(1, 50) g;",
+    );
+}
+
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits until the daemon `child` says WaitingForRollbackOrFinish.
+fn wait_reversing(state: &Path, name: &str, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let doc = show(state, name);
+        if doc["pid"].as_u64() == Some(u64::from(child.id()))
+            && doc["substatus"] == "WaitingForRollbackOrFinish"
+        {
+            assert_eq!(doc["status"], "WaitingForUserAction");
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "daemon ended ({status}) before reversing: {doc}\n{}",
+                read(log)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reversing: {doc}\n{}",
+            read(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Application writes on the new server.
+fn target_writes(dst: &Cluster, db: &str, round: i32) {
+    dst.psql(
+        db,
+        &format!(
+            "INSERT INTO orders (item, qty) SELECT 'r{round}-' || g, g FROM generate_series(1, 200) g; \
+             UPDATE orders SET qty = qty + {round} WHERE id % 7 = 0; \
+             DELETE FROM orders WHERE id % 11 = {round}; \
+             UPDATE stock SET n = n - 1 WHERE sku LIKE 's1%'; \
+             INSERT INTO stock VALUES ('new{round}', {round});"
+        ),
+    );
+}
+
+/// Waits until the source holds as many orders as the target.
+fn wait_caught_up(src: &Cluster, dst: &Cluster, db: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let q = "SELECT count(*) || ':' || coalesce(sum(qty), 0) FROM orders";
+    loop {
+        let want = dst.psql(db, q);
+        if src.psql(db, q) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source did not catch up with the target ({want})\n{}",
+            read(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cli(args: &[&str], state: &Path) -> std::process::Output {
+    Command::new(pgmigrate_bin())
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("pgmigrate")
+}
+
+/// Starts a migration with reverse replication and cuts it over.
+fn cut_over_reversing(
+    src: &Cluster,
+    dst: &Cluster,
+    state: &Path,
+    name: &str,
+) -> (Child, std::path::PathBuf) {
+    setup(src, DB);
+    let cfg = write_config(
+        state,
+        name,
+        src,
+        dst,
+        &[DB],
+        "option = \"migrate\"\n[apply]\nworkers = 2\n[cutover]\nlock_source = true\nreverse_replication = true\n",
+    );
+    let log = state.join("run.log");
+    let mut child = start(&cfg, &log);
+    wait_ready(state, name, &mut child, &log, Duration::from_secs(90));
+    src.psql(
+        DB,
+        "INSERT INTO orders (item, qty) SELECT 'late' || g, 1 FROM generate_series(1, 100) g",
+    );
+    signal(&child, "-USR1");
+    wait_reversing(state, name, &mut child, &log);
+    (child, cfg)
+}
+
+fn assert_nothing_left(src: &Cluster, dst: &Cluster) {
+    assert_eq!(
+        dst.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0",
+        "slot left on the target"
+    );
+    assert_eq!(dst.psql(DB, "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(src.psql(DB, "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(
+        src.psql("postgres", "SELECT count(*) FROM pg_replication_origin"),
+        "0",
+        "origins left on the source"
+    );
+    assert_eq!(
+        dst.psql("postgres", "SELECT count(*) FROM pg_replication_origin"),
+        "0",
+        "origins left on the target"
+    );
+}
+
+#[test]
+fn rollback_after_cutover_survives_kill9() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    let state = tmp_dir();
+    let name = "rb-shop";
+    let (mut child, cfg) = cut_over_reversing(&src, &dst, state.path(), name);
+    let log = state.path().join("run.log");
+    // The source is read-only for the application (lock_source).
+    assert!(src
+        .try_psql(DB, "INSERT INTO stock VALUES ('x', 1)")
+        .is_err());
+    target_writes(&dst, DB, 1);
+    wait_caught_up(&src, &dst, DB, &log);
+    let doc = show(state.path(), name);
+    assert!(doc["databases"][0]["lag_bytes"].is_u64(), "{doc}");
+
+    // kill -9 while reversing, then more writes while it is down.
+    kill9(child);
+    target_writes(&dst, DB, 2);
+    let log2 = state.path().join("run2.log");
+    child = start(&cfg, &log2);
+    wait_reversing(state.path(), name, &mut child, &log2);
+    target_writes(&dst, DB, 3);
+
+    let out = cli(
+        &["rollback", name, "--wait", "--timeout", "90"],
+        state.path(),
+    );
+    assert!(
+        out.status.success(),
+        "rollback: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        read(&log2)
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "daemon exit {status}\n{}", read(&log2));
+    let doc = show(state.path(), name);
+    assert_eq!(doc["status"], "RolledBack", "{doc}");
+    assert_eq!(doc["substatus"], "RolledBack", "{doc}");
+    assert_same(&src, &dst, DB);
+    assert_nothing_left(&src, &dst);
+    // Writable again, and its sequences continue after the target's rows.
+    src.psql(DB, "INSERT INTO orders (item, qty) VALUES ('after', 1)");
+    assert_eq!(
+        src.psql(DB, "SELECT count(*) FROM orders WHERE item = 'after' AND id > (SELECT max(id) FROM orders WHERE item <> 'after')"),
+        "1"
+    );
+    // Not reversing any more: refused.
+    let out = cli(&["rollback", name], state.path());
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn finish_ends_reverse_replication() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    let state = tmp_dir();
+    let name = "fin-shop";
+    let (mut child, _cfg) = cut_over_reversing(&src, &dst, state.path(), name);
+    let log = state.path().join("run.log");
+    target_writes(&dst, DB, 1);
+    wait_caught_up(&src, &dst, DB, &log);
+    let out = cli(&["finish", name, "--wait", "--timeout", "60"], state.path());
+    assert!(
+        out.status.success(),
+        "finish: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        read(&log)
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "daemon exit {status}\n{}", read(&log));
+    assert_eq!(show(state.path(), name)["status"], "Succeeded");
+    assert_nothing_left(&src, &dst);
+    // The source stays locked: the target is the primary now.
+    assert!(src
+        .try_psql(DB, "INSERT INTO stock VALUES ('x', 1)")
+        .is_err());
+}
