@@ -563,7 +563,8 @@ async fn cutover(
     await_end(
         state_dir,
         name,
-        &[Status::Succeeded, Status::Failed],
+        // With reverse replication it ends in `finish` or `rollback`.
+        &[Status::Succeeded, Status::Failed, Status::RolledBack],
         timeout,
     )
     .await

@@ -229,3 +229,30 @@ fn finish_ends_reverse_replication() {
         .try_psql(DB, "INSERT INTO stock VALUES ('x', 1)")
         .is_err());
 }
+
+#[test]
+fn cancel_while_reversing_drops_the_reverse_objects() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    let state = tmp_dir();
+    let name = "cx-shop";
+    let (mut child, _cfg) = cut_over_reversing(&src, &dst, state.path(), name);
+    let log = state.path().join("run.log");
+    target_writes(&dst, DB, 1);
+    // DROP TARGET is refused: the target is the migrated database now.
+    let out = cli(&["cancel", name, "--drop-target-databases"], state.path());
+    assert_eq!(out.status.code(), Some(5), "{}", read(&log));
+    let out = cli(&["cancel", name], state.path());
+    assert!(
+        out.status.success(),
+        "cancel: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        read(&log)
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(show(state.path(), name)["status"], "Canceled");
+    assert!(status.code().is_some(), "{}", read(&log));
+    assert_nothing_left(&src, &dst);
+    assert_eq!(dst.psql(DB, "SELECT count(*) > 0 FROM orders"), "t");
+}

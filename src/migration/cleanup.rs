@@ -6,7 +6,7 @@ use super::step_error::StepError;
 use crate::config::ConfigError;
 use crate::config::{self, Config};
 use crate::conn::Connection;
-use crate::control::state::DatabaseState;
+use crate::control::state::{CutoverStep, DatabaseState};
 use crate::control::status::{Phase, Stage, Status};
 use crate::control::store::{StateError, StateStore};
 use crate::copy::target_db;
@@ -21,6 +21,11 @@ pub async fn clean_up_database(
 ) -> Result<(), StepError> {
     let db = state.name.as_str();
     let r = &state.resume;
+    // After cutover the target database is the migrated one: kept.
+    let drop_target = drop_target && r.cutover != CutoverStep::Done;
+    if let Some(rev) = r.reverse.as_ref().filter(|rev| !rev.ended) {
+        super::reverse::drop_reverse_objects(config, db, rev).await?;
+    }
     if has_source_objects(r) {
         let params = config.source.connect_params(db);
         match Connection::connect(&params).await {

@@ -63,6 +63,17 @@ impl crate::control::ConsoleHandler for Console {
             ConsoleCommand::Verify | ConsoleCommand::ShowVerify => {
                 crate::verify::live_console::reply(&self.verify, cmd, &state)
             }
+            ConsoleCommand::Cancel { drop_target }
+                if state.substatus() == Substatus::WaitingForRollbackOrFinish =>
+            {
+                if drop_target {
+                    return Err(ConsoleRefusal::not_in_state(
+                        "the target database is the migrated one after cutover: CANCEL (without DROP TARGET) ends reverse replication",
+                    ));
+                }
+                self.requests.cancel(false);
+                Ok(ConsoleReply::accepted(cmd))
+            }
             ConsoleCommand::Cancel { drop_target } => {
                 if matches!(
                     state.status(),

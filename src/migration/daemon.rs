@@ -439,10 +439,13 @@ impl Daemon {
         cutover_tx: &watch::Sender<bool>,
     ) -> Result<(), StateError> {
         let status = self.state.snapshot().status();
+        // Reversing, a cancel drops the reverse objects (never the target).
+        let reversing = self.state.snapshot().stage().ok() == Some(Stage::Reversing);
         if let Some(drop_target) = self.requests.take_cancel() {
+            let drop_target = drop_target && !reversing;
             if st.canceling.is_none()
                 && matches!(status, Status::InProgress | Status::WaitingForUserAction)
-                && !*cutover_tx.borrow()
+                && (!*cutover_tx.borrow() || reversing)
             {
                 tracing::info!(drop_target, "cancel requested");
                 st.canceling = Some(drop_target);
@@ -591,6 +594,7 @@ fn final_status(s: &mut MigrationState, ended: &Ended) -> Result<(), StateError>
         Ended::Canceled => {
             for d in &mut s.databases {
                 forget(&mut d.resume);
+                d.resume.reverse = None;
             }
             s.transition(Stage::Canceled)?;
         }

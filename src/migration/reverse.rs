@@ -146,15 +146,21 @@ async fn stream_config(ctx: &DbContext, reverse: &ReverseState) -> Result<Stream
 /// Sessions on both sides; the source's may write whatever `lock_source`
 /// set as the database default.
 async fn connect_both(ctx: &DbContext) -> Result<(Connection, Connection), DbError> {
-    let db = ctx.db.as_str();
-    let mut source = Connection::connect(&ctx.config.source.connect_params(db))
+    Ok(connect_sides(&ctx.config, &ctx.db).await?)
+}
+
+async fn connect_sides(
+    config: &crate::config::Config,
+    db: &str,
+) -> Result<(Connection, Connection), StepError> {
+    let mut source = Connection::connect(&config.source.connect_params(db))
         .await
         .map_err(|e| StepError::source(db, "connecting to end reverse replication", e))?;
     source
         .execute("SET default_transaction_read_only = off")
         .await
         .map_err(|e| StepError::source(db, "preparing to write", e))?;
-    let target = Connection::connect(&ctx.config.target.connect_params(db))
+    let target = Connection::connect(&config.target.connect_params(db))
         .await
         .map_err(|e| StepError::target(db, "connecting to end reverse replication", e))?;
     Ok((source, target))
@@ -200,6 +206,16 @@ async fn roll_back(ctx: &DbContext, reverse: &ReverseState) -> Result<DbEnd, DbE
         "rolled back"
     );
     Ok(DbEnd::RolledBack)
+}
+
+/// Drops the reverse objects of `db` (cancel, cleanup).
+pub(super) async fn drop_reverse_objects(
+    config: &crate::config::Config,
+    db: &str,
+    reverse: &ReverseState,
+) -> Result<(), StepError> {
+    let (mut source, mut target) = connect_sides(config, db).await?;
+    reverse_objects::drop_all(&mut target, &mut source, db, reverse).await
 }
 
 /// `finish`: the target stays the primary; the reverse objects go.
