@@ -412,6 +412,7 @@ mod tests {
                 "Failed",
                 "Canceled",
                 "ValidationFailed",
+                "RolledBack",
             ],
         );
         check(
@@ -425,6 +426,8 @@ mod tests {
                 "CancelingRequestedDBMigrations",
                 "Completed",
                 "Canceled",
+                "WaitingForRollbackOrFinish",
+                "RolledBack",
             ],
         );
         check(
@@ -442,6 +445,21 @@ mod tests {
             ],
         );
         check(CheckResult::ALL, &["Succeeded", "Warning", "Failed"]);
+    }
+
+    #[test]
+    fn reverse_replication_moves() {
+        use Stage::*;
+        assert!(CompletingMigration.allows(Reversing));
+        assert!(Reversing.allows(Succeeded));
+        assert!(Reversing.allows(RolledBack));
+        assert!(Reversing.allows(CompletingMigration), "a restart resumes it");
+        assert!(Reversing.allows(CleaningUp));
+        assert!(Reversing.allows(Failed(Working::Reversing)));
+        assert!(!RolledBack.allows(Prerequisites));
+        assert!(!WaitingForCutover.allows(Reversing));
+        assert_eq!(Reversing.status(), Status::WaitingForUserAction);
+        assert_eq!(RolledBack.substatus(), Substatus::RolledBack);
     }
 
     #[test]
@@ -465,7 +483,8 @@ mod tests {
                 Status::Succeeded,
                 Status::Failed,
                 Status::Canceled,
-                Status::ValidationFailed
+                Status::ValidationFailed,
+                Status::RolledBack
             ]
         );
         for s in Status::ALL {
