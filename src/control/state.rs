@@ -199,6 +199,9 @@ pub struct ReverseState {
     pub consistent_lsn: Option<Lsn>,
     /// What the operator asked for (kept across a restart).
     pub end: Option<ReverseEnd>,
+    /// Rollback: everything the target had is applied and the stream
+    /// stopped for good (a restart only repeats the idempotent end).
+    pub drained: bool,
     /// The end is done: objects dropped (and, for a rollback, the source
     /// caught up, its sequences set and writable again).
     pub ended: bool,

@@ -453,7 +453,10 @@ mod tests {
         assert!(CompletingMigration.allows(Reversing));
         assert!(Reversing.allows(Succeeded));
         assert!(Reversing.allows(RolledBack));
-        assert!(Reversing.allows(CompletingMigration), "a restart resumes it");
+        assert!(
+            Reversing.allows(CompletingMigration),
+            "a restart resumes it"
+        );
         assert!(Reversing.allows(CleaningUp));
         assert!(Reversing.allows(Failed(Working::Reversing)));
         assert!(!RolledBack.allows(Prerequisites));

@@ -34,6 +34,9 @@ pub(super) async fn reverse_phase(
     if reverse.end == Some(ReverseEnd::Finish) {
         return finish(ctx, &reverse).await;
     }
+    if reverse.drained {
+        return roll_back(ctx, &reverse).await;
+    }
     let db = ctx.db.as_str();
     let cfg = stream_config(ctx, &reverse).await?;
     let mut target = Connection::connect(&cfg.source)
@@ -91,6 +94,13 @@ pub(super) async fn reverse_phase(
         if let (Some(goal), Some(applied)) = (rollback_from, applied) {
             if applied >= goal && stream.applying() {
                 stream.stop().await.map_err(DbError::Stream)?;
+                // From here on nothing streams back again: the slot may go.
+                ctx.record(|r| {
+                    if let Some(rev) = r.reverse.as_mut() {
+                        rev.drained = true;
+                    }
+                })
+                .await?;
                 return roll_back(ctx, &reverse).await;
             }
         }
