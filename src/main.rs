@@ -18,8 +18,9 @@ use pgmigrate::control::report::{
     absent_state_dir, list_migrations, render_json, render_list, render_show, render_validation,
     ListFilter,
 };
+use pgmigrate::control::state::MigrationState;
 use pgmigrate::control::state_dir;
-use pgmigrate::control::status::Status;
+use pgmigrate::control::status::{Status, Substatus};
 use pgmigrate::control::ConsoleCommand;
 use pgmigrate::migration::{self, Outcome};
 use pgmigrate::shutdown::{Shutdown, ShutdownTrigger};
@@ -560,14 +561,25 @@ async fn cutover(
         println!("cutover of migration {name} accepted");
         return Ok(exit::OK);
     };
-    await_end(
-        state_dir,
-        name,
-        // With reverse replication it ends in `finish` or `rollback`.
-        &[Status::Succeeded, Status::Failed, Status::RolledBack],
-        timeout,
-    )
-    .await
+    // With reverse replication the cutover is done (the application may
+    // switch) once the target's changes stream back: `finish` or
+    // `rollback` end the migration later, from another command.
+    let done = |s: &MigrationState| {
+        matches!(
+            s.status(),
+            Status::Succeeded | Status::Failed | Status::RolledBack
+        ) || s.substatus() == Substatus::WaitingForRollbackOrFinish
+    };
+    match console_client::wait_for(state_dir, name, done, timeout).await {
+        Ok(state)
+            if state.status() == Status::Succeeded
+                || state.substatus() == Substatus::WaitingForRollbackOrFinish =>
+        {
+            println!("migration {name} {}/{}", state.status(), state.substatus());
+            Ok(exit::OK)
+        }
+        other => report_wait_failure(name, other),
+    }
 }
 
 /// `rollback` / `finish`: asks the daemon over its console; with `wait`
@@ -703,6 +715,16 @@ async fn await_end(
             println!("migration {name} {}", state.status());
             Ok(exit::OK)
         }
+        other => report_wait_failure(name, other),
+    }
+}
+
+/// A wait that ended anywhere but in success: exit 1 with the reason.
+fn report_wait_failure(
+    name: &MigrationName,
+    waited: Result<MigrationState, console_client::WaitError>,
+) -> anyhow::Result<u8> {
+    match waited {
         Ok(state) => {
             let why = state.message.as_deref().unwrap_or("see pgmigrate show");
             eprintln!(

@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::daemon::{kill9, show, signal, start, wait_exit, wait_ready};
-use common::{assert_same, pgmigrate_bin, tmp_dir, write_config, Cluster};
+use common::{assert_same, assert_same_except, pgmigrate_bin, tmp_dir, write_config, Cluster};
 
 const DB: &str = "shop";
 
@@ -20,6 +20,8 @@ fn setup(src: &Cluster, db: &str) {
         db,
         "CREATE TABLE orders (id bigserial PRIMARY KEY, item text, qty int); \
          CREATE TABLE stock (sku text PRIMARY KEY, n int); \
+         CREATE TABLE audit (at int, note text); \
+         INSERT INTO audit SELECT g, 'a' || g FROM generate_series(1, 100) g; \
          INSERT INTO orders (item, qty) SELECT 'o' || g, g FROM generate_series(1, 300) g; \
          INSERT INTO stock SELECT 's' || g, g FROM generate_series(1, 50) g;",
     );
@@ -64,7 +66,10 @@ fn target_writes(dst: &Cluster, db: &str, round: i32) {
              UPDATE orders SET qty = qty + {round} WHERE id % 7 = 0; \
              DELETE FROM orders WHERE id % 11 = {round}; \
              UPDATE stock SET n = n - 1 WHERE sku LIKE 's1%'; \
-             INSERT INTO stock VALUES ('new{round}', {round});"
+             INSERT INTO stock VALUES ('new{round}', {round}); \
+             UPDATE audit SET note = note || '-r{round}' WHERE at % 5 = {round}; \
+             DELETE FROM audit WHERE at % 13 = {round}; \
+             INSERT INTO audit VALUES ({round}, 'new');"
         ),
     );
 }
@@ -102,6 +107,7 @@ fn cut_over_reversing(
     dst: &Cluster,
     state: &Path,
     name: &str,
+    by_cli: bool,
 ) -> (Child, std::path::PathBuf) {
     setup(src, DB);
     let cfg = write_config(
@@ -110,7 +116,8 @@ fn cut_over_reversing(
         src,
         dst,
         &[DB],
-        "option = \"migrate\"\n[apply]\nworkers = 2\n[cutover]\nlock_source = true\nreverse_replication = true\n",
+        "option = \"migrate\"\n[apply]\nworkers = 2\n[cutover]\nlock_source = true\nreverse_replication = true\n\
+         [keyless]\nreplica_identity_full = [\"public.audit\"]\n",
     );
     let log = state.join("run.log");
     let mut child = start(&cfg, &log);
@@ -119,12 +126,34 @@ fn cut_over_reversing(
         DB,
         "INSERT INTO orders (item, qty) SELECT 'late' || g, 1 FROM generate_series(1, 100) g",
     );
-    signal(&child, "-USR1");
+    if by_cli {
+        // `cutover --wait` returns once the cutover is done and the target
+        // streams back: the application may switch then.
+        let out = cli(&["cutover", name, "--wait", "--timeout", "90"], state);
+        assert!(
+            out.status.success(),
+            "cutover --wait: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            read(&log)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("WaitingForRollbackOrFinish"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else {
+        signal(&child, "-USR1");
+    }
     wait_reversing(state, name, &mut child, &log);
     (child, cfg)
 }
 
 fn assert_nothing_left(src: &Cluster, dst: &Cluster) {
+    // The keyless table's identity is back to DEFAULT on both servers.
+    let identity = "SELECT relreplident FROM pg_class WHERE oid = 'audit'::regclass";
+    assert_eq!(src.psql(DB, identity), "d", "source identity");
+    assert_eq!(dst.psql(DB, identity), "d", "target identity");
     assert_eq!(
         dst.psql("postgres", "SELECT count(*) FROM pg_replication_slots"),
         "0",
@@ -154,7 +183,7 @@ fn rollback_after_cutover_survives_kill9() {
     let dst = Cluster::start_default();
     let state = tmp_dir();
     let name = "rb-shop";
-    let (mut child, cfg) = cut_over_reversing(&src, &dst, state.path(), name);
+    let (mut child, cfg) = cut_over_reversing(&src, &dst, state.path(), name, false);
     let log = state.path().join("run.log");
     // The source is read-only for the application (lock_source).
     assert!(src
@@ -204,14 +233,24 @@ fn rollback_after_cutover_survives_kill9() {
 
 #[test]
 fn finish_ends_reverse_replication() {
-    let src = Cluster::start_default();
-    let dst = Cluster::start_default();
+    let mut src = Cluster::start_default();
+    let mut dst = Cluster::start_default();
     let state = tmp_dir();
     let name = "fin-shop";
-    let (mut child, _cfg) = cut_over_reversing(&src, &dst, state.path(), name);
+    let (mut child, _cfg) = cut_over_reversing(&src, &dst, state.path(), name, true);
     let log = state.path().join("run.log");
     target_writes(&dst, DB, 1);
     wait_caught_up(&src, &dst, DB, &log);
+    // Either server restarts while reversing: the stream comes back by
+    // itself and applies every change once.
+    dst.stop_immediate();
+    dst.restart();
+    target_writes(&dst, DB, 2);
+    src.restart();
+    target_writes(&dst, DB, 3);
+    wait_caught_up(&src, &dst, DB, &log);
+    // Sequences reach the source only with `rollback`.
+    assert_same_except(&src, &dst, DB, &["sequences"]);
     let out = cli(&["finish", name, "--wait", "--timeout", "60"], state.path());
     assert!(
         out.status.success(),
@@ -236,7 +275,7 @@ fn cancel_while_reversing_drops_the_reverse_objects() {
     let dst = Cluster::start_default();
     let state = tmp_dir();
     let name = "cx-shop";
-    let (mut child, _cfg) = cut_over_reversing(&src, &dst, state.path(), name);
+    let (mut child, _cfg) = cut_over_reversing(&src, &dst, state.path(), name, false);
     let log = state.path().join("run.log");
     target_writes(&dst, DB, 1);
     // DROP TARGET is refused: the target is the migrated database now.

@@ -204,6 +204,17 @@ pub async fn wait_for_status(
     until: &[Status],
     timeout: Option<Duration>,
 ) -> Result<MigrationState, WaitError> {
+    wait_for(state_dir, name, |s| until.contains(&s.status()), timeout).await
+}
+
+/// Polls migration `name` until `done` holds for its state (status and
+/// substatus), returning that state, or until `timeout` (if any) passes.
+pub async fn wait_for(
+    state_dir: &Path,
+    name: &MigrationName,
+    done: impl Fn(&MigrationState) -> bool,
+    timeout: Option<Duration>,
+) -> Result<MigrationState, WaitError> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let Some((state, _)) = read_state(state_dir, name).await? else {
@@ -211,7 +222,7 @@ pub async fn wait_for_status(
                 name: name.to_string(),
             });
         };
-        if until.contains(&state.status()) {
+        if done(&state) {
             return Ok(state);
         }
         let mut pause = POLL_INTERVAL;

@@ -195,6 +195,10 @@ pub struct ReverseState {
     pub insert_publication_name: Option<String>,
     /// Replication origins on the source, one per apply worker.
     pub origin_names: Vec<String>,
+    /// `[keyless] replica_identity_full` tables: FULL is kept on the
+    /// target while reversing (so their UPDATE/DELETE stream back too) and
+    /// their original identity put back when reverse replication ends.
+    pub identity_changes: Vec<IdentityChange>,
     /// The slot's consistent point, once the slot exists.
     pub consistent_lsn: Option<Lsn>,
     /// What the operator asked for (kept across a restart).

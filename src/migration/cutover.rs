@@ -115,14 +115,18 @@ pub(super) async fn finish(ctx: &DbContext) -> Result<(), DbError> {
     crate::chaos::point("cutover-sequences").await;
     // Before the application may switch: every write it makes on the
     // target is after the reverse slot's consistent point.
-    if cfg.cutover.reverse_replication || resume.reverse.is_some() {
+    let reversing = cfg.cutover.reverse_replication || resume.reverse.is_some();
+    if reversing {
         super::reverse_objects::prepare(ctx, &mut target).await?;
     }
     drop_source_objects(&mut source, db, &resume).await?;
     crate::chaos::point("cutover-slot-dropped").await;
-    restore_identities(&mut target, &resume.identity_changes)
-        .await
-        .map_err(|e| StepError::target(db, "restoring replica identities", e))?;
+    // Reversing, the target keeps FULL until reverse replication ends.
+    if !reversing {
+        restore_identities(&mut target, &resume.identity_changes)
+            .await
+            .map_err(|e| StepError::target(db, "restoring replica identities", e))?;
+    }
     drop_origins(&mut target, db, &resume.origin_names).await?;
     crate::chaos::point("cutover-origins-dropped").await;
     ctx.record(|r| {

@@ -4,7 +4,9 @@
 //! step is idempotent so a restart repeats it.
 
 use super::database::{DbContext, DbError};
-use super::replication_objects::{drop_origins, drop_source_objects, origin_names};
+use super::replication_objects::{
+    drop_origins, drop_source_objects, origin_names, restore_identities,
+};
 use super::step_error::{Side, StepError};
 use crate::conn::{quote_literal, Connection};
 use crate::control::state::{ResumeState, ReverseState};
@@ -40,6 +42,7 @@ pub(super) async fn prepare(ctx: &DbContext, target: &mut Connection) -> Result<
                 insert_publication_name: has_keyless
                     .then(|| publication::insert_publication_name(&slot)),
                 origin_names: origin_names(&slot, None, ctx.config.apply.workers),
+                identity_changes: resume.identity_changes.clone(),
                 ..ReverseState::default()
             };
             let recorded = r.clone();
@@ -126,6 +129,11 @@ pub(super) async fn drop_all(
         ..ResumeState::default()
     };
     drop_source_objects(target, db, &as_forward).await?;
+    // After the publications: a keyless table in a publication of updates
+    // would make the target refuse them.
+    restore_identities(target, &reverse.identity_changes)
+        .await
+        .map_err(|e| StepError::target(db, "restoring replica identities", e))?;
     drop_origins(source, db, &reverse.origin_names).await
 }
 
