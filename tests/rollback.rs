@@ -295,3 +295,57 @@ fn cancel_while_reversing_drops_the_reverse_objects() {
     assert_nothing_left(&src, &dst);
     assert_eq!(dst.psql(DB, "SELECT count(*) > 0 FROM orders"), "t");
 }
+
+#[test]
+fn schema_change_on_the_target_fails_clearly_and_resumes_once_mended() {
+    let src = Cluster::start_default();
+    let dst = Cluster::start_default();
+    let state = tmp_dir();
+    let name = "ddl-shop";
+    let (mut child, cfg) = cut_over_reversing(&src, &dst, state.path(), name, false);
+    let log = state.path().join("run.log");
+    target_writes(&dst, DB, 1);
+    wait_caught_up(&src, &dst, DB, &log);
+    // Not carried back: the source has no such column.
+    dst.psql(
+        DB,
+        "ALTER TABLE stock ADD COLUMN note text; \
+         UPDATE stock SET note = 'x' WHERE sku = 's1'",
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let doc = show(state.path(), name);
+    assert_eq!(doc["status"], "Failed", "{doc}\n{}", read(&log));
+    assert_eq!(doc["substatus"], "WaitingForRollbackOrFinish", "{doc}");
+    let message = doc["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("note") && message.contains("stock"),
+        "the message names the table and column: {message}"
+    );
+    assert!(!status.success(), "{}", read(&log));
+    // The same change on the source, and `run` again goes on from there.
+    src.psql(
+        DB,
+        "SET default_transaction_read_only = off; ALTER TABLE stock ADD COLUMN note text",
+    );
+    let log2 = state.path().join("run2.log");
+    child = start(&cfg, &log2);
+    wait_reversing(state.path(), name, &mut child, &log2);
+    target_writes(&dst, DB, 2);
+    wait_caught_up(&src, &dst, DB, &log2);
+    let out = cli(
+        &["rollback", name, "--wait", "--timeout", "90"],
+        state.path(),
+    );
+    assert!(
+        out.status.success(),
+        "rollback: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        read(&log2)
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "daemon exit {status}\n{}", read(&log2));
+    assert_eq!(src.psql(DB, "SELECT note FROM stock WHERE sku = 's1'"), "x");
+    assert_same(&src, &dst, DB);
+    assert_nothing_left(&src, &dst);
+}
