@@ -10,7 +10,11 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::daemon::{kill9, show, signal, start, wait_exit, wait_ready};
-use common::{assert_same, assert_same_except, pgmigrate_bin, tmp_dir, write_config, Cluster};
+use common::scrape::{free_port, sample, scrape};
+use common::{
+    assert_same, assert_same_except, dump_bin_dir, is_installed, pgmigrate_bin, tmp_dir,
+    write_config, Cluster,
+};
 
 const DB: &str = "shop";
 
@@ -109,6 +113,18 @@ fn cut_over_reversing(
     name: &str,
     by_cli: bool,
 ) -> (Child, std::path::PathBuf) {
+    cut_over_reversing_with(src, dst, state, name, by_cli, "")
+}
+
+/// [`cut_over_reversing`] with `extra` top-level config lines.
+fn cut_over_reversing_with(
+    src: &Cluster,
+    dst: &Cluster,
+    state: &Path,
+    name: &str,
+    by_cli: bool,
+    extra: &str,
+) -> (Child, std::path::PathBuf) {
     setup(src, DB);
     let cfg = write_config(
         state,
@@ -116,8 +132,9 @@ fn cut_over_reversing(
         src,
         dst,
         &[DB],
-        "option = \"migrate\"\n[apply]\nworkers = 2\n[cutover]\nlock_source = true\nreverse_replication = true\n\
-         [keyless]\nreplica_identity_full = [\"public.audit\"]\n",
+        &format!("{extra}option = \"migrate\"\n[apply]\nworkers = 2\n[cutover]\nlock_source = true\nreverse_replication = true\n\
+         [keyless]\nreplica_identity_full = [\"public.audit\"]\n"
+        ),
     );
     let log = state.join("run.log");
     let mut child = start(&cfg, &log);
@@ -183,8 +200,34 @@ fn rollback_after_cutover_survives_kill9() {
     let dst = Cluster::start_default();
     let state = tmp_dir();
     let name = "rb-shop";
-    let (mut child, cfg) = cut_over_reversing(&src, &dst, state.path(), name, false);
+    let addr = free_port();
+    let (mut child, cfg) = cut_over_reversing_with(
+        &src,
+        &dst,
+        state.path(),
+        name,
+        false,
+        &format!("metrics_listen = \"{addr}\"\n"),
+    );
     let log = state.path().join("run.log");
+    // Prometheus says so (published each second), and gives the reverse lag.
+    let series = "pgmigrate_status{status=\"WaitingForUserAction\",substatus=\"WaitingForRollbackOrFinish\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut body = scrape(addr);
+    while sample(&body, series) != Some(1.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        body = scrape(addr);
+    }
+    assert_eq!(sample(&body, series), Some(1.0), "{body}");
+    assert!(
+        sample(&body, "pgmigrate_replication_lag_bytes{database=\"shop\"}").is_some(),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "pgmigrate_cutover_ready"),
+        Some(0.0),
+        "{body}"
+    );
     // The source is read-only for the application (lock_source).
     assert!(src
         .try_psql(DB, "INSERT INTO stock VALUES ('x', 1)")
@@ -346,6 +389,42 @@ fn schema_change_on_the_target_fails_clearly_and_resumes_once_mended() {
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "daemon exit {status}\n{}", read(&log2));
     assert_eq!(src.psql(DB, "SELECT note FROM stock WHERE sku = 's1'"), "x");
+    assert_same(&src, &dst, DB);
+    assert_nothing_left(&src, &dst);
+}
+
+/// The way back crosses versions too: a PostgreSQL 18 target streams back
+/// into a PostgreSQL 12 source (pgoutput v1 of the source is not involved:
+/// the reverse stream reads the 18 server).
+#[test]
+fn rollback_from_18_into_12() {
+    if !is_installed(12) || !is_installed(18) {
+        eprintln!("skipped: PostgreSQL 12 or 18 not installed (scripts/install-deps --versions)");
+        return;
+    }
+    let src = Cluster::builder().version(12).start();
+    let dst = Cluster::builder().version(18).start();
+    let state = tmp_dir();
+    let name = "v12-back";
+    let bin = format!("pg_bin_dir = \"{}\"\n", dump_bin_dir(12).display());
+    let (mut child, _cfg) = cut_over_reversing_with(&src, &dst, state.path(), name, true, &bin);
+    let log = state.path().join("run.log");
+    target_writes(&dst, DB, 1);
+    target_writes(&dst, DB, 2);
+    wait_caught_up(&src, &dst, DB, &log);
+    let out = cli(
+        &["rollback", name, "--wait", "--timeout", "90"],
+        state.path(),
+    );
+    assert!(
+        out.status.success(),
+        "rollback: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        read(&log)
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "daemon exit {status}\n{}", read(&log));
     assert_same(&src, &dst, DB);
     assert_nothing_left(&src, &dst);
 }

@@ -28,6 +28,7 @@ mod config;
 pub mod daemon;
 pub mod regress;
 mod run;
+pub mod scrape;
 pub mod streaming;
 mod tls;
 mod versions;
