@@ -365,7 +365,7 @@ async fn run_migration(config: PathBuf) -> anyhow::Result<u8> {
     stop_on_signals(&mut signal_tasks, stop.clone(), stopping.clone())?;
     if let Some(addr) = config.metrics_listen {
         // A busy port must not stop a migration: metrics are a view.
-        if let Err(e) = pgmigrate::metrics::install(addr) {
+        if let Err(e) = pgmigrate::metrics::install(addr, &mut signal_tasks, &stopping) {
             tracing::warn!("metrics on {addr} disabled: {e}");
         }
     }
@@ -375,7 +375,7 @@ async fn run_migration(config: PathBuf) -> anyhow::Result<u8> {
     stop.trigger();
     while let Some(joined) = signal_tasks.join_next().await {
         if let Err(e) = joined {
-            tracing::warn!("signal task failed: {e}");
+            tracing::warn!("daemon task (signals, metrics) failed: {e}");
         }
     }
     let outcome = outcome.context("migration")?;

@@ -12,7 +12,10 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
 use thiserror::Error;
 
+use tokio::task::JoinSet;
+
 use crate::listen::http::{self, HttpLimits};
+use crate::shutdown::Shutdown;
 
 /// Bytes of WAL the target is behind the source.
 pub const REPLICATION_LAG_BYTES: &str = "pgmigrate_replication_lag_bytes";
@@ -222,14 +225,14 @@ pub enum MetricsError {
 /// Serves `http://<listen>/metrics` and makes it the process's recorder, then
 /// registers the help texts. Once per process, inside a tokio runtime: the
 /// HTTP server ([`crate::listen::http`], with its connection limits and
-/// timeouts) runs as a task of that runtime and stops with it. Returns the
-/// bound address (`listen` with port 0 gets a free one).
-pub fn install(listen: SocketAddr) -> Result<SocketAddr, MetricsError> {
-    install_with(listen, HttpLimits::default())
-}
-
-/// [`install`] with other listener limits (tests use short timeouts).
-pub fn install_with(listen: SocketAddr, limits: HttpLimits) -> Result<SocketAddr, MetricsError> {
+/// timeouts) and the recorder's upkeep run as tasks in `tasks`, which the
+/// caller joins; both end when `stopping` fires. Returns the bound address
+/// (`listen` with port 0 gets a free one).
+pub fn install(
+    listen: SocketAddr,
+    tasks: &mut JoinSet<()>,
+    stopping: &Shutdown,
+) -> Result<SocketAddr, MetricsError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(MetricsError::NoRuntime { listen });
     }
@@ -244,17 +247,28 @@ pub fn install_with(listen: SocketAddr, limits: HttpLimits) -> Result<SocketAddr
         .map_err(|error| MetricsError::Install { listen, error })?;
     describe();
     let render_handle = handle.clone();
-    tokio::spawn(http::serve(
+    let serve = http::serve(
         listener,
         Arc::new(move || render_handle.render()),
-        limits,
-    ));
+        HttpLimits::default(),
+    );
+    let stop = stopping.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = serve => {}
+            () = stop.requested() => {}
+        }
+    });
     // Histograms and summaries need draining now and then; the exporter's own
     // listener did this, the bare recorder does not.
-    tokio::spawn(async move {
+    let stop = stopping.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
         loop {
-            tokio::time::sleep(UPKEEP_INTERVAL).await;
-            handle.run_upkeep();
+            tokio::select! {
+                _ = tick.tick() => handle.run_upkeep(),
+                () = stop.requested() => return,
+            }
         }
     });
     Ok(bound)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use pgmigrate::listen::http::{self, HttpLimits};
 use pgmigrate::metrics;
+use pgmigrate::shutdown::Shutdown;
 
 mod common;
 use common::scrape::{free_port, sample, scrape};
@@ -41,7 +42,9 @@ fn exporter_serves_every_contract_metric() {
     // worker thread serves the scrapes made from this (non-runtime) thread.
     let _guard = runtime.enter();
     let addr = free_port();
-    metrics::install(addr).expect("install the exporter");
+    let (stop, stopping) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    metrics::install(addr, &mut tasks, &stopping).expect("install the exporter");
 
     metrics::copy_rows("ticketdb", 1200);
     metrics::copy_bytes("ticketdb", 65536);
@@ -131,8 +134,16 @@ fn exporter_serves_every_contract_metric() {
     expect("pgmigrate_cutover_ready", 1.0);
 
     // A second exporter in the same process is refused with the address named.
-    let err = metrics::install(free_port()).expect_err("second install must fail");
+    let err =
+        metrics::install(free_port(), &mut tasks, &stopping).expect_err("second install must fail");
     assert!(err.to_string().contains("127.0.0.1:"), "{err}");
+    // The exporter's tasks end when the daemon stops, and are joined.
+    stop.trigger();
+    runtime.block_on(async {
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("metrics task");
+        }
+    });
 }
 
 /// A metrics server of our own limits on an ephemeral port, with a fixed body.

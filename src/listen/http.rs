@@ -53,7 +53,8 @@ impl Default for HttpLimits {
 const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
-/// Serves scrapes on `listener` until the runtime ends.
+/// Serves scrapes on `listener` until the future is dropped (or the
+/// runtime ends); dropping it ends the connections in progress too.
 pub async fn serve(listener: TcpListener, render: Render, limits: HttpLimits) {
     let what = match listener.local_addr() {
         Ok(addr) => format!("metrics listener {addr}"),
@@ -61,7 +62,11 @@ pub async fn serve(listener: TcpListener, render: Render, limits: HttpLimits) {
     };
     let mut errors = AcceptErrors::new(what);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Owned here: when the server is dropped (the daemon exits), its
+    // connections end with it instead of running on detached.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -77,7 +82,7 @@ pub async fn serve(listener: TcpListener, render: Render, limits: HttpLimits) {
             continue;
         };
         let render = Arc::clone(&render);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = serve_one(stream, &render, limits).await {
                 tracing::debug!(error = %e, "metrics connection ended with an error");
             }

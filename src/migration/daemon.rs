@@ -28,6 +28,7 @@ use crate::control::status::{Phase, Stage, Status};
 use crate::control::store::{StateError, StateStore};
 use crate::control::writer::{StateHandle, StateWriter};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::verify::live::LiveVerify;
 
 /// How often live counters reach state.json.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -69,7 +70,7 @@ pub async fn run(
     let state = writer.handle();
     state.change(move |s| opening.apply(s)).await?;
     let (exit, exit_rx) = Shutdown::new();
-    let console = start_console(&store, &progress, &requests, &exit_rx, &config);
+    let (console, verify) = start_console(&store, &progress, &requests, &exit_rx, &config);
     // Ready as soon as state is loaded and locked: the migration itself
     // may take hours, and systemd must not time out the start.
     let s = state.snapshot();
@@ -94,6 +95,7 @@ pub async fn run(
     exit.trigger();
     join_quietly("progress line", reporter).await;
     join_quietly("admin console", console).await;
+    verify.join().await;
     let ended = recorded?;
     finished?;
     Ok(ended.into())
@@ -178,20 +180,22 @@ fn start_console(
     requests: &Arc<Requests>,
     exit: &Shutdown,
     config: &Arc<Config>,
-) -> JoinHandle<()> {
+) -> (JoinHandle<()>, Arc<LiveVerify>) {
+    let verify = LiveVerify::new(config.clone(), exit.clone());
     let handler = Arc::new(Console {
         store: store.clone(),
         progress: progress.clone(),
         requests: requests.clone(),
-        verify: crate::verify::live::LiveVerify::new(config.clone()),
+        verify: verify.clone(),
     });
     let dir = store.dir().to_path_buf();
     let stop = exit.watch();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = crate::control::serve_console(&dir, handler, stop).await {
             tracing::warn!("admin console unavailable: {e}");
         }
-    })
+    });
+    (task, verify)
 }
 
 /// What the run loop shares.

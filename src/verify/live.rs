@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::conn::Connection;
 use crate::protocol::lsn::Lsn;
+use crate::shutdown::Shutdown;
 use crate::stream::hold;
 
 use super::tables::Limits;
@@ -52,13 +54,19 @@ pub struct LiveVerify {
     status: Mutex<LiveStatus>,
     limits: Mutex<Vec<Limits>>,
     held_ms: AtomicU64,
+    /// Ends a run in progress when the daemon exits.
+    stopping: Shutdown,
+    /// The run in progress (or the last one), joined by [`LiveVerify::join`].
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl LiveVerify {
-    /// No run yet.
-    pub fn new(config: Arc<Config>) -> Arc<LiveVerify> {
+    /// No run yet; a run ends when `stopping` fires.
+    pub fn new(config: Arc<Config>, stopping: Shutdown) -> Arc<LiveVerify> {
         Arc::new(LiveVerify {
             config,
+            stopping,
+            task: Mutex::new(None),
             status: Mutex::new(LiveStatus {
                 state: "idle",
                 ..LiveStatus::default()
@@ -100,14 +108,35 @@ impl LiveVerify {
         let id = status.id;
         let me = self.clone();
         let span = tracing::info_span!("verify", run = id);
-        tokio::spawn(
+        let stop = self.stopping.clone();
+        let handle = tokio::spawn(
             async move {
-                let result = me.run(limits).await;
-                me.finish(result);
+                // Dropping the run closes its sessions: the temporary slot
+                // goes with its connection, and a held stream is released
+                // by the stream's own shutdown.
+                tokio::select! {
+                    result = me.run(limits) => me.finish(result),
+                    () = stop.requested() => me.finish(Err(VerifyError::Stopped)),
+                }
             }
             .instrument(span),
         );
+        if let Ok(mut task) = self.task.lock() {
+            // The previous run has finished (one at a time): nothing to join.
+            *task = Some(handle);
+        }
         id
+    }
+
+    /// Waits for the run in progress, if any, to end (the daemon's exit
+    /// has fired its stop); a panic in it is logged, not lost.
+    pub async fn join(&self) {
+        let handle = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            if let Err(e) = handle.await {
+                tracing::warn!("verify task failed: {e}");
+            }
+        }
     }
 
     /// The current or last run for `show`; None before the first.

@@ -55,6 +55,9 @@ pub use crate::side::Side;
 /// Why verification could not finish (differences are not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// The daemon stopped while a verify ran in it.
+    #[error("verify stopped: the daemon is exiting")]
+    Stopped,
     /// A session could not be opened.
     #[error("cannot connect to database \"{db}\" on the {side}: {source}")]
     Connect {
