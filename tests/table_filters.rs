@@ -154,6 +154,8 @@ fn validate_checks_patterns_and_what_a_filter_cuts() {
             "{SCHEMA}\
              CREATE TABLE orders (id int PRIMARY KEY, log_id int REFERENCES logs (id));\n\
              CREATE MATERIALIZED VIEW log_counts AS SELECT count(*) FROM logs;\n\
+             CREATE VIEW recent_logs AS SELECT id FROM logs;\n\
+             CREATE VIEW recent_log_ids AS SELECT id FROM recent_logs;\n\
              CREATE TABLE scratch (a int);\n"
         ),
     );
@@ -189,7 +191,11 @@ fn validate_checks_patterns_and_what_a_filter_cuts() {
     let msg = cut_check["message"].as_str().unwrap();
     assert!(
         msg.contains("orders_log_id_fkey of public.orders references excluded public.logs")
-            && msg.contains("materialized view public.log_counts reads excluded public.logs"),
+            && msg.contains("materialized view public.log_counts reads excluded public.logs")
+            // A view over a view over the excluded table: the chain is named.
+            && msg.contains(
+                "view public.recent_log_ids reads view public.recent_logs, which reads excluded public.logs"
+            ),
         "{msg}"
     );
     let fix = cut_check["fix"].as_str().unwrap();

@@ -38,9 +38,10 @@ pub struct FilterFacts {
     pub tables: HashMap<u32, FilteredTable>,
     /// Foreign keys: `(constraint name, referencing OID, referenced OID)`.
     pub foreign_keys: Vec<(String, u32, u32)>,
-    /// Views and materialized views reading a table:
-    /// `(view quoted, "view" | "materialized view", table OID)`.
-    pub view_reads: Vec<(String, String, u32)>,
+    /// Views and materialized views reading a relation (a table or
+    /// another view): `(view quoted, "view" | "materialized view", OID
+    /// read, the view's own OID)`.
+    pub view_reads: Vec<(String, String, u32, u32)>,
 }
 
 impl FilterFacts {
@@ -88,7 +89,7 @@ impl FilterFacts {
         let rows = conn
             .simple_query(
                 "SELECT DISTINCT format('%I.%I', vn.nspname, v.relname), \
-                   CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, d.refobjid \
+                   CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, d.refobjid, v.oid \
                  FROM pg_catalog.pg_depend d \
                  JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid \
                  JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class \
@@ -101,9 +102,12 @@ impl FilterFacts {
             )
             .await?;
         for r in &rows {
-            facts
-                .view_reads
-                .push((r.str(0)?.to_string(), r.str(1)?.to_string(), r.parse(2)?));
+            facts.view_reads.push((
+                r.str(0)?.to_string(),
+                r.str(1)?.to_string(),
+                r.parse(2)?,
+                r.parse(3)?,
+            ));
         }
         Ok(facts)
     }
@@ -184,13 +188,9 @@ pub fn dependencies(d: &SourceDatabase, filter: &TableFilter) -> ValidationCheck
             needed.insert(to);
         }
     }
-    for (view, kind, table) in &f.view_reads {
-        if f.tables.contains_key(table) && excluded(*table) {
-            let table = f.name(*table);
-            cut.push(format!("{kind} {view} reads excluded {table}"));
-            views.insert(view.clone());
-            needed.insert(table);
-        }
+    for (view, kind, reason) in cut_views(f, &excluded, &mut needed) {
+        cut.push(format!("{kind} {view} {reason}"));
+        views.insert(view);
     }
     let empty = empty_references(f, filter);
     if cut.is_empty() && empty.is_none() {
@@ -235,6 +235,52 @@ pub fn dependencies(d: &SourceDatabase, filter: &TableFilter) -> ValidationCheck
         format!("database \"{db}\": {}", parts.join("; and ")),
         fixes.join("; "),
     )
+}
+
+/// Views and materialized views that read an excluded table, directly or
+/// through other views (a view over a cut view is cut too), each with why:
+/// `(view, kind, "reads excluded T" | "reads view V, which …")`. The
+/// excluded tables reached go into `needed`.
+fn cut_views(
+    f: &FilterFacts,
+    excluded: &dyn Fn(u32) -> bool,
+    needed: &mut BTreeSet<String>,
+) -> Vec<(String, String, String)> {
+    let mut cut: HashMap<u32, (String, String, String)> = HashMap::new();
+    let mut order = Vec::new();
+    for (view, kind, read, oid) in &f.view_reads {
+        if !cut.contains_key(oid) && f.tables.contains_key(read) && excluded(*read) {
+            let table = f.name(*read);
+            let reason = format!("reads excluded {table}");
+            needed.insert(table);
+            cut.insert(*oid, (view.clone(), kind.clone(), reason));
+            order.push(*oid);
+        }
+    }
+    // Follow views over views to a fixpoint (each round adds at least one,
+    // so at most one round per view).
+    loop {
+        let mut added = false;
+        for (view, kind, read, oid) in &f.view_reads {
+            if cut.contains_key(oid) {
+                continue;
+            }
+            let Some((inner, inner_kind, inner_reason)) = cut.get(read).cloned() else {
+                continue;
+            };
+            let reason = format!("reads {inner_kind} {inner}, which {inner_reason}");
+            cut.insert(*oid, (view.clone(), kind.clone(), reason));
+            order.push(*oid);
+            added = true;
+        }
+        if !added {
+            break;
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|oid| cut.remove(&oid))
+        .collect()
 }
 
 /// Foreign keys of migrated tables referencing schema-only ones: the
@@ -387,7 +433,10 @@ mod tests {
                 (3, table("public.logs_1", ("public", "logs"), true)),
             ]),
             foreign_keys: vec![("logs_user_fk".into(), 2, 1), ("users_log_fk".into(), 1, 2)],
-            view_reads: vec![("public.v".into(), "view".into(), 3)],
+            view_reads: vec![
+                ("public.v".into(), "view".into(), 3, 10),
+                ("public.w".into(), "materialized view".into(), 10, 11),
+            ],
         }
     }
 
@@ -425,6 +474,13 @@ mod tests {
             ) && c
                 .message
                 .contains("view public.v reads excluded public.logs_1"),
+            "{c:?}"
+        );
+        // A view over that view is cut too, and the chain is named.
+        assert!(
+            c.message.contains(
+                "materialized view public.w reads view public.v, which reads excluded public.logs_1"
+            ),
             "{c:?}"
         );
         assert!(c.fix.contains("include public.logs, public.logs_1") && c.fix.contains("public.v"));
