@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod shutdown;
 pub mod side;
 pub mod spill;
+pub mod sql_script;
 pub mod stream;
 pub mod validate;
 pub mod verify;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::sql_script::{self, Statement};
+use crate::sql_script::{self, Statement};
 
 /// The statements of one archive entry, and the session settings it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,6 @@ pub mod schema;
 pub mod sequences;
 pub mod server_identity;
 pub mod slot;
-pub mod sql_script;
 pub mod table_copy;
 pub mod table_filter;
 pub mod target_db;

@@ -1,7 +1,9 @@
-//! Splits a SQL script from pg_restore into statements, so it can be run in
-//! bounded batches (one huge implicit transaction would exhaust the lock
-//! table on a schema with thousands of tables) and so settings the target
-//! does not know can be dropped.
+//! The one SQL lexer: splits a script from pg_restore into statements, so
+//! it can be run in bounded batches (one huge implicit transaction would
+//! exhaust the lock table on a schema with thousands of tables) and so
+//! settings the target does not know can be dropped; and cuts a client's
+//! query string (DDL replication's `current_query()`) into statements and
+//! their unquoted words.
 //!
 //! The lexer knows what psql knows: quoted identifiers, standard-conforming
 //! and `E''` strings, dollar quotes, line and nested block comments, and
@@ -41,51 +43,29 @@ pub fn split(script: &str) -> Vec<Statement<'_>> {
     let mut i = 0;
     let mut start: Option<usize> = None;
     while i < b.len() {
-        let c = b[i];
-        match c {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+        if b[i] == b'\\' && start.is_none() {
+            // psql meta-command: runs to the end of the line.
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 1;
-                i += 2;
-                while i < b.len() && depth > 0 {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'\\' if start.is_none() => {
-                // psql meta-command: runs to the end of the line.
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b';' => {
+            continue;
+        }
+        let (lexeme, end) = lex(b, i);
+        match lexeme {
+            Lexeme::Semicolon => {
                 if let Some(s) = start.take() {
                     out.push(Statement {
                         sql: script[s..i].trim_end(),
                         offset: s,
                     });
                 }
-                i += 1;
             }
-            c if c.is_ascii_whitespace() => i += 1,
-            _ => {
-                if start.is_none() {
-                    start = Some(i);
-                }
-                i = skip_token(b, i);
+            Lexeme::Comment | Lexeme::Space => {}
+            Lexeme::Word | Lexeme::Other => {
+                start.get_or_insert(i);
             }
         }
+        i = end;
     }
     if let Some(s) = start {
         let rest = script[s..].trim_end();
@@ -97,6 +77,83 @@ pub fn split(script: &str) -> Vec<Statement<'_>> {
         }
     }
     out
+}
+
+/// The unquoted words of one statement as the server's scanner reads them
+/// (keywords and plain names, upper-cased), with their byte ranges in
+/// `sql`: quoted names, literals, dollar-quoted bodies and comments are
+/// left out, and so is a literal's prefix (`E'…'`, `U&'…'`, `B'…'`).
+pub fn words(sql: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let (lexeme, end) = lex(b, i);
+        if lexeme == Lexeme::Word && b.get(end) != Some(&b'\'') {
+            if let Some(word) = sql.get(i..end) {
+                out.push((word.to_ascii_uppercase(), i..end));
+            }
+        }
+        i = end;
+    }
+    out
+}
+
+/// What starts at a byte of SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lexeme {
+    /// `-- …` to the end of the line, or a (nested) `/* … */`.
+    Comment,
+    /// A statement's end.
+    Semicolon,
+    /// One whitespace byte.
+    Space,
+    /// An unquoted word (a `$` inside it belongs to it: `a$b`, `x$1`).
+    Word,
+    /// A quoted string or identifier, a dollar quote, or any other byte.
+    Other,
+}
+
+/// The lexeme starting at `i` and the index after it.
+fn lex(b: &[u8], i: usize) -> (Lexeme, usize) {
+    match b[i] {
+        b'-' if b.get(i + 1) == Some(&b'-') => {
+            let mut j = i;
+            while j < b.len() && b[j] != b'\n' {
+                j += 1;
+            }
+            (Lexeme::Comment, j)
+        }
+        b'/' if b.get(i + 1) == Some(&b'*') => (Lexeme::Comment, skip_block_comment(b, i)),
+        b';' => (Lexeme::Semicolon, i + 1),
+        c if c.is_ascii_whitespace() => (Lexeme::Space, i + 1),
+        c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+            let mut j = i + 1;
+            while j < b.len() && (is_ident_byte(Some(b[j])) || b[j] == b'$') {
+                j += 1;
+            }
+            (Lexeme::Word, j)
+        }
+        _ => (Lexeme::Other, skip_token(b, i)),
+    }
+}
+
+/// Past a (nested) block comment starting at `i`.
+fn skip_block_comment(b: &[u8], i: usize) -> usize {
+    let mut depth = 1;
+    let mut j = i + 2;
+    while j < b.len() && depth > 0 {
+        if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
+            depth += 1;
+            j += 2;
+        } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
+            depth -= 1;
+            j += 2;
+        } else {
+            j += 1;
+        }
+    }
+    j.min(b.len())
 }
 
 /// Skips one token starting at `i` (a quoted string, identifier, dollar
@@ -213,6 +270,16 @@ mod tests {
         assert_eq!(v[0].set_name().as_deref(), Some("transaction_timeout"));
         assert_eq!(v[1].set_name().as_deref(), Some("search_path"));
         assert_eq!(v[2].set_name(), None);
+    }
+
+    #[test]
+    fn words_leave_out_quotes_literals_and_comments() {
+        let w: Vec<String> =
+            words("create /* x */ index concurrently \"CONCURRENTLY\" on t$1 (E'a', $$b$$) -- c")
+                .into_iter()
+                .map(|(w, _)| w)
+                .collect();
+        assert_eq!(w, ["CREATE", "INDEX", "CONCURRENTLY", "ON", "T$1"]);
     }
 
     #[test]
