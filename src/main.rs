@@ -299,27 +299,13 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             state_dir: dir,
             wait,
             timeout,
-        } => {
-            let Some(name) = migration_name(&name) else {
-                return Ok(exit::USAGE);
-            };
-            let timeout = timeout.map(Duration::from_secs);
-            let wait = wait.then_some(timeout);
-            end_reverse(&state_dir(dir), &name, ConsoleCommand::Rollback, wait).await
-        }
+        } => end_reverse(&name, dir, ConsoleCommand::Rollback, wait, timeout).await,
         Command::Finish {
             name,
             state_dir: dir,
             wait,
             timeout,
-        } => {
-            let Some(name) = migration_name(&name) else {
-                return Ok(exit::USAGE);
-            };
-            let timeout = timeout.map(Duration::from_secs);
-            let wait = wait.then_some(timeout);
-            end_reverse(&state_dir(dir), &name, ConsoleCommand::Finish, wait).await
-        }
+        } => end_reverse(&name, dir, ConsoleCommand::Finish, wait, timeout).await,
         Command::Cancel {
             name,
             state_dir: dir,
@@ -585,11 +571,17 @@ async fn cutover(
 /// `rollback` / `finish`: asks the daemon over its console; with `wait`
 /// polls until the migration ends.
 async fn end_reverse(
-    state_dir: &Path,
-    name: &MigrationName,
+    name: &str,
+    dir: Option<PathBuf>,
     command: ConsoleCommand,
-    wait: Option<Option<Duration>>,
+    wait: bool,
+    timeout: Option<u64>,
 ) -> anyhow::Result<u8> {
+    let Some(name) = migration_name(name) else {
+        return Ok(exit::USAGE);
+    };
+    let (state_dir, name) = (&state_dir(dir), &name);
+    let wait = wait.then_some(timeout.map(Duration::from_secs));
     if let Some(code) = request(state_dir, name, command).await? {
         return Ok(code);
     }

@@ -96,6 +96,28 @@ fn wait_caught_up(src: &Cluster, dst: &Cluster, db: &str, log: &Path) {
     }
 }
 
+/// Runs `pgmigrate ARGS --state-dir STATE`, which must succeed (the
+/// daemon's `log` is shown if not); its output.
+fn cli_ok(args: &[&str], state: &Path, log: &Path) -> std::process::Output {
+    let out = cli(args, state);
+    assert!(
+        out.status.success(),
+        "{}: {}{}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        read(log)
+    );
+    out
+}
+
+/// `rollback --wait`, then the daemon exits 0.
+fn roll_back(state: &Path, name: &str, child: &mut Child, log: &Path) {
+    cli_ok(&["rollback", name, "--wait", "--timeout", "90"], state, log);
+    let status = wait_exit(child, Duration::from_secs(30));
+    assert!(status.success(), "daemon exit {status}\n{}", read(log));
+}
+
 fn cli(args: &[&str], state: &Path) -> std::process::Output {
     Command::new(pgmigrate_bin())
         .args(args)
@@ -146,14 +168,7 @@ fn cut_over_reversing_with(
     if by_cli {
         // `cutover --wait` returns once the cutover is done and the target
         // streams back: the application may switch then.
-        let out = cli(&["cutover", name, "--wait", "--timeout", "90"], state);
-        assert!(
-            out.status.success(),
-            "cutover --wait: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            read(&log)
-        );
+        let out = cli_ok(&["cutover", name, "--wait", "--timeout", "90"], state, &log);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("WaitingForRollbackOrFinish"),
             "{}",
@@ -245,19 +260,7 @@ fn rollback_after_cutover_survives_kill9() {
     wait_reversing(state.path(), name, &mut child, &log2);
     target_writes(&dst, DB, 3);
 
-    let out = cli(
-        &["rollback", name, "--wait", "--timeout", "90"],
-        state.path(),
-    );
-    assert!(
-        out.status.success(),
-        "rollback: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        read(&log2)
-    );
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(status.success(), "daemon exit {status}\n{}", read(&log2));
+    roll_back(state.path(), name, &mut child, &log2);
     let doc = show(state.path(), name);
     assert_eq!(doc["status"], "RolledBack", "{doc}");
     assert_eq!(doc["substatus"], "RolledBack", "{doc}");
@@ -294,13 +297,10 @@ fn finish_ends_reverse_replication() {
     wait_caught_up(&src, &dst, DB, &log);
     // Sequences reach the source only with `rollback`.
     assert_same_except(&src, &dst, DB, &["sequences"]);
-    let out = cli(&["finish", name, "--wait", "--timeout", "60"], state.path());
-    assert!(
-        out.status.success(),
-        "finish: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        read(&log)
+    cli_ok(
+        &["finish", name, "--wait", "--timeout", "60"],
+        state.path(),
+        &log,
     );
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "daemon exit {status}\n{}", read(&log));
@@ -324,14 +324,7 @@ fn cancel_while_reversing_drops_the_reverse_objects() {
     // DROP TARGET is refused: the target is the migrated database now.
     let out = cli(&["cancel", name, "--drop-target-databases"], state.path());
     assert_eq!(out.status.code(), Some(5), "{}", read(&log));
-    let out = cli(&["cancel", name], state.path());
-    assert!(
-        out.status.success(),
-        "cancel: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        read(&log)
-    );
+    cli_ok(&["cancel", name], state.path(), &log);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(show(state.path(), name)["status"], "Canceled");
     assert!(status.code().is_some(), "{}", read(&log));
@@ -375,19 +368,7 @@ fn schema_change_on_the_target_fails_clearly_and_resumes_once_mended() {
     wait_reversing(state.path(), name, &mut child, &log2);
     target_writes(&dst, DB, 2);
     wait_caught_up(&src, &dst, DB, &log2);
-    let out = cli(
-        &["rollback", name, "--wait", "--timeout", "90"],
-        state.path(),
-    );
-    assert!(
-        out.status.success(),
-        "rollback: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        read(&log2)
-    );
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(status.success(), "daemon exit {status}\n{}", read(&log2));
+    roll_back(state.path(), name, &mut child, &log2);
     assert_eq!(src.psql(DB, "SELECT note FROM stock WHERE sku = 's1'"), "x");
     assert_same(&src, &dst, DB);
     assert_nothing_left(&src, &dst);
@@ -412,19 +393,7 @@ fn rollback_from_18_into_12() {
     target_writes(&dst, DB, 1);
     target_writes(&dst, DB, 2);
     wait_caught_up(&src, &dst, DB, &log);
-    let out = cli(
-        &["rollback", name, "--wait", "--timeout", "90"],
-        state.path(),
-    );
-    assert!(
-        out.status.success(),
-        "rollback: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        read(&log)
-    );
-    let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(status.success(), "daemon exit {status}\n{}", read(&log));
+    roll_back(state.path(), name, &mut child, &log);
     assert_same(&src, &dst, DB);
     assert_nothing_left(&src, &dst);
 }

@@ -202,15 +202,7 @@ async fn roll_back(ctx: &DbContext, reverse: &ReverseState) -> Result<DbEnd, DbE
             .map_err(|e| StepError::source(db, "making the source database writable", e))?;
         tracing::info!("rollback: source database is writable again");
     }
-    reverse_objects::drop_all(&mut target, &mut source, db, reverse).await?;
-    ctx.record(|r| {
-        if let Some(rev) = r.reverse.as_mut() {
-            rev.ended = true;
-        }
-    })
-    .await?;
-    ctx.progress.lag_bytes.store(0, Ordering::Relaxed);
-    ctx.progress.set_latency_seconds(0.0);
+    end_objects(ctx, &mut target, &mut source, reverse).await?;
     tracing::info!(
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
         "rolled back"
@@ -230,9 +222,20 @@ pub(super) async fn drop_reverse_objects(
 
 /// `finish`: the target stays the primary; the reverse objects go.
 async fn finish(ctx: &DbContext, reverse: &ReverseState) -> Result<DbEnd, DbError> {
-    let db = ctx.db.as_str();
     let (mut source, mut target) = connect_both(ctx).await?;
-    reverse_objects::drop_all(&mut target, &mut source, db, reverse).await?;
+    end_objects(ctx, &mut target, &mut source, reverse).await?;
+    tracing::info!("reverse replication finished; its objects are dropped");
+    Ok(DbEnd::Done)
+}
+
+/// Drops the reverse objects, records the end and zeroes the lag.
+async fn end_objects(
+    ctx: &DbContext,
+    target: &mut Connection,
+    source: &mut Connection,
+    reverse: &ReverseState,
+) -> Result<(), DbError> {
+    reverse_objects::drop_all(target, source, ctx.db.as_str(), reverse).await?;
     ctx.record(|r| {
         if let Some(rev) = r.reverse.as_mut() {
             rev.ended = true;
@@ -241,6 +244,5 @@ async fn finish(ctx: &DbContext, reverse: &ReverseState) -> Result<DbEnd, DbErro
     .await?;
     ctx.progress.lag_bytes.store(0, Ordering::Relaxed);
     ctx.progress.set_latency_seconds(0.0);
-    tracing::info!("reverse replication finished; its objects are dropped");
-    Ok(DbEnd::Done)
+    Ok(())
 }
