@@ -230,7 +230,8 @@ fn design_keys() -> BTreeSet<(String, String)> {
         "apply",
         &["workers", "batch_max_changes", "batch_max_delay_ms"],
     );
-    add("cutover", &["lock_source"]);
+    // reverse_replication: an addition (docs/DESIGN.md, issue 19).
+    add("cutover", &["lock_source", "reverse_replication"]);
     // An addition (docs/DESIGN.md, issue 13).
     add(
         "keyless",
